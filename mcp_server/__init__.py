@@ -1,0 +1,1 @@
+"""pipeline-state-mcp: an MCP server that keeps the state of multi-step LLM pipelines."""

@@ -1,0 +1,80 @@
+"""Command line: ``pipeline-state-mcp [serve|db|status|costs|demo]`` (SPEC §7)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from mcp_server.settings import Settings
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pipeline-state-mcp")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def configure_logging(level: str) -> None:
+    """Logs go to stderr only: stdout belongs to the protocol."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pipeline-state-mcp",
+        description="MCP server that keeps the state of multi-step LLM pipelines and logs LLM cost.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command")
+
+    serve = commands.add_parser("serve", help="run the MCP server (the default command)")
+    serve.add_argument("--transport", choices=["stdio", "http"], default="stdio")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--stateless", action="store_true", help="stateless streamable HTTP (no sessions)")
+
+    db = commands.add_parser("db", help="manage the database schema (Alembic)")
+    db_actions = db.add_subparsers(dest="action", required=True)
+    up = db_actions.add_parser("upgrade", help="upgrade the schema (default: to head)")
+    up.add_argument("revision", nargs="?", default="head")
+    down = db_actions.add_parser("downgrade", help="downgrade the schema (e.g. -1 or base)")
+    down.add_argument("revision")
+    db_actions.add_parser("current", help="show the database's revision")
+    db_actions.add_parser("history", help="list the revisions")
+    return parser
+
+
+def _run_db(settings: Settings, args: argparse.Namespace) -> int:
+    from mcp_server.db.migrate import run_alembic
+
+    logging.getLogger("alembic").setLevel(logging.INFO)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    extra: list[str] = [args.revision] if args.action in ("upgrade", "downgrade") else []
+    sys.stderr.write(f"database: {settings.display_url}\n")
+    asyncio.run(run_alembic(settings.async_database_url, args.action, *extra))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = Settings()
+    configure_logging(settings.log_level)
+    if args.command == "db":
+        return _run_db(settings, args)
+    from mcp_server.cli_serve import serve
+
+    return serve(settings, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

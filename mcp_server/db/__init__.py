@@ -1,0 +1,1 @@
+"""Database layer: DB-agnostic types, declarative base, engine and unit of work."""

@@ -1,0 +1,95 @@
+"""Engines and the unit of work: one AsyncSession and one transaction per tool call (SPEC §8)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from mcp_server.settings import to_async_url
+
+BUSY_TIMEOUT_MS = 30_000
+# Execution option read by the SQLite "begin" hook: how the transaction takes its lock.
+SQLITE_BEGIN = "sqlite_begin"
+
+
+def _install_sqlite_hooks(engine: AsyncEngine) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver so that BEGIN is ours to emit (see _on_begin).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # Writers take the write lock up front (BEGIN IMMEDIATE): a deferred transaction that reads
+        # and then writes can fail with "database is locked" without waiting on busy_timeout.
+        mode = conn.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+    """An async engine for a plain or async URL, configured per SPEC §8."""
+    async_url = to_async_url(url)
+    parsed = make_url(async_url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(
+            parsed, echo=echo, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000}, pool_pre_ping=False
+        )
+        _install_sqlite_hooks(engine)
+        return engine
+    return create_async_engine(parsed, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_recycle=1800)
+
+
+@dataclass(frozen=True)
+class Database:
+    """The engine and the two ways to open a unit of work on it."""
+
+    engine: AsyncEngine
+    _reader: async_sessionmaker[AsyncSession]
+    _writer: async_sessionmaker[AsyncSession]
+
+    @classmethod
+    def from_engine(cls, engine: AsyncEngine) -> Database:
+        writer_engine = engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+        return cls(
+            engine=engine,
+            _reader=async_sessionmaker(engine, expire_on_commit=False, autoflush=False),
+            _writer=async_sessionmaker(writer_engine, expire_on_commit=False, autoflush=False),
+        )
+
+    @classmethod
+    def connect(cls, url: str, *, echo: bool = False) -> Database:
+        return cls.from_engine(create_engine(url, echo=echo))
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @asynccontextmanager
+    async def unit_of_work(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
+        """A session in one transaction: committed if the block succeeds, rolled back on any error."""
+        maker = self._writer if write else self._reader
+        async with maker() as session, session.begin():
+            yield session
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,61 @@
+"""ProcessExecution: one run of a process for a project (seed §4.2)."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from mcp_server.db.base import AuditMixin, Base
+from mcp_server.db.types import GUID, JSONType, UTCDateTime
+from mcp_server.models.process import PROCESS_ID_LENGTH
+
+
+class ExecutionStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    # Finished after its process had gone stale: its input was already outdated (SPEC §4).
+    STALE = "stale"
+
+
+class ProcessExecution(AuditMixin, Base):
+    __tablename__ = "process_executions"
+
+    id: Mapped[uuid.UUID] = mapped_column(GUID(), primary_key=True, default=uuid.uuid4)
+    project_id: Mapped[uuid.UUID] = mapped_column(GUID(), ForeignKey("projects.id"), nullable=False, index=True)
+    process_id: Mapped[str] = mapped_column(
+        String(PROCESS_ID_LENGTH), ForeignKey("process_definitions.id"), nullable=False, index=True
+    )
+    prompt_version_id: Mapped[uuid.UUID | None] = mapped_column(GUID(), ForeignKey("prompt_versions.id"))
+
+    input_data: Mapped[Any] = mapped_column(JSONType(), nullable=False)
+    output_data: Mapped[Any | None] = mapped_column(JSONType())
+    output_hash: Mapped[str | None] = mapped_column(String(64))
+
+    status: Mapped[str] = mapped_column(String(50), default=ExecutionStatus.PENDING.value, nullable=False)
+    error_message: Mapped[str | None] = mapped_column(Text())
+    reasoning: Mapped[str | None] = mapped_column(Text())
+    missing_info: Mapped[Any | None] = mapped_column(JSONType())
+
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    # Idempotency: the key is unique when set; the hash of the call's arguments tells a true
+    # replay from a reuse of the key with different arguments; the reply is what a replay returns.
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    reply: Mapped[Any | None] = mapped_column(JSONType())
+
+    __table_args__ = (
+        Index("ix_execution_project_process", "project_id", "process_id"),
+        Index("ix_execution_project_created", "project_id", "created_at"),
+    )
+
+    def __repr__(self) -> str:
+        return f"<ProcessExecution id={self.id} process={self.process_id!r} status={self.status}>"

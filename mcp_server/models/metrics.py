@@ -1,0 +1,56 @@
+"""LLMMetrics: one LLM call's usage and cost (seed §4.4)."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from mcp_server.db.base import AuditMixin, Base
+from mcp_server.db.types import GUID, JSONType, Money
+from mcp_server.models.process import PROCESS_ID_LENGTH
+
+
+class CostSource(enum.StrEnum):
+    REPORTED = "reported"
+    COMPUTED = "computed"
+    UNPRICED = "unpriced"
+
+
+class LLMMetrics(AuditMixin, Base):
+    __tablename__ = "llm_metrics"
+
+    id: Mapped[uuid.UUID] = mapped_column(GUID(), primary_key=True, default=uuid.uuid4)
+    project_id: Mapped[uuid.UUID | None] = mapped_column(GUID(), ForeignKey("projects.id"), index=True)
+    process_id: Mapped[str | None] = mapped_column(String(PROCESS_ID_LENGTH), index=True)
+    execution_id: Mapped[uuid.UUID | None] = mapped_column(GUID(), ForeignKey("process_executions.id"), index=True)
+
+    provider: Mapped[str] = mapped_column(String(50), nullable=False)
+    model: Mapped[str] = mapped_column(String(100), nullable=False)
+
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger(), default=0, nullable=False)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger(), default=0, nullable=False)
+    total_tokens: Mapped[int] = mapped_column(BigInteger(), default=0, nullable=False)
+    cache_read_tokens: Mapped[int] = mapped_column(BigInteger(), default=0, nullable=False)
+    cache_write_tokens: Mapped[int] = mapped_column(BigInteger(), default=0, nullable=False)
+
+    cost_usd: Mapped[Decimal | None] = mapped_column(Money())
+    cost_source: Mapped[str] = mapped_column(String(20), nullable=False)
+    inference_time_ms: Mapped[int | None] = mapped_column(Integer())
+
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    reply: Mapped[Any | None] = mapped_column(JSONType())
+
+    __table_args__ = (
+        Index("ix_metrics_project_created", "project_id", "created_at"),
+        Index("ix_metrics_created", "created_at"),
+        Index("ix_metrics_provider_model", "provider", "model"),
+    )
+
+    def __repr__(self) -> str:
+        return f"<LLMMetrics {self.provider}/{self.model} cost={self.cost_usd}>"

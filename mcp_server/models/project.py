@@ -1,0 +1,48 @@
+"""Project: a unit of work that runs through the pipeline (seed §4.1)."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Enum, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from mcp_server.db.base import AuditMixin, Base, SoftDeleteMixin
+from mcp_server.db.types import GUID, JSONType, Money
+
+
+class ProjectStatus(enum.StrEnum):
+    DRAFT = "draft"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    ARCHIVED = "archived"
+
+
+class Project(AuditMixin, SoftDeleteMixin, Base):
+    __tablename__ = "projects"
+
+    id: Mapped[uuid.UUID] = mapped_column(GUID(), primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    description: Mapped[str | None] = mapped_column(Text())
+    status: Mapped[ProjectStatus] = mapped_column(
+        Enum(
+            ProjectStatus,
+            name="project_status",
+            native_enum=False,
+            create_constraint=True,
+            length=20,
+            values_callable=lambda e: [m.value for m in e],
+        ),
+        default=ProjectStatus.DRAFT,
+        nullable=False,
+    )
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType(), default=dict, nullable=False)
+    budget_usd: Mapped[Decimal | None] = mapped_column(Money())
+
+    __table_args__ = (Index("ix_projects_status_created", "is_deleted", "status", "created_at"),)
+
+    def __repr__(self) -> str:
+        return f"<Project id={self.id} name={self.name!r}>"

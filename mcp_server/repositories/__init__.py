@@ -1,0 +1,19 @@
+"""All SQL lives here. Repositories flush and never commit: the unit of work owns the transaction."""
+
+from mcp_server.repositories.base import Page
+from mcp_server.repositories.executions import ExecutionRepository
+from mcp_server.repositories.metrics import MetricsRepository
+from mcp_server.repositories.processes import ProcessDefinitionRepository
+from mcp_server.repositories.projects import ProjectRepository
+from mcp_server.repositories.prompts import PromptRepository
+from mcp_server.repositories.states import StateRepository
+
+__all__ = [
+    "ExecutionRepository",
+    "MetricsRepository",
+    "Page",
+    "ProcessDefinitionRepository",
+    "ProjectRepository",
+    "PromptRepository",
+    "StateRepository",
+]

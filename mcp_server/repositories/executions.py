@@ -1,0 +1,54 @@
+"""Process executions."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+
+from mcp_server.models import ProcessExecution
+from mcp_server.repositories.base import Page, Repository
+
+
+class ExecutionRepository(Repository):
+    async def get(self, execution_id: uuid.UUID, *, for_update: bool = False) -> ProcessExecution | None:
+        query = select(ProcessExecution).where(ProcessExecution.id == execution_id)
+        if for_update:
+            query = query.with_for_update()
+        return (await self.session.scalars(query)).first()
+
+    async def by_idempotency_key(self, key: str) -> ProcessExecution | None:
+        query = select(ProcessExecution).where(ProcessExecution.idempotency_key == key)
+        return (await self.session.scalars(query)).first()
+
+    async def list(
+        self,
+        *,
+        project_id: uuid.UUID | None = None,
+        process_id: str | None = None,
+        status: str | None = None,
+        page: int = 1,
+        page_size: int = 20,
+    ) -> Page[ProcessExecution]:
+        query = select(ProcessExecution)
+        if project_id is not None:
+            query = query.where(ProcessExecution.project_id == project_id)
+        if process_id is not None:
+            query = query.where(ProcessExecution.process_id == process_id)
+        if status is not None:
+            query = query.where(ProcessExecution.status == status)
+        query = query.order_by(ProcessExecution.created_at.desc(), ProcessExecution.id.desc())
+        return await self._page(query, page=page, page_size=page_size)
+
+    async def create(self, **fields: Any) -> ProcessExecution:
+        execution = ProcessExecution(**fields)
+        self.session.add(execution)
+        await self.session.flush()
+        return execution
+
+    async def update(self, execution: ProcessExecution, **fields: Any) -> ProcessExecution:
+        for key, value in fields.items():
+            setattr(execution, key, value)
+        await self.session.flush()
+        return execution

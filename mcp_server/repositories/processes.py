@@ -1,0 +1,40 @@
+"""Process definitions: the pipeline catalogue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, exists, select
+
+from mcp_server.models import ProcessDefinition, ProcessExecution
+from mcp_server.repositories.base import Repository
+
+
+class ProcessDefinitionRepository(Repository):
+    async def get(self, process_id: str) -> ProcessDefinition | None:
+        return await self.session.get(ProcessDefinition, process_id)
+
+    async def list_all(self) -> list[ProcessDefinition]:
+        rows = await self.session.scalars(
+            select(ProcessDefinition).order_by(ProcessDefinition.order_index, ProcessDefinition.id)
+        )
+        return list(rows)
+
+    async def create(self, **fields: Any) -> ProcessDefinition:
+        definition = ProcessDefinition(**fields)
+        self.session.add(definition)
+        await self.session.flush()
+        return definition
+
+    async def update(self, definition: ProcessDefinition, **fields: Any) -> ProcessDefinition:
+        for key, value in fields.items():
+            setattr(definition, key, value)
+        await self.session.flush()
+        return definition
+
+    async def has_executions(self, process_id: str) -> bool:
+        found = await self.session.scalar(select(exists().where(ProcessExecution.process_id == process_id)))
+        return bool(found)
+
+    async def delete(self, process_id: str) -> None:
+        await self.session.execute(delete(ProcessDefinition).where(ProcessDefinition.id == process_id))

@@ -1,0 +1,45 @@
+"""Process states: one row per (project, process), updated with a version check."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select, update
+
+from mcp_server.models import ProcessState
+from mcp_server.repositories.base import Repository
+
+
+class StateRepository(Repository):
+    async def get(self, project_id: uuid.UUID, process_id: str, *, for_update: bool = False) -> ProcessState | None:
+        query = select(ProcessState).where(ProcessState.project_id == project_id, ProcessState.process_id == process_id)
+        if for_update:
+            query = query.with_for_update()
+        return (await self.session.scalars(query)).first()
+
+    async def list_for_project(self, project_id: uuid.UUID, *, for_update: bool = False) -> list[ProcessState]:
+        query = select(ProcessState).where(ProcessState.project_id == project_id).order_by(ProcessState.process_id)
+        if for_update:
+            query = query.with_for_update()
+        return list(await self.session.scalars(query))
+
+    async def create(self, **fields: Any) -> ProcessState:
+        state = ProcessState(**fields)
+        self.session.add(state)
+        await self.session.flush()
+        return state
+
+    async def compare_and_set(self, row: ProcessState, /, *, expected_version: int, **fields: Any) -> bool:
+        """``UPDATE … WHERE version = :expected``; False when another writer got there first."""
+        result = await self.session.execute(
+            update(ProcessState)
+            .where(ProcessState.id == row.id, ProcessState.version == expected_version)
+            .values(**fields)
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(result, "rowcount", 0) != 1:
+            return False
+        for key, value in fields.items():
+            setattr(row, key, value)
+        return True

@@ -1,0 +1,101 @@
+"""Configuration from the environment (prefix ``PIPELINE_STATE_``); never read at import time."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TOOLSETS = ("projects", "pipeline", "prompts", "costs")
+Toolset = Literal["projects", "pipeline", "prompts", "costs"]
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/pipeline-state-mcp`` or ``~/.local/share/pipeline-state-mcp``; never the cwd."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "pipeline-state-mcp"
+
+
+def to_async_url(url: str) -> str:
+    """Turn a plain database URL into the async driver's URL (seed §6.2)."""
+    for prefix, driver in (
+        ("sqlite://", "sqlite+aiosqlite://"),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+        ("postgresql+psycopg2://", "postgresql+asyncpg://"),
+        ("postgresql+psycopg://", "postgresql+asyncpg://"),
+    ):
+        if url.startswith(prefix):
+            return driver + url[len(prefix) :]
+    return url
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (for logs and messages)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    netloc, slash, path = rest.partition("/")
+    creds, at, host = netloc.rpartition("@")
+    if not at or ":" not in creds:
+        return url
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}{slash}{path}"
+
+
+class Settings(BaseSettings):
+    """Settings of SPEC §2. Build one with ``Settings()`` where the process starts."""
+
+    model_config = SettingsConfigDict(env_prefix="PIPELINE_STATE_", extra="ignore")
+
+    database_url: SecretStr | None = Field(
+        default=None, description="sqlite:///…, postgresql://… or postgres://…; default: user data dir"
+    )
+    auto_migrate: bool = True
+    toolsets: str = ",".join(TOOLSETS)
+    read_only: bool = False
+    auth_token: SecretStr | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("toolsets")
+    @classmethod
+    def _known_toolsets(cls, value: str) -> str:
+        names = [part.strip() for part in value.split(",") if part.strip()]
+        unknown = sorted(set(names) - set(TOOLSETS))
+        if unknown:
+            raise ValueError(f"unknown toolsets {unknown}; choose from {', '.join(TOOLSETS)}")
+        if not names:
+            raise ValueError(f"no toolset given; choose from {', '.join(TOOLSETS)}")
+        return ",".join(names)
+
+    @property
+    def enabled_toolsets(self) -> frozenset[str]:
+        return frozenset(self.toolsets.split(","))
+
+    @property
+    def url(self) -> str:
+        """The configured URL (plain form), or the default SQLite file."""
+        if self.database_url is not None and self.database_url.get_secret_value().strip():
+            return self.database_url.get_secret_value().strip()
+        return f"sqlite:///{default_data_dir() / 'state.db'}"
+
+    @property
+    def async_database_url(self) -> str:
+        return to_async_url(self.url)
+
+    @property
+    def display_url(self) -> str:
+        """The URL as it may be shown to people: the password is masked."""
+        return mask_url(self.url)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.async_database_url.startswith("sqlite")

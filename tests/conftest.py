@@ -1,0 +1,119 @@
+"""Fixtures: a fresh, migrated database per test on SQLite and on PostgreSQL.
+
+PostgreSQL comes from PIPELINE_STATE_TEST_POSTGRES_URL (default postgres@127.0.0.1:5432/test).
+With CI=true a missing PostgreSQL fails the run; elsewhere its tests are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from mcp_server.db.engine import Database
+from mcp_server.db.migrate import upgrade_to_head
+
+PG_ADMIN_URL = os.environ.get("PIPELINE_STATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+DIALECTS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _pg_admin(url: str, *statements: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(_asyncpg_dsn(url), timeout=5)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def _pg_url(database: str) -> str:
+    return make_url(PG_ADMIN_URL).set(database=database).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def pg_available() -> bool:
+    try:
+        asyncio.run(_pg_admin(PG_ADMIN_URL, "SELECT 1"))
+    except (OSError, TimeoutError, Exception) as exc:  # noqa: BLE001 - any failure means "not reachable"
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required in CI but unreachable at {PG_ADMIN_URL}: {exc!r}")
+        return False
+    return True
+
+
+def require_postgres(pg_available: bool) -> None:
+    if not pg_available:
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL} (set PIPELINE_STATE_TEST_POSTGRES_URL)")
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    asyncio.run(upgrade_to_head(f"sqlite:///{path}"))
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_available: bool) -> Iterator[str]:
+    require_postgres(pg_available)
+    name = f"pst_template_{os.getpid()}"
+    asyncio.run(_pg_admin(PG_ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"'))
+    asyncio.run(upgrade_to_head(_pg_url(name)))
+    yield name
+    asyncio.run(_pg_admin(PG_ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def fresh_sqlite_url(template: Path, directory: Path) -> str:
+    path = directory / "state.db"
+    shutil.copyfile(template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def fresh_pg_database(request: pytest.FixtureRequest) -> Iterator[str]:
+    """An empty (unmigrated) PostgreSQL database, dropped after the test."""
+    require_postgres(request.getfixturevalue("pg_available"))
+    name = f"pst_{uuid.uuid4().hex[:16]}"
+    asyncio.run(_pg_admin(PG_ADMIN_URL, f'CREATE DATABASE "{name}"'))
+    yield _pg_url(name)
+    asyncio.run(_pg_admin(PG_ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=DIALECTS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The plain URL of a fresh database at head, isolated from every other test."""
+    if request.param == "sqlite":
+        yield fresh_sqlite_url(request.getfixturevalue("sqlite_template"), tmp_path)
+        return
+    template = request.getfixturevalue("pg_template")
+    name = f"pst_{uuid.uuid4().hex[:16]}"
+    asyncio.run(_pg_admin(PG_ADMIN_URL, f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY'))
+    yield _pg_url(name)
+    asyncio.run(_pg_admin(PG_ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
+    database = Database.connect(db_url)
+    try:
+        yield database
+    finally:
+        await database.dispose()
