@@ -27,6 +27,7 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,7 +59,6 @@ def _run_db(settings: Settings, args: argparse.Namespace) -> int:
     from mcp_server.db.migrate import run_alembic
 
     logging.getLogger("alembic").setLevel(logging.INFO)
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     extra: list[str] = [args.revision] if args.action in ("upgrade", "downgrade") else []
     sys.stderr.write(f"database: {settings.display_url}\n")
     asyncio.run(run_alembic(settings.async_database_url, args.action, *extra))

@@ -14,10 +14,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from mcp import Client
 from sqlalchemy.engine import make_url
 
 from mcp_server.db.engine import Database
 from mcp_server.db.migrate import upgrade_to_head
+from mcp_server.server import build_server
+from mcp_server.settings import Settings
 
 PG_ADMIN_URL = os.environ.get("PIPELINE_STATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -117,3 +120,15 @@ async def db(db_url: str) -> AsyncIterator[Database]:
         yield database
     finally:
         await database.dispose()
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    return Settings(database_url=db_url, auto_migrate=False)
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[Client]:
+    """The SDK's in-memory client connected to a server on this test's database."""
+    async with Client(build_server(settings)) as connected:
+        yield connected

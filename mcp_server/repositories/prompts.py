@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from mcp_server.models import PromptVersion
 from mcp_server.repositories.base import Page, Repository
 
 
 class PromptRepository(Repository):
+    async def lock_prompt(self, prompt_id: str) -> None:
+        """Hold a per-prompt_id lock until the transaction ends (PostgreSQL; SQLite writers are serial)."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            await self.session.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"prompt:{prompt_id}"}
+            )
+
     async def latest(self, prompt_id: str) -> PromptVersion | None:
         query = (
             select(PromptVersion)

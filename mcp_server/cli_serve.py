@@ -1,0 +1,103 @@
+"""``pipeline-state-mcp serve``: stdio (default) or streamable HTTP with a bearer token."""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import ipaddress
+import json
+import logging
+import sys
+from typing import Any
+
+from mcp_server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class BearerTokenMiddleware:
+    """Pure ASGI: every HTTP request must carry ``Authorization: Bearer <token>``, else 401."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and not self._authorised(scope):
+            body = json.dumps({"error": "unauthorized", "detail": "send Authorization: Bearer <token>"}).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 401,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"www-authenticate", b'Bearer realm="pipeline-state"'),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+    def _authorised(self, scope: dict[str, Any]) -> bool:
+        for name, value in scope.get("headers", []):
+            if name == b"authorization":
+                scheme, _, credential = value.partition(b" ")
+                return scheme.lower() == b"bearer" and hmac.compare_digest(credential.strip(), self.token)
+        return False
+
+
+def http_app(settings: Settings, *, host: str, stateless: bool) -> Any:
+    """The ASGI app for streamable HTTP at /mcp; refuses a non-loopback host without a token."""
+    token = settings.auth_token.get_secret_value() if settings.auth_token else ""
+    if not is_loopback(host) and not token:
+        raise SystemExit(
+            f"refusing to serve HTTP on non-loopback host {host!r} without PIPELINE_STATE_AUTH_TOKEN; "
+            "set a token (clients send Authorization: Bearer <token>) or bind 127.0.0.1"
+        )
+    from mcp_server.server import build_server
+
+    server = build_server(settings)
+    # For loopback hosts the SDK turns DNS-rebinding protection on (Host/Origin must be local).
+    app = server.streamable_http_app(streamable_http_path="/mcp", stateless_http=stateless, host=host)
+    return BearerTokenMiddleware(app, token) if token else app
+
+
+def _announce(settings: Settings) -> None:
+    sys.stderr.write(
+        "pipeline-state-mcp: an MCP server speaking JSON-RPC on stdin/stdout.\n"
+        f"  database: {settings.display_url}\n"
+        "  connect a client, e.g.: claude mcp add pipeline-state -- pipeline-state-mcp\n"
+        "  or try it: pipeline-state-mcp demo   (Ctrl-C to quit)\n"
+    )
+
+
+def serve(settings: Settings, args: argparse.Namespace) -> int:
+    transport = getattr(args, "transport", "stdio")
+    if transport == "http":
+        import uvicorn
+
+        app = http_app(settings, host=args.host, stateless=args.stateless)
+        log.info(
+            "serving streamable HTTP on http://%s:%s/mcp (database %s)", args.host, args.port, settings.display_url
+        )
+        uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level.lower())
+        return 0
+    if sys.stdin.isatty():
+        _announce(settings)
+    from mcp_server.server import build_server
+
+    build_server(settings).run("stdio")
+    return 0

@@ -1,0 +1,64 @@
+"""Shared input types with their size limits, and the paging envelope."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+MAX_TEXT = 100_000  # characters in a free-text field (description, reasoning, prompt text)
+MAX_JSON_BYTES = 1_000_000  # serialized size of one JSON argument (input/output data, metadata)
+MAX_JSON_DEPTH = 64
+MAX_PAGE_SIZE = 100
+SLUG_PATTERN = r"^[a-z][a-z0-9_\-]{0,99}$"
+
+
+def _depth(value: Any, limit: int) -> int:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    deepest = 0
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > limit:
+            return depth
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
+def bounded_json(value: Any) -> Any:
+    """Refuse JSON that is too large or too deeply nested to store and query sanely."""
+    if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    size = len(json.dumps(value, ensure_ascii=False, default=str).encode())
+    if size > MAX_JSON_BYTES:
+        raise ValueError(f"JSON is {size} bytes; the limit is {MAX_JSON_BYTES}")
+    return value
+
+
+JsonValue = Annotated[Any, AfterValidator(bounded_json)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(bounded_json)]
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
+ShortText = Annotated[str, StringConstraints(max_length=200)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
+Usd = Annotated[Decimal, Field(ge=0, le=Decimal("900000000"), decimal_places=10)]
+Page = Annotated[int, Field(ge=1, le=1_000_000, description="Page number, starting at 1.")]
+PageSize = Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE, description=f"Items per page (1-{MAX_PAGE_SIZE}).")]
+
+
+class Out(BaseModel):
+    """Base of every tool result: built from ORM rows by attribute."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class PageInfo(Out):
+    total: int = Field(description="Number of items across all pages.")
+    page: int
+    page_size: int
+    has_more: bool = Field(description="True when a later page exists.")

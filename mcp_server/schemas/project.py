@@ -1,0 +1,42 @@
+"""Project inputs and outputs."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from mcp_server.models import Project, ProjectStatus
+from mcp_server.schemas.common import Out, PageInfo
+
+
+class ProjectOut(Out):
+    id: uuid.UUID
+    name: str
+    description: str | None
+    status: ProjectStatus
+    metadata: dict[str, Any]
+    budget_usd: Decimal | None = Field(description="Budget in USD (exact decimal string), or null.")
+    is_deleted: bool
+    created_at: datetime
+    updated_at: datetime | None
+    deleted_at: datetime | None
+    created_by: str | None
+    updated_by: str | None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_row(cls, data: Any) -> Any:
+        # The ORM attribute is `metadata_` (`metadata` is SQLAlchemy's own); the API says `metadata`.
+        if isinstance(data, Project):
+            return {name: getattr(data, name) for name in cls.model_fields if name != "metadata"} | {
+                "metadata": data.metadata_
+            }
+        return data
+
+
+class ProjectPage(PageInfo):
+    items: list[ProjectOut]

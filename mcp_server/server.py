@@ -1,0 +1,187 @@
+"""``build_server(settings)``: the MCP server, its lifespan, error model and DB-backed MCP prompts."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from mcp.server.context import ServerRequestContext
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.shared.exceptions import MCPError
+from mcp_types import (
+    INVALID_PARAMS,
+    CallToolResult,
+    GetPromptRequestParams,
+    GetPromptResult,
+    InputRequiredResult,
+    ListPromptsResult,
+    PaginatedRequestParams,
+    Prompt,
+    PromptArgument,
+    PromptMessage,
+    TextContent,
+)
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from mcp_server.app import App
+from mcp_server.db.engine import Database
+from mcp_server.errors import DomainError
+from mcp_server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+INSTRUCTIONS = """\
+Keeps the state of multi-step pipelines and the cost of your LLM calls.
+1. create_project once per unit of work; define_process once per pipeline step (depends_on makes a DAG).
+2. get_pipeline_status shows each step's state and `ready_processes`: the steps you can run next.
+3. For a step: start_execution, then record_execution with its output (or one record_execution call
+   alone), or fail_execution. A new output makes every completed step downstream `stale`: re-run them.
+4. report_cost (or `usage` on record_execution) logs tokens and cost; get_cost_summary sums them.
+Errors start with a stable code (not_found, invalid_argument, schema_violation, not_ready, conflict,
+invalid_transition, read_only) and say what to do next."""
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pipeline-state-mcp")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _describe_validation(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        field = ".".join(str(part) for part in error["loc"]) or "arguments"
+        problems.append(f"{field}: {error['msg']}")
+    return "; ".join(problems)
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, OperationalError | ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OSError) or type(exc).__module__.startswith("asyncpg")
+
+
+class PipelineStateServer(MCPServer[App]):
+    """MCPServer with the error model of SPEC §6 and prompts backed by saved prompt versions."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.hidden_write_tools: set[str] = set()
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[App, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        prefix = f"Error executing tool {name}"
+        if name in self.hidden_write_tools:
+            raise ToolError(f"{prefix}: read_only: {name} writes, and this server runs read-only")
+        if self._tool_manager.get_tool(name) is None:
+            raise ToolError(f"{prefix}: not_found: there is no tool named {name!r}. Call tools/list")
+        try:
+            return await super().call_tool(name, arguments, context)
+        except UnexpectedToolError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, DomainError):
+                raise ToolError(f"{prefix}: {cause.render()}") from cause
+            if cause is not None and _is_unavailable(cause):
+                log.warning("tool %s: database unavailable: %s", name, type(cause).__name__)
+                raise ToolError(
+                    f"{prefix}: unavailable: the database could not be reached; nothing was written. Retry in a moment"
+                ) from None
+            raise UnexpectedToolError(
+                f"{prefix}: internal: unexpected server error; nothing was written. Retry, or report it"
+            ) from cause
+        except ToolError as exc:
+            if isinstance(exc.__cause__, ValidationError):
+                detail = _describe_validation(exc.__cause__)
+                raise ToolError(
+                    f"{prefix}: invalid_argument: {detail}. Fix these arguments (see the input schema) and retry"
+                ) from exc.__cause__
+            raise
+
+    # MCP prompts come from the database, so the two handlers are replaced rather than the
+    # SDK's static prompt registry being filled.
+    async def _handle_list_prompts(
+        self, ctx: ServerRequestContext[App], params: PaginatedRequestParams | None
+    ) -> ListPromptsResult:
+        from mcp_server.repositories import PromptRepository
+        from mcp_server.services import templates
+
+        async with ctx.lifespan_context.db.unit_of_work(write=False) as session:
+            rows = await PromptRepository(session).latest_of_each()
+        return ListPromptsResult(
+            prompts=[
+                Prompt(
+                    name=row.prompt_id,
+                    title=f"{row.prompt_id} (v{row.version})",
+                    description=row.system_prompt or f"Prompt {row.prompt_id}, version {row.version}",
+                    arguments=[
+                        PromptArgument(name=name, description=f"Value for {{{{{name}}}}}", required=True)
+                        for name in templates.placeholders(row.user_template)
+                    ],
+                )
+                for row in rows
+            ]
+        )
+
+    async def _handle_get_prompt(
+        self, ctx: ServerRequestContext[App], params: GetPromptRequestParams
+    ) -> GetPromptResult | InputRequiredResult:
+        from mcp_server.repositories import PromptRepository
+        from mcp_server.services import templates
+
+        async with ctx.lifespan_context.db.unit_of_work(write=False) as session:
+            row = await PromptRepository(session).latest(params.name)
+        if row is None:
+            raise MCPError(code=INVALID_PARAMS, message=f"not_found: no prompt named {params.name!r}")
+        arguments = {key: str(value) for key, value in (params.arguments or {}).items()}
+        missing = templates.missing_arguments(row.user_template, arguments)
+        if missing:
+            raise MCPError(
+                code=INVALID_PARAMS,
+                message=f"invalid_argument: missing prompt argument(s): {', '.join(missing)}",
+            )
+        messages = []
+        if row.system_prompt:
+            messages.append(PromptMessage(role="user", content=TextContent(text=f"[system]\n{row.system_prompt}")))
+        if row.user_template:
+            text = templates.render(row.user_template, arguments)
+            messages.append(PromptMessage(role="user", content=TextContent(text=text)))
+        return GetPromptResult(description=row.system_prompt, messages=messages)
+
+
+def build_server(settings: Settings, *, database: Database | None = None) -> PipelineStateServer:
+    """The MCP server for these settings. ``database`` lets a caller share an already open one."""
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer[App]) -> AsyncIterator[App]:
+        db = database if database is not None else Database.connect(settings.url)
+        try:
+            if settings.auto_migrate:
+                from mcp_server.db.migrate import upgrade_to_head
+
+                await upgrade_to_head(settings.url, engine=db.engine)
+            yield App(db=db, settings=settings)
+        finally:
+            if database is None:
+                await db.dispose()
+
+    server = PipelineStateServer(
+        name="pipeline-state",
+        version=_package_version(),
+        instructions=INSTRUCTIONS,
+        lifespan=lifespan,
+        log_level=settings.log_level,
+    )
+    from mcp_server.tools import register_toolsets
+
+    register_toolsets(server, settings)
+    return server

@@ -1,0 +1,1 @@
+"""The rules of the product. Pure modules import nothing from the database layer."""

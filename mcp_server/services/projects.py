@@ -1,0 +1,86 @@
+"""Project use cases."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mcp_server.errors import NotFound
+from mcp_server.models import Project, ProjectStatus
+from mcp_server.repositories import ProjectRepository
+from mcp_server.schemas.project import ProjectOut, ProjectPage
+
+
+async def load_project(session: AsyncSession, project_id: uuid.UUID, *, include_deleted: bool = False) -> Project:
+    project = await ProjectRepository(session).get(project_id, include_deleted=include_deleted)
+    if project is None:
+        raise NotFound(
+            f"project {project_id} does not exist" + ("" if include_deleted else " or is deleted"),
+            hint="Call list_projects to find valid ids (include_deleted=true shows deleted ones)",
+        )
+    return project
+
+
+async def create(
+    session: AsyncSession,
+    *,
+    name: str,
+    description: str | None,
+    metadata: dict[str, Any] | None,
+    budget_usd: Decimal | None,
+    actor: str | None,
+) -> ProjectOut:
+    project = await ProjectRepository(session).create(
+        name=name,
+        description=description,
+        metadata_=metadata or {},
+        budget_usd=budget_usd,
+        status=ProjectStatus.DRAFT,
+        created_by=actor,
+        updated_by=actor,
+    )
+    return ProjectOut.model_validate(project)
+
+
+async def get(session: AsyncSession, project_id: uuid.UUID) -> ProjectOut:
+    return ProjectOut.model_validate(await load_project(session, project_id))
+
+
+async def list_page(
+    session: AsyncSession, *, status: ProjectStatus | None, page: int, page_size: int, include_deleted: bool
+) -> ProjectPage:
+    result = await ProjectRepository(session).list(
+        status=status, include_deleted=include_deleted, page=page, page_size=page_size
+    )
+    return ProjectPage(
+        items=[ProjectOut.model_validate(p) for p in result.items],
+        total=result.total,
+        page=result.page,
+        page_size=result.page_size,
+        has_more=result.has_more,
+    )
+
+
+async def update(
+    session: AsyncSession, project_id: uuid.UUID, *, changes: dict[str, Any], actor: str | None
+) -> ProjectOut:
+    project = await load_project(session, project_id)
+    fields = {("metadata_" if key == "metadata" else key): value for key, value in changes.items()}
+    await ProjectRepository(session).update(project, updated_by=actor, **fields)
+    return ProjectOut.model_validate(project)
+
+
+async def delete(session: AsyncSession, project_id: uuid.UUID, *, actor: str | None) -> ProjectOut:
+    project = await load_project(session, project_id)
+    await ProjectRepository(session).soft_delete(project, by=actor)
+    return ProjectOut.model_validate(project)
+
+
+async def restore(session: AsyncSession, project_id: uuid.UUID, *, actor: str | None) -> ProjectOut:
+    project = await load_project(session, project_id, include_deleted=True)
+    if project.is_deleted:
+        await ProjectRepository(session).restore(project, by=actor)
+    return ProjectOut.model_validate(project)

@@ -1,0 +1,63 @@
+"""Registration with annotations and toolset/read-only filtering, and per-call helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from mcp.server.mcpserver import Context
+from mcp_types import ToolAnnotations
+
+from mcp_server.app import App
+
+if TYPE_CHECKING:
+    from mcp_server.server import PipelineStateServer
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Registrar:
+    """Adds a toolset's tools to the server, leaving out writers in read-only mode."""
+
+    def __init__(self, server: PipelineStateServer, *, read_only: bool) -> None:
+        self.server = server
+        self.read_only = read_only
+
+    def tool(
+        self, *, title: str, read_only: bool, destructive: bool = False, idempotent: bool = False
+    ) -> Callable[[F], F]:
+        def decorator(fn: F) -> F:
+            if self.read_only and not read_only:
+                self.server.hidden_write_tools.add(fn.__name__)
+                return fn
+            self.server.add_tool(
+                fn,
+                annotations=ToolAnnotations(
+                    title=title,
+                    read_only_hint=read_only,
+                    destructive_hint=destructive if not read_only else False,
+                    idempotent_hint=idempotent or read_only,
+                    open_world_hint=False,
+                ),
+            )
+            return fn
+
+        return decorator
+
+
+def app_of(ctx: Context[App]) -> App:
+    app: App = ctx.request_context.lifespan_context
+    return app
+
+
+def actor_of(ctx: Context[App]) -> str | None:
+    """``name/version`` of the MCP client, when it identified itself at initialisation."""
+    try:
+        params = ctx.session.client_params
+    except (AttributeError, RuntimeError):
+        return None
+    if params is None or params.client_info is None:
+        return None
+    info = params.client_info
+    label = f"{info.name}/{info.version}" if info.version else info.name
+    return label[:100]

@@ -1,0 +1,62 @@
+"""The ``prompts`` toolset."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from mcp.server.mcpserver import Context
+from pydantic import Field
+
+from mcp_server.app import App
+from mcp_server.schemas.common import Page, PageSize, ShortText, Slug, Text
+from mcp_server.schemas.prompt import PromptVersionOut, PromptVersionPage, SavedPromptVersion
+from mcp_server.services import prompts
+from mcp_server.tools.base import Registrar, actor_of, app_of
+
+PromptId = Annotated[Slug, Field(description="The prompt's slug id, e.g. `summarise_requirements`.")]
+
+
+def register(registrar: Registrar) -> None:
+    tool = registrar.tool
+
+    @tool(title="Save prompt version", read_only=False, idempotent=True)
+    async def save_prompt_version(
+        prompt_id: PromptId,
+        ctx: Context[App],
+        system_prompt: Annotated[Text | None, Field(description="The system prompt.")] = None,
+        user_template: Annotated[
+            Text | None, Field(description="The user message, with {{placeholders}} filled in at use.")
+        ] = None,
+        temperature: Annotated[float | None, Field(ge=0, le=2, description="Sampling temperature.")] = None,
+        created_by: Annotated[ShortText | None, Field(description="Who wrote it; default: the client.")] = None,
+    ) -> SavedPromptVersion:
+        """Save the next version (1, 2, 3…) of a prompt. Saving content identical to the latest version
+        saves nothing and returns that version (`created: false`). The prompt also becomes an MCP prompt
+        named `prompt_id` whose arguments are the {{placeholders}} of `user_template`."""
+        async with app_of(ctx).db.unit_of_work() as session:
+            return await prompts.save(
+                session,
+                prompt_id=prompt_id,
+                system_prompt=system_prompt,
+                user_template=user_template,
+                temperature=temperature,
+                created_by=created_by or actor_of(ctx),
+            )
+
+    @tool(title="Get prompt version", read_only=True)
+    async def get_prompt_version(
+        prompt_id: PromptId,
+        ctx: Context[App],
+        version: Annotated[int | None, Field(ge=1, description="Version number; latest if omitted.")] = None,
+    ) -> PromptVersionOut:
+        """Get one version of a prompt (the latest when `version` is omitted), with its placeholders."""
+        async with app_of(ctx).db.unit_of_work(write=False) as session:
+            return await prompts.get(session, prompt_id=prompt_id, version=version)
+
+    @tool(title="List prompt versions", read_only=True)
+    async def list_prompt_versions(
+        prompt_id: PromptId, ctx: Context[App], page: Page = 1, page_size: PageSize = 20
+    ) -> PromptVersionPage:
+        """List the versions of a prompt, newest first, one page at a time."""
+        async with app_of(ctx).db.unit_of_work(write=False) as session:
+            return await prompts.list_page(session, prompt_id=prompt_id, page=page, page_size=page_size)

@@ -1,0 +1,38 @@
+"""Helpers shared by the tests: call a tool and unwrap it, count rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mcp import Client
+from sqlalchemy import func, select
+
+from mcp_server.db.base import Base
+from mcp_server.db.engine import Database
+
+
+async def call_ok(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
+    """Call a tool that must succeed; return its structured result."""
+    result = await client.call_tool(tool, arguments)
+    text = result.content[0].text if result.content and hasattr(result.content[0], "text") else ""
+    assert not result.is_error, f"{tool} failed: {text}"
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+async def call_error(client: Client, tool: str, code: str, **arguments: Any) -> str:
+    """Call a tool that must fail with ``code``; return the error text."""
+    result = await client.call_tool(tool, arguments)
+    assert result.is_error, f"{tool} unexpectedly succeeded: {result.structured_content}"
+    text: str = result.content[0].text  # type: ignore[union-attr]
+    assert text.startswith(f"Error executing tool {tool}: {code}:"), text
+    return text
+
+
+async def table_counts(db: Database) -> dict[str, int]:
+    """Row count of every table: compare before and after a failed call to prove it wrote nothing."""
+    counts: dict[str, int] = {}
+    async with db.unit_of_work(write=False) as session:
+        for table in Base.metadata.sorted_tables:
+            counts[table.name] = int(await session.scalar(select(func.count()).select_from(table)) or 0)
+    return counts
