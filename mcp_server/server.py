@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.shared.exceptions import MCPError
@@ -22,6 +23,7 @@ from mcp_types import (
     Prompt,
     PromptArgument,
     PromptMessage,
+    Resource,
     TextContent,
 )
 from pydantic import ValidationError
@@ -76,6 +78,24 @@ class PipelineStateServer(MCPServer[App]):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.hidden_write_tools: set[str] = set()
+        self._context_resources: dict[str, tuple[Resource, Callable[[App], Awaitable[str]]]] = {}
+
+    def add_context_resource(
+        self, uri: str, read: Callable[[App], Awaitable[str]], *, name: str, description: str
+    ) -> None:
+        """A static resource read from the database: the SDK gives static resources no context."""
+        resource = Resource(uri=uri, name=name, description=description, mime_type="application/json")
+        self._context_resources[uri] = (resource, read)
+
+    async def list_resources(self) -> list[Resource]:
+        return [*(resource for resource, _ in self._context_resources.values()), *await super().list_resources()]
+
+    async def read_resource(self, uri: Any, context: Context[App, Any] | None = None) -> Any:
+        entry = self._context_resources.get(str(uri))
+        if entry is None or context is None:
+            return await super().read_resource(uri, context)
+        text = await entry[1](context.request_context.lifespan_context)
+        return [ReadResourceContents(content=text, mime_type="application/json")]
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[App, Any] | None = None

@@ -22,6 +22,19 @@ class ExecutionRepository(Repository):
         query = select(ProcessExecution).where(ProcessExecution.idempotency_key == key)
         return (await self.session.scalars(query)).first()
 
+    async def latest_running(self, project_id: uuid.UUID, process_id: str) -> ProcessExecution | None:
+        query = (
+            select(ProcessExecution)
+            .where(
+                ProcessExecution.project_id == project_id,
+                ProcessExecution.process_id == process_id,
+                ProcessExecution.status == "running",
+            )
+            .order_by(ProcessExecution.created_at.desc())
+            .limit(1)
+        )
+        return (await self.session.scalars(query)).first()
+
     async def list(
         self,
         *,

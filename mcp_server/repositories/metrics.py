@@ -1,15 +1,85 @@
-"""LLM usage rows (the summary queries live beside them, in SQL)."""
+"""LLM usage rows and the cost summaries over them, all aggregated in SQL."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import BigInteger, ColumnElement, String, and_, case, func, insert, or_, select, type_coerce
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
-from mcp_server.models import LLMMetrics
+from mcp_server.db.types import units_to_money
+from mcp_server.models import CostSource, ExecutionStatus, LLMMetrics, ProcessExecution, ProcessState, StateName
 from mcp_server.repositories.base import Repository
+
+
+class UtcDay(FunctionElement[str]):
+    """The UTC calendar date of a timestamp column as ``YYYY-MM-DD`` text, on either database."""
+
+    type = String()
+    name = "utc_day"
+    inherit_cache = True
+
+
+@compiles(UtcDay, "sqlite")
+def _utc_day_sqlite(element: UtcDay, compiler: SQLCompiler, **kw: Any) -> str:
+    # SQLite keeps UTCDateTime as naive UTC text, 'YYYY-MM-DD HH:MM:SS…': the date is its prefix.
+    return f"substr({compiler.process(element.clauses, **kw)}, 1, 10)"
+
+
+@compiles(UtcDay, "postgresql")
+def _utc_day_postgresql(element: UtcDay, compiler: SQLCompiler, **kw: Any) -> str:
+    # timestamptz → UTC wall time, whatever the session's TimeZone; literals, not binds, so that
+    # the same expression text appears in SELECT and GROUP BY.
+    return f"to_char(({compiler.process(element.clauses, **kw)}) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+
+
+# Summing the raw integer (1e-10 USD units) is exact on both databases; units_to_money converts.
+_UNITS = type_coerce(LLMMetrics.cost_usd, BigInteger())
+_TOKENS = ("prompt_tokens", "completion_tokens", "total_tokens", "cache_read_tokens", "cache_write_tokens")
+_GROUP_COLUMNS: dict[str, ColumnElement[Any]] = {
+    "project": LLMMetrics.project_id,
+    "process": LLMMetrics.process_id,
+    "provider": LLMMetrics.provider,
+    "model": LLMMetrics.model,
+    "day": UtcDay(LLMMetrics.created_at),
+}
+
+
+def _superseded() -> ColumnElement[bool]:
+    """The linked execution is no longer current: its state went stale, or it finished and is not
+    the state's current execution (re-run, failed). Running executions may still become current."""
+    finished = ProcessExecution.status.not_in((ExecutionStatus.PENDING.value, ExecutionStatus.RUNNING.value))
+    not_current = or_(
+        ProcessState.current_execution_id.is_(None), ProcessState.current_execution_id != ProcessExecution.id
+    )
+    return or_(ProcessState.state == StateName.STALE.value, and_(finished, not_current))
+
+
+@dataclass(frozen=True)
+class CostAggregate:
+    """Sums for one group (``key`` maps each group_by name to its value) or for everything."""
+
+    key: Mapping[str, Any]
+    calls: int
+    tokens: Mapping[str, int]
+    cost_usd: Decimal
+    unpriced_calls: int
+    inference_ms_sum: int
+    inference_ms_count: int
+    superseded_cost_usd: Decimal
+
+
+def _int(value: Any) -> int:
+    # PostgreSQL's SUM(bigint) is numeric (a Decimal); SQLite's is an int; both exact.
+    return 0 if value is None else int(value)
 
 
 class MetricsRepository(Repository):
@@ -25,9 +95,117 @@ class MetricsRepository(Repository):
         await self.session.flush()
         return metric
 
+    async def create_keyed(self, **fields: Any) -> LLMMetrics | None:
+        """Insert a row with an idempotency_key; None when another transaction already holds the key.
+
+        The insert runs in a savepoint so that losing the race leaves the transaction usable.
+        """
+        metric = LLMMetrics(**fields)
+        try:
+            async with self.session.begin_nested():
+                self.session.add(metric)
+        except IntegrityError:
+            if await self.by_idempotency_key(fields["idempotency_key"]) is None:
+                raise
+            return None
+        return metric
+
+    async def update(self, metric: LLMMetrics, **fields: Any) -> LLMMetrics:
+        for key, value in fields.items():
+            setattr(metric, key, value)
+        await self.session.flush()
+        return metric
+
+    async def insert_many(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Bulk insert of complete rows (one executemany), for imports and fixtures."""
+        batch = [{"id": uuid.uuid4(), **row} for row in rows]
+        if batch:
+            await self.session.execute(insert(LLMMetrics), batch)
+
+    async def project_spend(self, project_id: uuid.UUID) -> tuple[Decimal, int]:
+        """Exact sum of the project's priced costs, and how many of its calls are unpriced."""
+        row = (
+            await self.session.execute(
+                select(
+                    func.sum(_UNITS),
+                    func.sum(case((LLMMetrics.cost_source == CostSource.UNPRICED.value, 1), else_=0)),
+                ).where(LLMMetrics.project_id == project_id)
+            )
+        ).one()
+        return units_to_money(_int(row[0])), _int(row[1])
+
     async def project_spent(self, project_id: uuid.UUID) -> Decimal:
-        """Exact sum of priced costs for one project (integer units summed in SQL)."""
-        total = await self.session.scalar(
-            select(func.coalesce(func.sum(LLMMetrics.cost_usd), 0)).where(LLMMetrics.project_id == project_id)
+        return (await self.project_spend(project_id))[0]
+
+    async def summarize(
+        self,
+        *,
+        group_by: Sequence[str] = (),
+        project_id: uuid.UUID | None = None,
+        process_id: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[CostAggregate]:
+        """One aggregate per group (one in all without group_by), ordered by the group keys.
+
+        ``since`` is inclusive and ``until`` exclusive. One pass over the matching rows: the
+        superseded cost comes from outer joins to the execution and its state, summed conditionally.
+        """
+        keys = [_GROUP_COLUMNS[name].label(f"g_{name}") for name in group_by]
+        conditions: list[ColumnElement[bool]] = []
+        if project_id is not None:
+            conditions.append(LLMMetrics.project_id == project_id)
+        if process_id is not None:
+            conditions.append(LLMMetrics.process_id == process_id)
+        if provider is not None:
+            conditions.append(LLMMetrics.provider == provider)
+        if model is not None:
+            conditions.append(LLMMetrics.model == model)
+        if since is not None:
+            conditions.append(LLMMetrics.created_at >= since)
+        if until is not None:
+            conditions.append(LLMMetrics.created_at < until)
+
+        query = (
+            select(
+                *keys,
+                func.count().label("calls"),
+                *(func.sum(getattr(LLMMetrics, name)).label(name) for name in _TOKENS),
+                func.sum(_UNITS).label("cost_units"),
+                func.sum(case((LLMMetrics.cost_source == CostSource.UNPRICED.value, 1), else_=0)).label("unpriced"),
+                func.sum(LLMMetrics.inference_time_ms).label("ms_sum"),
+                func.count(LLMMetrics.inference_time_ms).label("ms_count"),
+                func.sum(case((_superseded(), _UNITS), else_=None)).label("superseded_units"),
+            )
+            .select_from(LLMMetrics)
+            .outerjoin(ProcessExecution, LLMMetrics.execution_id == ProcessExecution.id)
+            .outerjoin(
+                ProcessState,
+                and_(
+                    ProcessState.project_id == ProcessExecution.project_id,
+                    ProcessState.process_id == ProcessExecution.process_id,
+                ),
+            )
+            .where(*conditions)
         )
-        return Decimal(0) if total is None else Decimal(total)
+        if keys:
+            query = query.group_by(*keys).order_by(*keys)
+            if limit is not None:
+                query = query.limit(limit)
+        rows = (await self.session.execute(query)).mappings().all()
+        return [
+            CostAggregate(
+                key={name: row[f"g_{name}"] for name in group_by},
+                calls=_int(row["calls"]),
+                tokens={name: _int(row[name]) for name in _TOKENS},
+                cost_usd=units_to_money(_int(row["cost_units"])),
+                unpriced_calls=_int(row["unpriced"]),
+                inference_ms_sum=_int(row["ms_sum"]),
+                inference_ms_count=_int(row["ms_count"]),
+                superseded_cost_usd=units_to_money(_int(row["superseded_units"])),
+            )
+            for row in rows
+        ]

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import delete, exists, select
 
-from mcp_server.models import ProcessDefinition, ProcessExecution
+from mcp_server.models import ProcessDefinition, ProcessExecution, ProcessState
 from mcp_server.repositories.base import Repository
 
 
@@ -35,6 +35,10 @@ class ProcessDefinitionRepository(Repository):
     async def has_executions(self, process_id: str) -> bool:
         found = await self.session.scalar(select(exists().where(ProcessExecution.process_id == process_id)))
         return bool(found)
+
+    async def delete_states(self, process_id: str) -> None:
+        """Drop the (never run) state rows that reference a process, so it can be deleted."""
+        await self.session.execute(delete(ProcessState).where(ProcessState.process_id == process_id))
 
     async def delete(self, process_id: str) -> None:
         await self.session.execute(delete(ProcessDefinition).where(ProcessDefinition.id == process_id))

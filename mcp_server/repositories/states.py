@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
+from sqlalchemy.orm.attributes import set_committed_value
 
 from mcp_server.models import ProcessState
 from mcp_server.repositories.base import Repository
@@ -41,5 +42,15 @@ class StateRepository(Repository):
         if getattr(result, "rowcount", 0) != 1:
             return False
         for key, value in fields.items():
-            setattr(row, key, value)
+            set_committed_value(row, key, value)  # already written: keep the row clean, no second UPDATE
         return True
+
+    async def lock_project(self, project_id: uuid.UUID) -> None:
+        """Serialise the pipeline writers of one project until the transaction ends.
+
+        PostgreSQL: a transaction-scoped advisory lock (it also covers state rows not created yet).
+        SQLite: writers already hold the database's write lock from BEGIN IMMEDIATE.
+        """
+        if self.session.get_bind().dialect.name == "postgresql":
+            lock = text("SELECT pg_advisory_xact_lock(hashtext(:key))")
+            await self.session.execute(lock, {"key": f"project:{project_id}"})

@@ -1,0 +1,186 @@
+"""Cost inputs and outputs: one call's usage, the stored row, budgets and summaries."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, ValidationError, model_validator
+
+from mcp_server.errors import InvalidArgument
+from mcp_server.models import CostSource, LLMMetrics
+from mcp_server.schemas.common import Out, Usd
+
+MAX_TOKENS = 10**12  # far above any single call; keeps sums well inside a BIGINT
+MAX_INFERENCE_MS = 2**31 - 1  # the column is a 32-bit INTEGER
+
+Provider = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=50, strip_whitespace=True, to_lower=True),
+    Field(description="Who served the call, e.g. openai, anthropic, google, mistral, groq, aws, azure."),
+]
+ModelName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=100, strip_whitespace=True),
+    Field(description="The model id as the provider's API reports it, e.g. gpt-4o-mini, claude-3-5-sonnet-20241022."),
+]
+Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
+InferenceMs = Annotated[int, Field(ge=0, le=MAX_INFERENCE_MS)]
+GroupKey = Literal["project", "process", "provider", "model", "day"]
+
+PROMPT_CONVENTION = (
+    "prompt_tokens counts ALL input tokens, cached ones included (OpenAI's prompt_tokens; for Anthropic "
+    "add input_tokens + cache_read_input_tokens + cache_creation_input_tokens); cache_read_tokens and "
+    "cache_write_tokens say how many of those were read from or written to the prompt cache"
+)
+
+
+def _as_utc(value: datetime) -> datetime:
+    """A naive datetime is taken to be UTC; an aware one is converted to UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
+class UsageIn(BaseModel):
+    """One LLM call's usage, as report_cost and record_execution's `usage` take it."""
+
+    provider: Provider
+    model: ModelName
+    prompt_tokens: Annotated[Tokens, Field(description="All input tokens, cached ones included.")] = 0
+    completion_tokens: Annotated[Tokens, Field(description="Output tokens (reasoning tokens included).")] = 0
+    total_tokens: Annotated[
+        Tokens | None, Field(description="Defaults to prompt_tokens + completion_tokens; never smaller than that.")
+    ] = None
+    cache_read_tokens: Annotated[Tokens, Field(description="Of prompt_tokens, how many were read from cache.")] = 0
+    cache_write_tokens: Annotated[Tokens, Field(description="Of prompt_tokens, how many were written to cache.")] = 0
+    cost_usd: Annotated[
+        Usd | None, Field(description="The call's cost in USD if you know it; omit it to have it computed.")
+    ] = None
+    inference_time_ms: Annotated[InferenceMs | None, Field(description="Wall-clock time of the call in ms.")] = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> UsageIn:
+        floor = self.prompt_tokens + self.completion_tokens
+        if self.total_tokens is None:
+            self.total_tokens = floor
+        elif self.total_tokens < floor:
+            raise ValueError(
+                f"total_tokens ({self.total_tokens}) is smaller than prompt_tokens + completion_tokens ({floor}); "
+                "omit total_tokens to have it computed"
+            )
+        cached = self.cache_read_tokens + self.cache_write_tokens
+        if cached > self.prompt_tokens:
+            raise ValueError(
+                f"cache_read_tokens + cache_write_tokens ({cached}) exceed prompt_tokens ({self.prompt_tokens}): "
+                + PROMPT_CONVENTION
+            )
+        return self
+
+    @classmethod
+    def parse(cls, **fields: Any) -> UsageIn:
+        """Build from tool arguments, refusing inconsistent counts as ``invalid_argument``."""
+        try:
+            return cls.model_validate(fields)
+        except ValidationError as exc:
+            problems = "; ".join(
+                (".".join(str(p) for p in err["loc"]) + ": " if err["loc"] else "") + err["msg"]
+                for err in exc.errors(include_url=False, include_input=False)
+            )
+            raise InvalidArgument(problems, hint="Fix the token counts and retry") from None
+
+
+def _note(source: str, provider: str, model: str) -> str:
+    if source == CostSource.COMPUTED:
+        return f"priced from the bundled genai-prices data for {provider}/{model}"
+    if source == CostSource.REPORTED:
+        return "cost as reported by the caller"
+    return (
+        f"unpriced: no price is known for provider {provider!r} model {model!r}; cost_usd is null and left out of "
+        "every sum (unpriced_calls counts it). Pass cost_usd to record the cost yourself"
+    )
+
+
+class CostRecord(Out):
+    id: uuid.UUID
+    project_id: uuid.UUID | None
+    process_id: str | None
+    execution_id: uuid.UUID | None
+    provider: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_usd: Decimal | None = Field(description="Exact USD as a decimal string; null when unpriced.")
+    cost_source: CostSource = Field(description="reported (given by you), computed (genai-prices) or unpriced.")
+    inference_time_ms: int | None
+    created_at: datetime
+    created_by: str | None
+    priced: bool = Field(description="False when the cost is unknown (cost_usd null).")
+    note: str = Field(description="How the cost was obtained, or why it is missing.")
+
+    @classmethod
+    def from_row(cls, row: LLMMetrics) -> CostRecord:
+        fields = {name: getattr(row, name) for name in cls.model_fields if name not in ("priced", "note")}
+        return cls(**fields, priced=row.cost_usd is not None, note=_note(row.cost_source, row.provider, row.model))
+
+
+class BudgetStatus(BaseModel):
+    project_id: uuid.UUID
+    budget_usd: Decimal | None = Field(description="The project's budget; null when none is set.")
+    spent_usd: Decimal = Field(description="Sum of every priced cost logged for the project.")
+    remaining_usd: Decimal | None = Field(description="budget - spent; negative once over budget; null without one.")
+    exceeded: bool = Field(description="True when spent is more than the budget.")
+    unpriced_calls: int = Field(description="Calls with an unknown cost, not included in spent_usd.")
+    note: str | None = None
+
+
+class CostReply(BaseModel):
+    cost: CostRecord = Field(description="The stored row.")
+    budget: BudgetStatus | None = Field(description="The project's budget status after this cost (null: no project).")
+    replayed: bool = Field(False, description="True when this repeats an earlier call with the same idempotency_key.")
+
+
+class CostFilters(BaseModel):
+    project_id: uuid.UUID | None = None
+    process_id: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    since: UtcDatetime | None = None
+    until: UtcDatetime | None = None
+
+
+class CostFigures(BaseModel):
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_usd: Decimal = Field(description="Exact sum of priced costs (unpriced calls are not in it).")
+    unpriced_calls: int
+    mean_inference_time_ms: float | None = Field(description="Over the calls that reported inference_time_ms.")
+    superseded_cost_usd: Decimal = Field(
+        description="Spent on executions that are no longer current (re-run, failed or stale): the cost of rework."
+    )
+
+
+class CostGroup(CostFigures):
+    project_id: uuid.UUID | None = None
+    process_id: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    day: date | None = Field(None, description="UTC date.")
+
+
+class CostSummary(BaseModel):
+    filters: CostFilters
+    group_by: list[GroupKey]
+    totals: CostFigures
+    groups: list[CostGroup] = Field(description="One row per group, ordered by the group keys; empty without group_by.")
+    groups_truncated: bool = Field(False, description="True when there were more groups than were returned.")

@@ -1,0 +1,275 @@
+"""The cost ledger: log one call's usage (priced), budgets, idempotent reports and summaries."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mcp_server.db.types import money_to_units, units_to_money, utcnow
+from mcp_server.errors import InvalidArgument, NotFound
+from mcp_server.models import CostSource, LLMMetrics
+from mcp_server.repositories import ExecutionRepository, MetricsRepository, ProcessDefinitionRepository, ProjectRepository
+from mcp_server.repositories.metrics import CostAggregate
+from mcp_server.schemas.cost import (
+    BudgetStatus,
+    CostFigures,
+    CostFilters,
+    CostGroup,
+    CostRecord,
+    CostReply,
+    CostSummary,
+    GroupKey,
+    UsageIn,
+)
+from mcp_server.services import pricing
+from mcp_server.services.idempotency import check_replay, request_hash
+from mcp_server.services.projects import load_project
+
+MAX_GROUPS = 1000
+
+
+async def _resolve_links(
+    session: AsyncSession, *, project_id: uuid.UUID | None, process_id: str | None, execution_id: uuid.UUID | None
+) -> tuple[uuid.UUID | None, str | None, uuid.UUID | None]:
+    """Check that every id exists; a cost linked to an execution takes its project and process."""
+    if execution_id is not None:
+        execution = await ExecutionRepository(session).get(execution_id)
+        if execution is None:
+            raise NotFound(
+                f"execution {execution_id} does not exist", hint="Call list_executions to find valid execution ids"
+            )
+        for name, given, actual in (
+            ("project_id", project_id, execution.project_id),
+            ("process_id", process_id, execution.process_id),
+        ):
+            if given is not None and given != actual:
+                raise InvalidArgument(
+                    f"{name} {given} does not match execution {execution_id}, which belongs to {actual}",
+                    hint=f"Omit {name}: it is taken from the execution",
+                )
+        project_id, process_id = execution.project_id, execution.process_id
+    if project_id is not None:
+        await load_project(session, project_id)
+    if process_id is not None and await ProcessDefinitionRepository(session).get(process_id) is None:
+        raise NotFound(f"process {process_id!r} is not defined", hint="Call list_processes to see the pipeline's ids")
+    return project_id, process_id, execution_id
+
+
+def _row_fields(usage: UsageIn, *, created_at: datetime) -> dict[str, Any]:
+    """The priced row: a given cost is `reported`; otherwise genai-prices computes it or it is `unpriced`."""
+    if usage.cost_usd is not None:
+        cost, source = usage.cost_usd, CostSource.REPORTED.value
+    else:
+        cost, source = pricing.price(
+            usage.provider,
+            usage.model,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            at=created_at,
+        )
+    return {
+        "provider": usage.provider,
+        "model": usage.model,
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "cache_read_tokens": usage.cache_read_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        # Rounded here to what the database keeps, so that the reply shows the stored value.
+        "cost_usd": None if cost is None else units_to_money(money_to_units(cost)),
+        "cost_source": source,
+        "inference_time_ms": usage.inference_time_ms,
+        "created_at": created_at,
+    }
+
+
+async def record_usage(
+    session: AsyncSession,
+    usage: UsageIn,
+    *,
+    project_id: uuid.UUID | None,
+    process_id: str | None,
+    execution_id: uuid.UUID | None,
+    actor: str | None,
+    created_at: datetime | None = None,
+) -> CostRecord:
+    """Validate the links, price the usage and store one LLMMetrics row (flushed, not committed)."""
+    project_id, process_id, execution_id = await _resolve_links(
+        session, project_id=project_id, process_id=process_id, execution_id=execution_id
+    )
+    row = await MetricsRepository(session).create(
+        **_row_fields(usage, created_at=created_at or utcnow()),
+        project_id=project_id,
+        process_id=process_id,
+        execution_id=execution_id,
+        created_by=actor,
+        updated_by=actor,
+    )
+    return CostRecord.from_row(row)
+
+
+async def budget_status(session: AsyncSession, project_id: uuid.UUID | None) -> BudgetStatus | None:
+    """Spent / remaining / exceeded for a project (None without a project or for an unknown one)."""
+    if project_id is None:
+        return None
+    project = await ProjectRepository(session).get(project_id, include_deleted=True)
+    if project is None:
+        return None
+    spent, unpriced = await MetricsRepository(session).project_spend(project_id)
+    budget = project.budget_usd
+    remaining = None if budget is None else budget - spent
+    exceeded = remaining is not None and remaining < 0
+    if budget is None:
+        note = "no budget set (update_project budget_usd sets one)"
+    elif exceeded:
+        note = f"over budget by {-remaining} USD" if remaining is not None else None
+    else:
+        note = None
+    if unpriced:
+        extra = f"{unpriced} unpriced call(s) are not included in spent_usd"
+        note = extra if note is None else f"{note}; {extra}"
+    return BudgetStatus(
+        project_id=project_id,
+        budget_usd=budget,
+        spent_usd=spent,
+        remaining_usd=remaining,
+        exceeded=exceeded,
+        unpriced_calls=unpriced,
+        note=note,
+    )
+
+
+def _report_hash(
+    usage: UsageIn, project_id: uuid.UUID | None, process_id: str | None, execution_id: uuid.UUID | None
+) -> str:
+    return request_hash(
+        "report_cost",
+        usage.model_dump(mode="json")
+        | {"project_id": project_id, "process_id": process_id, "execution_id": execution_id},
+    )
+
+
+def _replay(row: LLMMetrics, key: str, digest: str) -> CostReply:
+    check_replay(key, row.request_hash, digest)
+    return CostReply.model_validate(row.reply).model_copy(update={"replayed": True})
+
+
+async def report_cost(
+    session: AsyncSession,
+    usage: UsageIn,
+    *,
+    project_id: uuid.UUID | None,
+    process_id: str | None,
+    execution_id: uuid.UUID | None,
+    idempotency_key: str | None,
+    actor: str | None,
+) -> CostReply:
+    """Log one call's cost and return it with the project's budget status (SPEC §4 idempotency)."""
+    metrics = MetricsRepository(session)
+    if idempotency_key is None:
+        record = await record_usage(
+            session, usage, project_id=project_id, process_id=process_id, execution_id=execution_id, actor=actor
+        )
+        return CostReply(cost=record, budget=await budget_status(session, record.project_id))
+
+    digest = _report_hash(usage, project_id, process_id, execution_id)
+    existing = await metrics.by_idempotency_key(idempotency_key)
+    if existing is not None:
+        return _replay(existing, idempotency_key, digest)
+    project_id, process_id, execution_id = await _resolve_links(
+        session, project_id=project_id, process_id=process_id, execution_id=execution_id
+    )
+    row = await metrics.create_keyed(
+        **_row_fields(usage, created_at=utcnow()),
+        project_id=project_id,
+        process_id=process_id,
+        execution_id=execution_id,
+        created_by=actor,
+        updated_by=actor,
+        idempotency_key=idempotency_key,
+        request_hash=digest,
+    )
+    if row is None:  # a concurrent call with the same key committed first
+        winner = await metrics.by_idempotency_key(idempotency_key)
+        assert winner is not None  # create_keyed returns None only when the key's row exists
+        return _replay(winner, idempotency_key, digest)
+    reply = CostReply(cost=CostRecord.from_row(row), budget=await budget_status(session, project_id))
+    await metrics.update(row, reply=reply.model_dump(mode="json"))
+    return reply
+
+
+def _figures(aggregate: CostAggregate) -> dict[str, Any]:
+    count = aggregate.inference_ms_count
+    return {
+        "calls": aggregate.calls,
+        **aggregate.tokens,
+        "cost_usd": aggregate.cost_usd,
+        "unpriced_calls": aggregate.unpriced_calls,
+        "mean_inference_time_ms": round(aggregate.inference_ms_sum / count, 3) if count else None,
+        "superseded_cost_usd": aggregate.superseded_cost_usd,
+    }
+
+
+_KEY_FIELDS = {"project": "project_id", "process": "process_id", "provider": "provider", "model": "model"}
+
+
+def _group(aggregate: CostAggregate) -> CostGroup:
+    keys: dict[str, Any] = {}
+    for name, value in aggregate.key.items():
+        if name == "day":
+            keys["day"] = None if value is None else date.fromisoformat(value)
+        else:
+            keys[_KEY_FIELDS[name]] = value
+    return CostGroup(**_figures(aggregate), **keys)
+
+
+async def summary(session: AsyncSession, filters: CostFilters, group_by: list[GroupKey]) -> CostSummary:
+    """Totals and per-group figures over the matching rows, aggregated in SQL."""
+    if filters.since is not None and filters.until is not None and filters.since >= filters.until:
+        raise InvalidArgument(
+            f"since ({filters.since.isoformat()}) must be earlier than until ({filters.until.isoformat()})",
+            hint="since is inclusive and until exclusive",
+        )
+    if filters.project_id is not None:
+        await load_project(session, filters.project_id, include_deleted=True)
+    group_by = list(dict.fromkeys(group_by))  # drop repeats, keep the order
+    if filters.provider is not None:
+        filters = filters.model_copy(update={"provider": filters.provider.strip().lower()})
+    where = filters.model_dump()
+    metrics = MetricsRepository(session)
+    groups: list[CostAggregate] = []
+    truncated = False
+    if group_by:
+        groups = await metrics.summarize(group_by=group_by, limit=MAX_GROUPS + 1, **where)
+        truncated = len(groups) > MAX_GROUPS
+        groups = groups[:MAX_GROUPS]
+    if group_by and not truncated:
+        totals = _sum(groups)  # every group is here: adding their exact sums saves a second scan
+    else:
+        totals = (await metrics.summarize(**where))[0]
+    return CostSummary(
+        filters=filters,
+        group_by=group_by,
+        totals=CostFigures(**_figures(totals)),
+        groups=[_group(g) for g in groups],
+        groups_truncated=truncated,
+    )
+
+
+def _sum(groups: list[CostAggregate]) -> CostAggregate:
+    return CostAggregate(
+        key={},
+        calls=sum(g.calls for g in groups),
+        tokens={name: sum(g.tokens[name] for g in groups) for name in (groups[0].tokens if groups else {})}
+        or dict.fromkeys(("prompt_tokens", "completion_tokens", "total_tokens", "cache_read_tokens", "cache_write_tokens"), 0),
+        cost_usd=sum((g.cost_usd for g in groups), units_to_money(0)),
+        unpriced_calls=sum(g.unpriced_calls for g in groups),
+        inference_ms_sum=sum(g.inference_ms_sum for g in groups),
+        inference_ms_count=sum(g.inference_ms_count for g in groups),
+        superseded_cost_usd=sum((g.superseded_cost_usd for g in groups), units_to_money(0)),
+    )

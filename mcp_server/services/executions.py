@@ -1,0 +1,356 @@
+"""Executions: start, record, fail and invalidate, each one atomic state change plus its cascade."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mcp_server.db.types import utcnow
+from mcp_server.errors import InvalidArgument, InvalidTransition, NotFound
+from mcp_server.models import ExecutionStatus, ProcessExecution
+from mcp_server.repositories import ExecutionRepository, PromptRepository
+from mcp_server.schemas.pipeline import (
+    ExecutionOut,
+    ExecutionPage,
+    FailReply,
+    InvalidatedOut,
+    InvalidateReply,
+    RecordReply,
+    StartReply,
+    StateOut,
+)
+from mcp_server.services import pipeline_state, rules
+from mcp_server.services.idempotency import check_replay, request_hash
+from mcp_server.services.pipeline_state import CLEARED, ProjectPipeline
+from mcp_server.services.rules import Event, State
+from mcp_server.services.validation import json_hash, validate
+
+if TYPE_CHECKING:
+    from mcp_server.schemas.cost import UsageIn
+
+
+def _state_out(pipeline: ProjectPipeline, process_id: str) -> StateOut:
+    row = pipeline.rows.get(process_id)
+    if row is None:
+        return StateOut(
+            process_id=process_id,
+            state=State.EMPTY.value,
+            version=0,
+            current_execution_id=None,
+            invalidated_at=None,
+            invalidated_by_process_id=None,
+            invalidation_reason=None,
+            last_updated_at=None,
+        )
+    return StateOut.model_validate(row)
+
+
+async def _replay(session: AsyncSession, key: str | None, args_hash: str) -> dict[str, Any] | None:
+    """The stored reply of an earlier call with this key, or None; Conflict if the arguments differ."""
+    if key is None:
+        return None
+    prior = await ExecutionRepository(session).by_idempotency_key(key)
+    if prior is None:
+        return None
+    # A key held by a call that stored no reply (or by another tool) cannot be this call's.
+    check_replay(key, prior.request_hash if prior.reply is not None else None, args_hash)
+    stored: dict[str, Any] = dict(prior.reply or {})
+    return stored | {"replayed": True}
+
+
+async def _check_prompt(session: AsyncSession, prompt_version_id: uuid.UUID | None) -> None:
+    if prompt_version_id is not None and await PromptRepository(session).get_by_id(prompt_version_id) is None:
+        raise NotFound(
+            f"prompt version {prompt_version_id} does not exist",
+            hint="Use the id returned by save_prompt_version or get_prompt_version",
+        )
+
+
+async def _current_hash(session: AsyncSession, pipeline: ProjectPipeline, process_id: str) -> str | None:
+    row = pipeline.rows.get(process_id)
+    if row is None or row.current_execution_id is None:
+        return None
+    current = await ExecutionRepository(session).get(row.current_execution_id)
+    return None if current is None else current.output_hash
+
+
+async def start(
+    session: AsyncSession,
+    *,
+    project_id: uuid.UUID,
+    process_id: str,
+    input_data: Any,
+    prompt_version_id: uuid.UUID | None,
+    expected_version: int | None,
+    idempotency_key: str | None,
+    force: bool,
+    actor: str | None,
+) -> StartReply:
+    args = {
+        "project_id": str(project_id),
+        "process_id": process_id,
+        "input_data": input_data,
+        "prompt_version_id": str(prompt_version_id) if prompt_version_id else None,
+        "expected_version": expected_version,
+        "force": force,
+    }
+    args_hash = request_hash("start_execution", args)
+    pipeline = await pipeline_state.load(session, project_id, lock=True)
+    if (replayed := await _replay(session, idempotency_key, args_hash)) is not None:
+        return StartReply.model_validate(replayed)
+    definition = pipeline.definition(process_id)
+    pipeline.check_version(process_id, expected_version)
+    target = rules.next_state(pipeline.state(process_id), Event.START, process_id=process_id)
+    pipeline.check_ready(process_id, force=force)
+    validate(definition.input_schema, input_data, what="input_data", process_id=process_id)
+    await _check_prompt(session, prompt_version_id)
+    execution = await ExecutionRepository(session).create(
+        project_id=project_id,
+        process_id=process_id,
+        prompt_version_id=prompt_version_id,
+        input_data=input_data,
+        status=ExecutionStatus.RUNNING.value,
+        started_at=utcnow(),
+        idempotency_key=idempotency_key,
+        request_hash=args_hash if idempotency_key else None,
+        created_by=actor,
+        updated_by=actor,
+    )
+    await pipeline_state.apply(session, pipeline, process_id, target, **CLEARED)
+    reply = StartReply(execution=ExecutionOut.model_validate(execution), state=_state_out(pipeline, process_id))
+    if idempotency_key:
+        execution.reply = reply.model_dump(mode="json")
+        await session.flush()
+    return reply
+
+
+async def record(
+    session: AsyncSession,
+    *,
+    project_id: uuid.UUID,
+    process_id: str,
+    output_data: Any,
+    input_data: Any | None,
+    execution_id: uuid.UUID | None,
+    reasoning: str | None,
+    missing_info: Any | None,
+    prompt_version_id: uuid.UUID | None,
+    usage: UsageIn | None,
+    expected_version: int | None,
+    idempotency_key: str | None,
+    force: bool,
+    actor: str | None,
+) -> RecordReply:
+    args = {
+        "project_id": str(project_id),
+        "process_id": process_id,
+        "output_data": output_data,
+        "input_data": input_data,
+        "execution_id": str(execution_id) if execution_id else None,
+        "reasoning": reasoning,
+        "missing_info": missing_info,
+        "prompt_version_id": str(prompt_version_id) if prompt_version_id else None,
+        "usage": usage.model_dump(mode="json") if usage is not None else None,
+        "expected_version": expected_version,
+        "force": force,
+    }
+    args_hash = request_hash("record_execution", args)
+    pipeline = await pipeline_state.load(session, project_id, lock=True)
+    if (replayed := await _replay(session, idempotency_key, args_hash)) is not None:
+        return RecordReply.model_validate(replayed)
+    definition = pipeline.definition(process_id)
+    pipeline.check_version(process_id, expected_version)
+    validate(definition.output_schema, output_data, what="output_data", process_id=process_id)
+    await _check_prompt(session, prompt_version_id)
+    output_hash = json_hash(output_data)
+    current_hash = await _current_hash(session, pipeline, process_id)
+    executions = ExecutionRepository(session)
+    now = utcnow()
+    keyed = {"idempotency_key": idempotency_key, "request_hash": args_hash} if idempotency_key else {}
+
+    if execution_id is None:
+        pipeline.check_ready(process_id, force=force)
+        input_data = {} if input_data is None else input_data
+        validate(definition.input_schema, input_data, what="input_data", process_id=process_id)
+        execution = await executions.create(
+            project_id=project_id,
+            process_id=process_id,
+            prompt_version_id=prompt_version_id,
+            input_data=input_data,
+            status=ExecutionStatus.COMPLETED.value,
+            started_at=now,
+            completed_at=now,
+            created_by=actor,
+            updated_by=actor,
+            **keyed,
+        )
+        late = False
+    else:
+        execution = await _running_execution(session, execution_id, project_id, process_id, input_data)
+        late = pipeline.state(process_id) == State.STALE
+        if execution.idempotency_key is not None:
+            keyed = {}  # the start's key stays with the row; this call is not replayable by its own key
+        await executions.update(
+            execution,
+            status=(ExecutionStatus.STALE if late else ExecutionStatus.COMPLETED).value,
+            completed_at=now,
+            prompt_version_id=prompt_version_id or execution.prompt_version_id,
+            updated_by=actor,
+            **keyed,
+        )
+    await executions.update(
+        execution, output_data=output_data, output_hash=output_hash, reasoning=reasoning, missing_info=missing_info
+    )
+
+    invalidated: list[InvalidatedOut] = []
+    output_changed = output_hash != current_hash
+    note: str | None = None
+    if late:
+        row = pipeline.rows[process_id]
+        note = (
+            f"process {process_id!r} went stale while this execution ran (cause: "
+            f"{row.invalidated_by_process_id}); the output is stored but the state stays stale: run it again"
+        )
+    else:
+        await pipeline_state.apply(
+            session, pipeline, process_id, State.COMPLETED, current_execution_id=execution.id, **CLEARED
+        )
+        if output_changed:
+            reason = f"upstream {process_id!r} has a new output (execution {execution.id})"
+            invalidated = await pipeline_state.cascade(session, pipeline, process_id, reason)
+        else:
+            note = "the output equals the current one: nothing downstream was invalidated"
+
+    cost: dict[str, Any] | None = None
+    budget: dict[str, Any] | None = None
+    if usage is not None:
+        from mcp_server.services import costs
+
+        logged = await costs.record_usage(
+            session, usage, project_id=project_id, process_id=process_id, execution_id=execution.id, actor=actor
+        )
+        cost = logged.model_dump(mode="json")
+        status = await costs.budget_status(session, project_id)
+        budget = None if status is None else status.model_dump(mode="json")
+
+    reply = RecordReply(
+        execution=ExecutionOut.model_validate(execution),
+        state=_state_out(pipeline, process_id),
+        output_changed=output_changed,
+        invalidated=invalidated,
+        late_finish=late,
+        note=note,
+        cost=cost,
+        budget=budget,
+    )
+    if keyed:
+        execution.reply = reply.model_dump(mode="json")
+        await session.flush()
+    return reply
+
+
+async def _running_execution(
+    session: AsyncSession, execution_id: uuid.UUID, project_id: uuid.UUID, process_id: str, input_data: Any | None
+) -> ProcessExecution:
+    execution = await ExecutionRepository(session).get(execution_id)
+    if execution is None:
+        raise NotFound(f"execution {execution_id} does not exist", hint="Use the id returned by start_execution")
+    if execution.project_id != project_id or execution.process_id != process_id:
+        raise InvalidArgument(
+            f"execution {execution_id} belongs to process {execution.process_id!r} of project {execution.project_id}",
+            hint="Pass that project_id and process_id, or omit execution_id to record a new execution",
+        )
+    if execution.status != ExecutionStatus.RUNNING.value:
+        raise InvalidTransition(
+            f"execution {execution_id} is already {execution.status}",
+            hint="Only a running execution can be finished; omit execution_id to record a new one",
+        )
+    if input_data is not None and input_data != execution.input_data:
+        raise InvalidArgument(
+            "input_data differs from the input given at start_execution",
+            hint="Omit input_data when finishing a started execution",
+        )
+    return execution
+
+
+async def fail(session: AsyncSession, *, execution_id: uuid.UUID, error_message: str, actor: str | None) -> FailReply:
+    executions = ExecutionRepository(session)
+    found = await executions.get(execution_id)
+    if found is None:
+        raise NotFound(f"execution {execution_id} does not exist", hint="Use the id returned by start_execution")
+    pipeline = await pipeline_state.load(session, found.project_id, lock=True)
+    await session.refresh(found)  # re-read under the lock: another call may have finished it
+    if found.status != ExecutionStatus.RUNNING.value:
+        raise InvalidTransition(
+            f"execution {execution_id} is already {found.status}", hint="Only a running execution can fail"
+        )
+    await executions.update(
+        found,
+        status=ExecutionStatus.FAILED.value,
+        error_message=error_message,
+        completed_at=utcnow(),
+        updated_by=actor,
+    )
+    if pipeline.state(found.process_id) == State.RUNNING:
+        await pipeline_state.apply(session, pipeline, found.process_id, State.FAILED, **CLEARED)
+    return FailReply(execution=ExecutionOut.model_validate(found), state=_state_out(pipeline, found.process_id))
+
+
+async def invalidate(
+    session: AsyncSession,
+    *,
+    project_id: uuid.UUID,
+    process_id: str,
+    reason: str | None,
+    expected_version: int | None,
+) -> InvalidateReply:
+    pipeline = await pipeline_state.load(session, project_id, lock=True)
+    pipeline.definition(process_id)
+    pipeline.check_version(process_id, expected_version)
+    current = pipeline.state(process_id)
+    rules.next_state(current, Event.INVALIDATE, process_id=process_id)
+    why = reason or "invalidated by hand"
+    if current != State.STALE:  # already stale: its own state does not change, the cascade still runs
+        await pipeline_state.apply(
+            session,
+            pipeline,
+            process_id,
+            State.STALE,
+            invalidated_at=utcnow(),
+            invalidated_by_process_id=process_id,
+            invalidation_reason=why,
+        )
+    invalidated = await pipeline_state.cascade(
+        session, pipeline, process_id, f"upstream {process_id!r} was invalidated: {why}"
+    )
+    return InvalidateReply(state=_state_out(pipeline, process_id), invalidated=invalidated)
+
+
+async def get(session: AsyncSession, execution_id: uuid.UUID) -> ExecutionOut:
+    execution = await ExecutionRepository(session).get(execution_id)
+    if execution is None:
+        raise NotFound(f"execution {execution_id} does not exist", hint="list_executions shows a project's executions")
+    return ExecutionOut.model_validate(execution)
+
+
+async def list_page(
+    session: AsyncSession,
+    *,
+    project_id: uuid.UUID | None,
+    process_id: str | None,
+    status: str | None,
+    page: int,
+    page_size: int,
+) -> ExecutionPage:
+    result = await ExecutionRepository(session).list(
+        project_id=project_id, process_id=process_id, status=status, page=page, page_size=page_size
+    )
+    return ExecutionPage(
+        items=[ExecutionOut.model_validate(e) for e in result.items],
+        total=result.total,
+        page=result.page,
+        page_size=result.page_size,
+        has_more=result.has_more,
+    )

@@ -1,0 +1,122 @@
+"""A project's pipeline as loaded for one call, and the atomic state changes applied to it."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mcp_server.db.types import utcnow
+from mcp_server.errors import Conflict, NotFound, NotReady
+from mcp_server.models import ProcessDefinition, ProcessState, Project
+from mcp_server.repositories import ProcessDefinitionRepository, StateRepository
+from mcp_server.schemas.pipeline import InvalidatedOut
+from mcp_server.services import rules
+from mcp_server.services.projects import load_project
+from mcp_server.services.rules import State
+
+CLEARED: dict[str, Any] = {"invalidated_at": None, "invalidated_by_process_id": None, "invalidation_reason": None}
+
+
+@dataclass
+class ProjectPipeline:
+    project: Project
+    definitions: dict[str, ProcessDefinition]
+    rows: dict[str, ProcessState] = field(default_factory=dict)
+
+    @property
+    def project_id(self) -> uuid.UUID:
+        return self.project.id
+
+    @property
+    def graph(self) -> dict[str, list[str]]:
+        return {pid: list(d.depends_on) for pid, d in self.definitions.items()}
+
+    def state(self, process_id: str) -> State:
+        row = self.rows.get(process_id)
+        return State.EMPTY if row is None else State(row.state)
+
+    def version(self, process_id: str) -> int:
+        row = self.rows.get(process_id)
+        return 0 if row is None else row.version
+
+    def states(self) -> dict[str, State]:
+        return {pid: self.state(pid) for pid in self.definitions}
+
+    def definition(self, process_id: str) -> ProcessDefinition:
+        definition = self.definitions.get(process_id)
+        if definition is None:
+            raise NotFound(f"process {process_id!r} is not defined", hint="list_processes shows the catalogue")
+        return definition
+
+    def check_version(self, process_id: str, expected_version: int | None) -> None:
+        current = self.version(process_id)
+        if expected_version is not None and expected_version != current:
+            raise Conflict(
+                f"process {process_id!r} is at version {current}, not {expected_version}",
+                hint=f"Re-read it (get_process_state) and retry with expected_version={current}",
+                details={"process_id": process_id, "current_version": current, "state": self.state(process_id)},
+            )
+
+    def check_ready(self, process_id: str, *, force: bool) -> None:
+        blocking = rules.blockers(self.graph, self.states(), process_id)
+        if blocking and not force:
+            listed = ", ".join(f"{dep} ({state.value})" for dep, state in blocking.items())
+            raise NotReady(
+                f"process {process_id!r} is blocked by {listed}",
+                hint="Complete those first (get_pipeline_status lists what can run), or pass force=true",
+                details={"blocked_by": [{"process_id": d, "state": s.value} for d, s in blocking.items()]},
+            )
+
+
+async def load(session: AsyncSession, project_id: uuid.UUID, *, lock: bool) -> ProjectPipeline:
+    """The project (not deleted), every definition and this project's state rows.
+
+    With ``lock`` the project's pipeline writers are serialised first, so what is read here cannot
+    change before this transaction commits (version and cascade are applied atomically).
+    """
+    project = await load_project(session, project_id)
+    states = StateRepository(session)
+    if lock:
+        await states.lock_project(project_id)
+    definitions = {d.id: d for d in await ProcessDefinitionRepository(session).list_all()}
+    rows = {row.process_id: row for row in await states.list_for_project(project_id)}
+    return ProjectPipeline(project=project, definitions=definitions, rows=rows)
+
+
+async def apply(
+    session: AsyncSession, pipeline: ProjectPipeline, process_id: str, target: State, **fields: Any
+) -> ProcessState:
+    """One state change: version + 1, last_updated_at now, checked against the version read."""
+    values = {"state": target.value, "last_updated_at": utcnow(), **fields}
+    repo = StateRepository(session)
+    row = pipeline.rows.get(process_id)
+    if row is None:
+        row = await repo.create(project_id=pipeline.project_id, process_id=process_id, version=1, **values)
+        pipeline.rows[process_id] = row
+        return row
+    if not await repo.compare_and_set(row, expected_version=row.version, version=row.version + 1, **values):
+        raise Conflict(f"process {process_id!r} changed while this call ran", hint="Retry the call")
+    return row
+
+
+async def cascade(session: AsyncSession, pipeline: ProjectPipeline, root: str, reason: str) -> list[InvalidatedOut]:
+    """Every completed, failed or running transitive dependent of ``root`` goes stale, root cause kept."""
+    now = utcnow()
+    changed: list[InvalidatedOut] = []
+    for hit in rules.cascade(pipeline.graph, pipeline.states(), root):
+        row = await apply(
+            session,
+            pipeline,
+            hit.process_id,
+            State.STALE,
+            invalidated_at=now,
+            invalidated_by_process_id=root,
+            invalidation_reason=reason,
+        )
+        changed.append(
+            InvalidatedOut(process_id=hit.process_id, previous_state=hit.previous.value, version=row.version)
+        )
+    return changed

@@ -1,0 +1,96 @@
+"""Pipeline state rules of SPEC §4 (pure): transitions, readiness, the invalidation cascade."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from mcp_server.errors import InvalidTransition
+from mcp_server.services.dag import Graph, descendants
+
+
+class State(StrEnum):
+    EMPTY = "empty"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    STALE = "stale"
+
+
+class Event(StrEnum):
+    START = "start"  # start_execution
+    COMPLETE = "complete"  # record_execution
+    FAIL = "fail"  # fail_execution of the running execution
+    INVALIDATE = "invalidate"  # invalidate_process, or the cascade
+
+
+# event -> {from state: to state}; a missing entry is an invalid transition.
+TRANSITIONS: dict[Event, dict[State, State]] = {
+    Event.START: {
+        State.EMPTY: State.RUNNING,
+        State.COMPLETED: State.RUNNING,
+        State.FAILED: State.RUNNING,
+        State.STALE: State.RUNNING,
+    },
+    Event.COMPLETE: dict.fromkeys(State, State.COMPLETED),
+    Event.FAIL: {State.RUNNING: State.FAILED},
+    Event.INVALIDATE: {
+        State.RUNNING: State.STALE,
+        State.COMPLETED: State.STALE,
+        State.FAILED: State.STALE,
+        State.STALE: State.STALE,
+    },
+}
+
+# The cascade reaches these; `empty` stays empty and `stale` keeps its first root cause.
+CASCADE_FROM = frozenset({State.COMPLETED, State.FAILED, State.RUNNING})
+
+HINTS = {
+    Event.START: "It is already running: record_execution or fail_execution with its execution_id first",
+    Event.FAIL: "Only a running execution can fail",
+    Event.INVALIDATE: "Nothing to invalidate: the process has never run in this project",
+}
+
+
+def next_state(current: State, event: Event, *, process_id: str = "") -> State:
+    target = TRANSITIONS[event].get(current)
+    if target is None:
+        raise InvalidTransition(
+            f"cannot {event.value} process {process_id!r} in state {current.value}", hint=HINTS.get(event)
+        )
+    return target
+
+
+def blockers(graph: Graph, states: Mapping[str, State], process_id: str) -> dict[str, State]:
+    """The dependencies of a process that are not completed, with their states."""
+    return {
+        dep: states.get(dep, State.EMPTY)
+        for dep in graph.get(process_id, ())
+        if states.get(dep, State.EMPTY) != State.COMPLETED
+    }
+
+
+def is_ready(graph: Graph, states: Mapping[str, State], process_id: str) -> bool:
+    return not blockers(graph, states, process_id)
+
+
+def can_run_next(graph: Graph, states: Mapping[str, State], process_id: str) -> bool:
+    """Ready, and neither completed nor running (SPEC §4 `ready_processes`)."""
+    current = states.get(process_id, State.EMPTY)
+    return is_ready(graph, states, process_id) and current not in (State.COMPLETED, State.RUNNING)
+
+
+@dataclass(frozen=True)
+class Invalidation:
+    process_id: str
+    previous: State
+
+
+def cascade(graph: Graph, states: Mapping[str, State], root: str) -> list[Invalidation]:
+    """Transitive dependents of ``root`` that go stale (completed, failed or running ones)."""
+    return [
+        Invalidation(process_id=node, previous=states.get(node, State.EMPTY))
+        for node in descendants(graph, [root])
+        if states.get(node, State.EMPTY) in CASCADE_FROM
+    ]

@@ -1,0 +1,101 @@
+"""Read models: one process's state in detail, and the whole pipeline of a project."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mcp_server.repositories import ExecutionRepository
+from mcp_server.schemas.pipeline import (
+    Blocker,
+    DependencyState,
+    PipelineStatus,
+    ProcessStateDetail,
+    ProcessStatus,
+)
+from mcp_server.services import pipeline_state, rules
+from mcp_server.services.definitions import ordered
+from mcp_server.services.rules import State
+
+
+async def project_cost(session: AsyncSession, project_id: uuid.UUID) -> dict[str, Any] | None:
+    """The project's cost so far and budget status, from the cost ledger when it is installed."""
+    try:
+        from mcp_server.services import costs
+    except ImportError:  # the costs toolset is optional at this layer
+        return None
+    status = await costs.budget_status(session, project_id)
+    return None if status is None else status.model_dump(mode="json")
+
+
+async def pipeline_status(session: AsyncSession, project_id: uuid.UUID) -> PipelineStatus:
+    """Every process's state, readiness and invalidation cause; cost follows processes, not history."""
+    pipeline = await pipeline_state.load(session, project_id, lock=False)
+    graph, states = pipeline.graph, pipeline.states()
+    processes: list[ProcessStatus] = []
+    counts = dict.fromkeys((s.value for s in State), 0)
+    for definition in ordered(list(pipeline.definitions.values())):
+        pid = definition.id
+        row = pipeline.rows.get(pid)
+        blocking = rules.blockers(graph, states, pid)
+        counts[states[pid].value] += 1
+        processes.append(
+            ProcessStatus(
+                process_id=pid,
+                name=definition.name,
+                state=states[pid].value,
+                version=pipeline.version(pid),
+                ready=not blocking,
+                can_run=rules.can_run_next(graph, states, pid),
+                blocked_by=[Blocker(process_id=d, state=s.value) for d, s in blocking.items()],
+                invalidated_by_process_id=row.invalidated_by_process_id if row else None,
+                invalidation_reason=row.invalidation_reason if row else None,
+                invalidated_at=row.invalidated_at if row else None,
+                current_execution_id=row.current_execution_id if row else None,
+                last_updated_at=row.last_updated_at if row else None,
+            )
+        )
+    return PipelineStatus(
+        project_id=project_id,
+        project_name=pipeline.project.name,
+        processes=processes,
+        ready_processes=[p.process_id for p in processes if p.can_run],
+        counts=counts,
+        complete=bool(processes) and all(p.state == State.COMPLETED.value for p in processes),
+        cost=await project_cost(session, project_id),
+    )
+
+
+async def process_state(session: AsyncSession, project_id: uuid.UUID, process_id: str) -> ProcessStateDetail:
+    pipeline = await pipeline_state.load(session, project_id, lock=False)
+    definition = pipeline.definition(process_id)
+    graph, states = pipeline.graph, pipeline.states()
+    row = pipeline.rows.get(process_id)
+    executions = ExecutionRepository(session)
+    current_output = None
+    if row is not None and row.current_execution_id is not None:
+        current = await executions.get(row.current_execution_id)
+        current_output = None if current is None else current.output_data
+    running = await executions.latest_running(project_id, process_id) if states[process_id] == State.RUNNING else None
+    blocking = rules.blockers(graph, states, process_id)
+    return ProcessStateDetail(
+        process_id=process_id,
+        name=definition.name,
+        state=states[process_id].value,
+        version=pipeline.version(process_id),
+        current_execution_id=row.current_execution_id if row else None,
+        invalidated_at=row.invalidated_at if row else None,
+        invalidated_by_process_id=row.invalidated_by_process_id if row else None,
+        invalidation_reason=row.invalidation_reason if row else None,
+        last_updated_at=row.last_updated_at if row else None,
+        ready=not blocking,
+        blocked_by=[Blocker(process_id=d, state=s.value) for d, s in blocking.items()],
+        dependencies=[
+            DependencyState(process_id=dep, state=states.get(dep, State.EMPTY).value, version=pipeline.version(dep))
+            for dep in definition.depends_on
+        ],
+        current_output=current_output,
+        running_execution_id=running.id if running else None,
+    )

@@ -1,0 +1,68 @@
+"""Resources: the process catalogue, a project's pipeline snapshot, one execution (JSON)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError
+
+from mcp_server.app import App
+from mcp_server.errors import NotFound
+from mcp_server.services import definitions, executions, status
+from mcp_server.tools.base import app_of
+
+if TYPE_CHECKING:
+    from mcp_server.server import PipelineStateServer
+
+JSON = "application/json"
+
+
+def _uuid(value: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise ResourceNotFoundError(f"not_found: {what} {value!r} is not a valid id") from None
+
+
+async def processes_json(app: App) -> str:
+    async with app.db.unit_of_work(write=False) as session:
+        return (await definitions.list_all(session)).model_dump_json(indent=2)
+
+
+def register(server: PipelineStateServer) -> None:
+    server.add_context_resource(
+        "pipeline://processes",
+        processes_json,
+        name="processes",
+        description="The pipeline's process catalogue in topological order (as list_processes).",
+    )
+
+    @server.resource(
+        "pipeline://projects/{project_id}",
+        name="project-pipeline",
+        description="A project's pipeline status: the same snapshot as get_pipeline_status.",
+        mime_type=JSON,
+    )
+    async def project_pipeline(project_id: str, ctx: Context[App]) -> str:
+        async with app_of(ctx).db.unit_of_work(write=False) as session:
+            try:
+                snapshot = await status.pipeline_status(session, _uuid(project_id, "project"))
+            except NotFound as exc:
+                raise ResourceNotFoundError(exc.render()) from None
+        return snapshot.model_dump_json(indent=2)
+
+    @server.resource(
+        "pipeline://executions/{execution_id}",
+        name="execution",
+        description="One execution with its input, output, reasoning and status (as get_execution).",
+        mime_type=JSON,
+    )
+    async def execution(execution_id: str, ctx: Context[App]) -> str:
+        async with app_of(ctx).db.unit_of_work(write=False) as session:
+            try:
+                found = await executions.get(session, _uuid(execution_id, "execution"))
+            except NotFound as exc:
+                raise ResourceNotFoundError(exc.render()) from None
+        return found.model_dump_json(indent=2)
