@@ -1,0 +1,261 @@
+"""The pipeline toolset through the in-memory client, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from mcp import Client
+
+from mcp_server.db.engine import Database
+from tests.helpers import call_error, call_ok, table_counts
+
+pytestmark = pytest.mark.anyio
+
+SCHEMA = {"type": "object", "required": ["v"], "properties": {"v": {"type": "integer"}}}
+
+
+async def diamond(client: Client) -> str:
+    """a -> b, a -> c, b -> d, c -> d; returns a new project's id."""
+    for pid, deps in (("a", []), ("b", ["a"]), ("c", ["a"]), ("d", ["b", "c"])):
+        await call_ok(client, "define_process", process_id=pid, name=pid.upper(), depends_on=deps, output_schema=SCHEMA)
+    project = await call_ok(client, "create_project", name="diamond")
+    return str(project["id"])
+
+
+async def record(client: Client, project: str, pid: str, v: int, **extra: Any) -> dict[str, Any]:
+    return await call_ok(client, "record_execution", project_id=project, process_id=pid, output_data={"v": v}, **extra)
+
+
+async def status_of(client: Client, project: str) -> dict[str, dict[str, Any]]:
+    status = await call_ok(client, "get_pipeline_status", project_id=project)
+    return {p["process_id"]: p for p in status["processes"]}
+
+
+async def test_define_refuses_unknown_deps_self_dependency_and_cycles(client: Client, db: Database) -> None:
+    await call_ok(client, "define_process", process_id="a", name="A")
+    await call_ok(client, "define_process", process_id="b", name="B", depends_on=["a"])
+    before = await table_counts(db)
+    await call_error(client, "define_process", "invalid_argument", process_id="c", name="C", depends_on=["nope"])
+    text = await call_error(client, "define_process", "invalid_argument", process_id="a", name="A", depends_on=["a"])
+    assert "a -> a" in text
+    text = await call_error(client, "define_process", "invalid_argument", process_id="a", name="A", depends_on=["b"])
+    assert "a -> b -> a" in text
+    bad_schema = {"type": "object", "properties": {"v": {"type": "not-a-type"}}}
+    await call_error(client, "define_process", "invalid_argument", process_id="c", name="C", input_schema=bad_schema)
+    await call_error(client, "define_process", "invalid_argument", process_id="Bad Id", name="x")
+    assert await table_counts(db) == before
+
+
+async def test_list_is_topological_and_define_replaces(client: Client) -> None:
+    await call_ok(client, "define_process", process_id="z", name="Z", order_index=1)
+    await call_ok(client, "define_process", process_id="y", name="Y", depends_on=["z"])
+    await call_ok(client, "define_process", process_id="x", name="X", order_index=-1)
+    listed = await call_ok(client, "list_processes")
+    assert [p["id"] for p in listed["items"]] == ["x", "z", "y"]
+    replaced = await call_ok(client, "define_process", process_id="y", name="Y2", depends_on=[])
+    assert replaced["created"] is False and replaced["process"]["name"] == "Y2"
+
+
+async def test_delete_process_refused_while_dependents_or_executions_exist(client: Client) -> None:
+    project = await diamond(client)
+    await call_error(client, "delete_process", "conflict", process_id="a")
+    await record(client, project, "a", 1)
+    await call_ok(client, "define_process", process_id="lonely", name="L")
+    assert (await call_ok(client, "delete_process", process_id="lonely"))["deleted"] is True
+    await call_error(client, "delete_process", "not_found", process_id="lonely")
+    await call_ok(client, "define_process", process_id="e", name="E", depends_on=["d"])
+    await call_error(client, "delete_process", "conflict", process_id="d")
+
+
+async def test_diamond_through_completion_rerun_invalidation_and_noop(client: Client) -> None:
+    project = await diamond(client)
+    status = await call_ok(client, "get_pipeline_status", project_id=project)
+    assert status["ready_processes"] == ["a"]
+    for pid in "abcd":
+        reply = await record(client, project, pid, 1)
+        assert reply["state"] == {**reply["state"], "state": "completed", "version": 1}
+        assert reply["invalidated"] == []
+    assert (await call_ok(client, "get_pipeline_status", project_id=project))["complete"] is True
+
+    rerun = await record(client, project, "a", 2)
+    assert rerun["output_changed"] is True
+    assert {(i["process_id"], i["previous_state"], i["version"]) for i in rerun["invalidated"]} == {
+        ("b", "completed", 2),
+        ("c", "completed", 2),
+        ("d", "completed", 2),
+    }
+    states = await status_of(client, project)
+    for pid in "bcd":
+        assert states[pid]["state"] == "stale"
+        assert states[pid]["invalidated_by_process_id"] == "a"  # the root cause, not the intermediate b or c
+    assert (await call_ok(client, "get_pipeline_status", project_id=project))["ready_processes"] == ["b", "c"]
+
+    for pid in "bcd":
+        await record(client, project, pid, 2)
+    manual = await call_ok(client, "invalidate_process", project_id=project, process_id="c", reason="new facts")
+    assert manual["state"]["state"] == "stale" and manual["state"]["invalidated_by_process_id"] == "c"
+    assert [i["process_id"] for i in manual["invalidated"]] == ["d"]
+    states = await status_of(client, project)
+    assert states["b"]["state"] == "completed" and states["d"]["invalidated_by_process_id"] == "c"
+    assert "new facts" in states["d"]["invalidation_reason"]
+
+    await record(client, project, "c", 2)
+    await record(client, project, "d", 2)
+    noop = await record(client, project, "a", 2)
+    assert noop["output_changed"] is False and noop["invalidated"] == []
+    assert "nothing downstream" in noop["note"]
+    assert all(s["state"] == "completed" for s in (await status_of(client, project)).values())
+
+
+async def test_readiness_is_enforced_unless_forced(client: Client, db: Database) -> None:
+    project = await diamond(client)
+    before = await table_counts(db)
+    text = await call_error(client, "start_execution", "not_ready", project_id=project, process_id="d")
+    assert "b (empty)" in text and "c (empty)" in text
+    await call_error(client, "record_execution", "not_ready", project_id=project, process_id="b", output_data={"v": 1})
+    assert await table_counts(db) == before
+    forced = await call_ok(client, "start_execution", project_id=project, process_id="d", force=True)
+    assert forced["state"]["state"] == "running"
+
+
+async def test_start_finish_fail_and_the_late_finish(client: Client) -> None:
+    project = await diamond(client)
+    await record(client, project, "a", 1)
+    started = await call_ok(client, "start_execution", project_id=project, process_id="b", input_data={"q": 1})
+    execution_id = started["execution"]["id"]
+    assert started["state"]["state"] == "running" and started["execution"]["status"] == "running"
+    await call_error(client, "start_execution", "invalid_transition", project_id=project, process_id="b")
+    state = await call_ok(client, "get_process_state", project_id=project, process_id="b")
+    assert state["running_execution_id"] == execution_id
+
+    # a changes while b runs: b goes stale, and its finish lands in `stale`, not `completed`.
+    await record(client, project, "a", 2)
+    late = await record(client, project, "b", 7, execution_id=execution_id)
+    assert late["late_finish"] is True
+    assert late["state"]["state"] == "stale" and late["execution"]["status"] == "stale"
+    await call_error(
+        client, "record_execution", "invalid_transition", project_id=project, process_id="b",
+        output_data={"v": 1}, execution_id=execution_id,
+    )  # fmt: skip
+
+    again = await call_ok(client, "start_execution", project_id=project, process_id="b")
+    failed = await call_ok(client, "fail_execution", execution_id=again["execution"]["id"], error_message="LLM timeout")
+    assert failed["state"]["state"] == "failed" and failed["execution"]["error_message"] == "LLM timeout"
+    await call_error(
+        client, "fail_execution", "invalid_transition", execution_id=again["execution"]["id"], error_message="x"
+    )
+    done = await call_ok(client, "get_execution", execution_id=again["execution"]["id"])
+    assert done["status"] == "failed"
+
+
+async def test_finishing_checks_the_execution_belongs_to_the_process(client: Client) -> None:
+    project = await diamond(client)
+    started = await call_ok(client, "start_execution", project_id=project, process_id="a")
+    await call_error(
+        client, "record_execution", "invalid_argument", project_id=project, process_id="b",
+        output_data={"v": 1}, execution_id=started["execution"]["id"], force=True,
+    )  # fmt: skip
+    await call_error(
+        client, "record_execution", "not_found", project_id=project, process_id="a",
+        output_data={"v": 1}, execution_id="00000000-0000-4000-8000-000000000000",
+    )  # fmt: skip
+
+
+async def test_schema_violations_list_every_path_and_write_nothing(client: Client, db: Database) -> None:
+    schema = {
+        "type": "object",
+        "required": ["title", "items"],
+        "properties": {
+            "title": {"type": "string"},
+            "items": {"type": "array", "items": {"type": "object", "properties": {"n": {"type": "integer"}}}},
+        },
+    }
+    await call_ok(client, "define_process", process_id="s", name="S", input_schema=schema, output_schema=schema)
+    project = (await call_ok(client, "create_project", name="schemas"))["id"]
+    before = await table_counts(db)
+    bad = {"title": 3, "items": [{"n": 1}, {"n": "two"}, {"n": 3.5}]}
+    text = await call_error(
+        client, "record_execution", "schema_violation", project_id=project, process_id="s",
+        output_data=bad, input_data={"title": "ok", "items": []},
+    )  # fmt: skip
+    for path in ("$.title", "$.items[1].n", "$.items[2].n"):
+        assert f'"path": "{path}"' in text
+    await call_error(client, "start_execution", "schema_violation", project_id=project, process_id="s", input_data={})
+    assert await table_counts(db) == before
+
+
+async def test_idempotent_replays_and_conflicting_replays(client: Client, db: Database) -> None:
+    project = await diamond(client)
+    first = await record(client, project, "a", 1, idempotency_key="rec-1")
+    counts = await table_counts(db)
+    again = await record(client, project, "a", 1, idempotency_key="rec-1")
+    assert again["replayed"] is True and again["execution"]["id"] == first["execution"]["id"]
+    assert again["state"]["version"] == first["state"]["version"]
+    assert await table_counts(db) == counts
+    text = await call_error(
+        client, "record_execution", "conflict", project_id=project, process_id="a", output_data={"v": 2},
+        idempotency_key="rec-1",
+    )  # fmt: skip
+    assert "rec-1" in text
+    started = await call_ok(client, "start_execution", project_id=project, process_id="b", idempotency_key="st-1")
+    replay = await call_ok(client, "start_execution", project_id=project, process_id="b", idempotency_key="st-1")
+    assert replay["replayed"] is True and replay["execution"]["id"] == started["execution"]["id"]
+    await call_error(client, "start_execution", "conflict", project_id=project, process_id="c", idempotency_key="st-1")
+    grown = {"process_executions": counts["process_executions"] + 1, "process_states": counts["process_states"] + 1}
+    assert await table_counts(db) == counts | grown  # only the one start of b
+
+
+async def test_expected_version_conflicts_name_the_current_version(client: Client, db: Database) -> None:
+    project = await diamond(client)
+    await record(client, project, "a", 1, expected_version=0)
+    before = await table_counts(db)
+    text = await call_error(
+        client, "record_execution", "conflict", project_id=project, process_id="a", output_data={"v": 2},
+        expected_version=0,
+    )  # fmt: skip
+    assert "version 1" in text
+    await call_error(client, "invalidate_process", "conflict", project_id=project, process_id="a", expected_version=5)
+    assert await table_counts(db) == before
+    await call_error(client, "invalidate_process", "invalid_transition", project_id=project, process_id="b")
+
+
+async def test_unknown_ids_are_not_found(client: Client) -> None:
+    project = await diamond(client)
+    missing = "00000000-0000-4000-8000-000000000000"
+    await call_error(client, "get_pipeline_status", "not_found", project_id=missing)
+    await call_error(client, "get_process_state", "not_found", project_id=project, process_id="nope")
+    await call_error(client, "start_execution", "not_found", project_id=project, process_id="nope")
+    await call_error(client, "get_execution", "not_found", execution_id=missing)
+    await call_error(client, "fail_execution", "not_found", execution_id=missing, error_message="x")
+    await call_error(
+        client, "start_execution", "not_found", project_id=project, process_id="a", prompt_version_id=missing
+    )
+    await call_error(client, "get_execution", "invalid_argument", execution_id="not-a-uuid")
+
+
+async def test_list_executions_newest_first_with_filters(client: Client) -> None:
+    project = await diamond(client)
+    for v in range(3):
+        await record(client, project, "a", v)
+    page = await call_ok(client, "list_executions", project_id=project, process_id="a", page_size=2)
+    assert [e["output_data"]["v"] for e in page["items"]] == [2, 1] and page["has_more"] is True
+    assert page["total"] == 3
+    completed = await call_ok(client, "list_executions", project_id=project, status="completed")
+    assert completed["total"] == 3
+
+
+async def test_resources_show_catalogue_project_and_execution(client: Client) -> None:
+    project = await diamond(client)
+    recorded = await record(client, project, "a", 1)
+    catalogue = await client.read_resource("pipeline://processes")
+    assert '"id": "d"' in catalogue.contents[0].text  # type: ignore[union-attr]
+    snapshot = await client.read_resource(f"pipeline://projects/{project}")
+    assert '"ready_processes"' in snapshot.contents[0].text  # type: ignore[union-attr]
+    execution = await client.read_resource(f"pipeline://executions/{recorded['execution']['id']}")
+    assert '"status": "completed"' in execution.contents[0].text  # type: ignore[union-attr]
+    templates = await client.list_resource_templates()
+    assert {t.uri_template for t in templates.resource_templates} == {
+        "pipeline://projects/{project_id}",
+        "pipeline://executions/{execution_id}",
+    }
