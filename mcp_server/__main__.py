@@ -52,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     down.add_argument("revision")
     db_actions.add_parser("current", help="show the database's revision")
     db_actions.add_parser("history", help="list the revisions")
+
+    from mcp_server.cli_views import add_parsers
+
+    add_parsers(commands)
+    commands.add_parser("demo", help="run an example pipeline end to end over stdio on a temporary database")
     return parser
 
 
@@ -71,6 +76,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level)
     if args.command == "db":
         return _run_db(settings, args)
+    if args.command in ("status", "costs"):
+        from mcp_server.cli_views import run_view
+
+        return run_view(settings, args)
+    if args.command == "demo":
+        from mcp_server.cli_demo import main_demo
+
+        return main_demo()
     from mcp_server.cli_serve import serve
 
     return serve(settings, args)

@@ -102,8 +102,9 @@ def money_to_units(value: Decimal | int | str) -> int:
 
 
 def units_to_money(units: int | Decimal) -> Decimal:
-    """Integer 1e-10 units → Decimal USD, normalised to at most 10 decimal places."""
-    return (Decimal(units) / MONEY_SCALE).quantize(MONEY_QUANTUM)
+    """Integer 1e-10 units → Decimal USD in plain notation without trailing zeros (``0.0096``, ``12``)."""
+    exact = (Decimal(units) / MONEY_SCALE).quantize(MONEY_QUANTUM)
+    return Decimal(format(exact.normalize(), "f"))
 
 
 class Money(TypeDecorator[Decimal]):
