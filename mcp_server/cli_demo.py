@@ -30,7 +30,7 @@ class Demo:
     async def call(self, tool: str, **arguments: Any) -> dict[str, Any]:
         result = await self.client.call_tool(tool, arguments)
         if result.is_error:
-            raise RuntimeError(result.content[0].text)
+            raise RuntimeError("".join(getattr(block, "text", "") for block in result.content))
         structured: dict[str, Any] = result.structured_content
         return structured
 
@@ -82,7 +82,8 @@ async def run_demo(console: Console) -> None:
             bad = await client.call_tool(
                 "record_execution", {"project_id": project, "process_id": "design", "output_data": {"text": ""}}
             )
-            console.print(f"   [yellow]{bad.content[0].text.splitlines()[0]}[/]")
+            message = "".join(getattr(block, "text", "") for block in bad.content)
+            console.print(f"   [yellow]{message.splitlines()[0]}[/]", markup=True, highlight=False)
 
             demo.say("The requirements change: re-record them. Everything downstream goes stale.")
             reply = await demo.record(project, "requirements", "requirements v2", "anthropic", "claude-sonnet-4-5", 900)

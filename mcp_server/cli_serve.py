@@ -8,9 +8,12 @@ import ipaddress
 import json
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcp_server.settings import Settings
+
+if TYPE_CHECKING:
+    from mcp.server.transport_security import TransportSecuritySettings
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +73,27 @@ def http_app(settings: Settings, *, host: str, stateless: bool) -> Any:
     from mcp_server.server import build_server
 
     server = build_server(settings)
-    # For loopback hosts the SDK turns DNS-rebinding protection on (Host/Origin must be local).
-    app = server.streamable_http_app(streamable_http_path="/mcp", stateless_http=stateless, host=host)
+    security = loopback_security(host) if is_loopback(host) else None
+    app = server.streamable_http_app(
+        streamable_http_path="/mcp", stateless_http=stateless, host=host, transport_security=security
+    )
     return BearerTokenMiddleware(app, token) if token else app
+
+
+def loopback_security(host: str) -> TransportSecuritySettings:
+    """DNS-rebinding protection for a loopback bind: Host and Origin must name a local address.
+
+    The SDK turns it on by itself only for the literal hosts 127.0.0.1, localhost and ::1; any other
+    loopback bind (127.0.0.2, LOCALHOST, [::1]) would otherwise serve a page from any origin."""
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    bare = host.strip("[]").lower()
+    names = sorted({"127.0.0.1", "localhost", "[::1]", f"[{bare}]" if ":" in bare else bare})
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[f"{name}:*" for name in names],
+        allowed_origins=[f"http://{name}:*" for name in names],
+    )
 
 
 def _announce(settings: Settings) -> None:
@@ -93,7 +114,10 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         log.info(
             "serving streamable HTTP on http://%s:%s/mcp (database %s)", args.host, args.port, settings.display_url
         )
-        uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level.lower())
+        # log_config=None: uvicorn's default config prints access logs on stdout; ours go to stderr.
+        uvicorn.run(
+            app, host=args.host.strip("[]"), port=args.port, log_level=settings.log_level.lower(), log_config=None
+        )
         return 0
     if sys.stdin.isatty():
         _announce(settings)

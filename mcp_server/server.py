@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
@@ -64,11 +65,21 @@ def _describe_validation(exc: ValidationError) -> str:
     return "; ".join(problems)
 
 
+# SQLSTATE classes that mean "no usable connection": connection exception, bad credentials, no such
+# database, too many connections, server shutting down or starting (a restart).
+UNAVAILABLE_SQLSTATES = ("08", "28", "3D", "53", "57P")
+
+
 def _is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, OperationalError | ConnectionError | TimeoutError):
         return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        # asyncpg's connect-time errors reach us as a bare DBAPIError that carries the SQLSTATE.
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(UNAVAILABLE_SQLSTATES):
+            return True
     return isinstance(exc, OSError) or type(exc).__module__.startswith("asyncpg")
 
 
@@ -92,9 +103,11 @@ class PipelineStateServer(MCPServer[App]):
 
     async def read_resource(self, uri: Any, context: Context[App, Any] | None = None) -> Any:
         entry = self._context_resources.get(str(uri))
-        if entry is None or context is None:
-            return await super().read_resource(uri, context)
-        text = await entry[1](context.request_context.lifespan_context)
+        # Shielded for the same reason as call_tool: never cancel inside a transaction.
+        with anyio.CancelScope(shield=True):
+            if entry is None or context is None:
+                return await super().read_resource(uri, context)
+            text = await entry[1](context.request_context.lifespan_context)
         return [ReadResourceContents(content=text, mime_type="application/json")]
 
     async def call_tool(
@@ -106,7 +119,12 @@ class PipelineStateServer(MCPServer[App]):
         if self._tool_manager.get_tool(name) is None:
             raise ToolError(f"{prefix}: not_found: there is no tool named {name!r}. Call tools/list")
         try:
-            return await super().call_tool(name, arguments, context)
+            # A started call runs to its commit or rollback even if the request is cancelled (the
+            # client went away, stdin closed). Cancelling inside a transaction makes SQLAlchemy
+            # terminate the aiosqlite connection, whose close then waits forever on a stopped worker
+            # thread: the server never exits. Calls are short, so finishing them costs little.
+            with anyio.CancelScope(shield=True):
+                result = await super().call_tool(name, arguments, context)
         except UnexpectedToolError as exc:
             cause = exc.__cause__
             if isinstance(cause, DomainError):
@@ -126,6 +144,7 @@ class PipelineStateServer(MCPServer[App]):
                     f"{prefix}: invalid_argument: {detail}. Fix these arguments (see the input schema) and retry"
                 ) from exc.__cause__
             raise
+        return result
 
     # MCP prompts come from the database, so the two handlers are replaced rather than the
     # SDK's static prompt registry being filled.
@@ -135,8 +154,10 @@ class PipelineStateServer(MCPServer[App]):
         from mcp_server.repositories import PromptRepository
         from mcp_server.services import templates
 
-        async with ctx.lifespan_context.db.unit_of_work(write=False) as session:
-            rows = await PromptRepository(session).latest_of_each()
+        # Shielded for the same reason as call_tool: never cancel inside a transaction.
+        with anyio.CancelScope(shield=True):
+            async with ctx.lifespan_context.db.unit_of_work(write=False) as session:
+                rows = await PromptRepository(session).latest_of_each()
         return ListPromptsResult(
             prompts=[
                 Prompt(
@@ -158,8 +179,9 @@ class PipelineStateServer(MCPServer[App]):
         from mcp_server.repositories import PromptRepository
         from mcp_server.services import templates
 
-        async with ctx.lifespan_context.db.unit_of_work(write=False) as session:
-            row = await PromptRepository(session).latest(params.name)
+        with anyio.CancelScope(shield=True):
+            async with ctx.lifespan_context.db.unit_of_work(write=False) as session:
+                row = await PromptRepository(session).latest(params.name)
         if row is None:
             raise MCPError(code=INVALID_PARAMS, message=f"not_found: no prompt named {params.name!r}")
         arguments = {key: str(value) for key, value in (params.arguments or {}).items()}

@@ -45,10 +45,10 @@ def _utc_day_postgresql(element: UtcDay, compiler: SQLCompiler, **kw: Any) -> st
 _UNITS = type_coerce(LLMMetrics.cost_usd, BigInteger())
 _TOKENS = ("prompt_tokens", "completion_tokens", "total_tokens", "cache_read_tokens", "cache_write_tokens")
 _GROUP_COLUMNS: dict[str, ColumnElement[Any]] = {
-    "project": LLMMetrics.project_id,
-    "process": LLMMetrics.process_id,
-    "provider": LLMMetrics.provider,
-    "model": LLMMetrics.model,
+    "project": LLMMetrics.__table__.c.project_id,
+    "process": LLMMetrics.__table__.c.process_id,
+    "provider": LLMMetrics.__table__.c.provider,
+    "model": LLMMetrics.__table__.c.model,
     "day": UtcDay(LLMMetrics.created_at),
 }
 

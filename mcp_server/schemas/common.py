@@ -6,7 +6,7 @@ import json
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
 
 MAX_TEXT = 100_000  # characters in a free-text field (description, reasoning, prompt text)
 MAX_JSON_BYTES = 1_000_000  # serialized size of one JSON argument (input/output data, metadata)
@@ -44,9 +44,24 @@ JsonValue = Annotated[Any, AfterValidator(bounded_json)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(bounded_json)]
 Text = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
 ShortText = Annotated[str, StringConstraints(max_length=200)]
+# created_by / updated_by columns are VARCHAR(100): PostgreSQL would refuse anything longer.
+ACTOR_MAX = 100
+Actor = Annotated[str, StringConstraints(min_length=1, max_length=ACTOR_MAX, strip_whitespace=True)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
 Usd = Annotated[Decimal, Field(ge=0, le=Decimal("900000000"), decimal_places=10)]
+USD_QUANTUM = Decimal(1).scaleb(-10)  # the database keeps money to 1e-10 USD
+
+
+def plain_usd(value: Decimal) -> Decimal:
+    """Money as stored, without trailing zeros: 12.5 both when just written and when read back."""
+    return value.quantize(USD_QUANTUM).normalize()
+
+
+# Out in plain decimal notation ("0.0000001", "100"): str(Decimal) would say "1E-7" and "1E+2".
+UsdOut = Annotated[
+    Decimal, AfterValidator(plain_usd), PlainSerializer(lambda value: format(value, "f"), return_type=str)
+]
 Page = Annotated[int, Field(ge=1, le=1_000_000, description="Page number, starting at 1.")]
 PageSize = Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE, description=f"Items per page (1-{MAX_PAGE_SIZE}).")]
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from pydantic import Field, model_validator
 
 from mcp_server.models import Project, ProjectStatus
-from mcp_server.schemas.common import Out, PageInfo
+from mcp_server.schemas.common import Out, PageInfo, UsdOut
 
 
 class ProjectOut(Out):
@@ -19,7 +18,7 @@ class ProjectOut(Out):
     description: str | None
     status: ProjectStatus
     metadata: dict[str, Any]
-    budget_usd: Decimal | None = Field(description="Budget in USD (exact decimal string), or null.")
+    budget_usd: UsdOut | None = Field(description="Budget in USD (exact decimal string), or null.")
     is_deleted: bool
     created_at: datetime
     updated_at: datetime | None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,7 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mcp_server.db.types import money_to_units, units_to_money, utcnow
 from mcp_server.errors import InvalidArgument, NotFound
 from mcp_server.models import CostSource, LLMMetrics
-from mcp_server.repositories import ExecutionRepository, MetricsRepository, ProcessDefinitionRepository, ProjectRepository
+from mcp_server.repositories import (
+    ExecutionRepository,
+    MetricsRepository,
+    ProcessDefinitionRepository,
+    ProjectRepository,
+)
 from mcp_server.repositories.metrics import CostAggregate
 from mcp_server.schemas.cost import (
     BudgetStatus,
@@ -60,6 +66,7 @@ async def _resolve_links(
 
 def _row_fields(usage: UsageIn, *, created_at: datetime) -> dict[str, Any]:
     """The priced row: a given cost is `reported`; otherwise genai-prices computes it or it is `unpriced`."""
+    cost: Decimal | None
     if usage.cost_usd is not None:
         cost, source = usage.cost_usd, CostSource.REPORTED.value
     else:
@@ -124,12 +131,11 @@ async def budget_status(session: AsyncSession, project_id: uuid.UUID | None) -> 
     budget = project.budget_usd
     remaining = None if budget is None else budget - spent
     exceeded = remaining is not None and remaining < 0
-    if budget is None:
+    note = None
+    if remaining is None:
         note = "no budget set (update_project budget_usd sets one)"
-    elif exceeded:
-        note = f"over budget by {-remaining} USD" if remaining is not None else None
-    else:
-        note = None
+    elif remaining < 0:
+        note = f"over budget by {-remaining} USD"
     if unpriced:
         extra = f"{unpriced} unpriced call(s) are not included in spent_usd"
         note = extra if note is None else f"{note}; {extra}"
@@ -147,15 +153,20 @@ async def budget_status(session: AsyncSession, project_id: uuid.UUID | None) -> 
 def _report_hash(
     usage: UsageIn, project_id: uuid.UUID | None, process_id: str | None, execution_id: uuid.UUID | None
 ) -> str:
-    return request_hash(
-        "report_cost",
-        usage.model_dump(mode="json")
-        | {"project_id": project_id, "process_id": process_id, "execution_id": execution_id},
-    )
+    arguments = usage.model_dump(mode="json") | {
+        # 0.1 and 0.10 are the same cost: compare the stored units, not the spelling.
+        "cost_usd": None if usage.cost_usd is None else money_to_units(usage.cost_usd),
+        "project_id": project_id,
+        "process_id": process_id,
+        "execution_id": execution_id,
+    }
+    return request_hash("report_cost", arguments)
 
 
 def _replay(row: LLMMetrics, key: str, digest: str) -> CostReply:
     check_replay(key, row.request_hash, digest)
+    if row.reply is None:  # not written by report_cost; rebuild what it would have said
+        return CostReply(cost=CostRecord.from_row(row), budget=None, replayed=True)
     return CostReply.model_validate(row.reply).model_copy(update={"replayed": True})
 
 
@@ -248,10 +259,8 @@ async def summary(session: AsyncSession, filters: CostFilters, group_by: list[Gr
         groups = await metrics.summarize(group_by=group_by, limit=MAX_GROUPS + 1, **where)
         truncated = len(groups) > MAX_GROUPS
         groups = groups[:MAX_GROUPS]
-    if group_by and not truncated:
-        totals = _sum(groups)  # every group is here: adding their exact sums saves a second scan
-    else:
-        totals = (await metrics.summarize(**where))[0]
+    # When every group is here, adding their exact sums saves a second scan of the rows.
+    totals = _sum(groups) if groups and not truncated else (await metrics.summarize(**where))[0]
     return CostSummary(
         filters=filters,
         group_by=group_by,
@@ -265,8 +274,7 @@ def _sum(groups: list[CostAggregate]) -> CostAggregate:
     return CostAggregate(
         key={},
         calls=sum(g.calls for g in groups),
-        tokens={name: sum(g.tokens[name] for g in groups) for name in (groups[0].tokens if groups else {})}
-        or dict.fromkeys(("prompt_tokens", "completion_tokens", "total_tokens", "cache_read_tokens", "cache_write_tokens"), 0),
+        tokens={name: sum(g.tokens[name] for g in groups) for name in groups[0].tokens},
         cost_usd=sum((g.cost_usd for g in groups), units_to_money(0)),
         unpriced_calls=sum(g.unpriced_calls for g in groups),
         inference_ms_sum=sum(g.inference_ms_sum for g in groups),

@@ -51,9 +51,9 @@ async def get(session: AsyncSession, *, prompt_id: str, version: int | None) -> 
     prompts = PromptRepository(session)
     row = await (prompts.latest(prompt_id) if version is None else prompts.get(prompt_id, version))
     if row is None:
-        which = "any version" if version is None else f"version {version}"
+        problem = "does not exist" if version is None else f"has no version {version}"
         raise NotFound(
-            f"prompt {prompt_id!r} has no {which}",
+            f"prompt {prompt_id!r} {problem}",
             hint="Call list_prompt_versions to see the versions, or save_prompt_version to create one",
         )
     return to_out(row)

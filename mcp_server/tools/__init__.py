@@ -12,11 +12,11 @@ if TYPE_CHECKING:
 
 def register_toolsets(server: PipelineStateServer, settings: Settings) -> None:
     """Register the enabled toolsets (PIPELINE_STATE_TOOLSETS), writers left out when read-only."""
-    from mcp_server.tools import pipeline, projects, prompts, resources
+    from mcp_server.tools import costs, pipeline, projects, prompts, resources
     from mcp_server.tools.base import Registrar
 
     registrar = Registrar(server, read_only=settings.read_only)
-    modules = {"projects": projects, "pipeline": pipeline, "prompts": prompts}
+    modules = {"projects": projects, "pipeline": pipeline, "prompts": prompts, "costs": costs}
     for name, module in modules.items():
         if name in settings.enabled_toolsets:
             module.register(registrar)

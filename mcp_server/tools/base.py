@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -9,6 +10,7 @@ from mcp.server.mcpserver import Context
 from mcp_types import ToolAnnotations
 
 from mcp_server.app import App
+from mcp_server.schemas.common import ACTOR_MAX
 
 if TYPE_CHECKING:
     from mcp_server.server import PipelineStateServer
@@ -32,6 +34,8 @@ class Registrar:
                 return fn
             self.server.add_tool(
                 fn,
+                # The SDK sends __doc__ verbatim; Python 3.11 keeps the source indentation in it.
+                description=inspect.cleandoc(fn.__doc__ or ""),
                 annotations=ToolAnnotations(
                     title=title,
                     read_only_hint=read_only,
@@ -60,4 +64,4 @@ def actor_of(ctx: Context[App]) -> str | None:
         return None
     info = params.client_info
     label = f"{info.name}/{info.version}" if info.version else info.name
-    return label[:100]
+    return label[:ACTOR_MAX]

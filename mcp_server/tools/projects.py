@@ -63,7 +63,8 @@ def register(registrar: Registrar) -> None:
                 session, status=status, page=page, page_size=page_size, include_deleted=include_deleted
             )
 
-    @tool(title="Update project", read_only=False, idempotent=True)
+    # Destructive: it overwrites fields (metadata as a whole), which cannot be undone.
+    @tool(title="Update project", read_only=False, destructive=True, idempotent=True)
     async def update_project(
         project_id: ProjectId,
         ctx: Context[App],

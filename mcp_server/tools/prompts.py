@@ -8,7 +8,7 @@ from mcp.server.mcpserver import Context
 from pydantic import Field
 
 from mcp_server.app import App
-from mcp_server.schemas.common import Page, PageSize, ShortText, Slug, Text
+from mcp_server.schemas.common import Actor, Page, PageSize, Slug, Text
 from mcp_server.schemas.prompt import PromptVersionOut, PromptVersionPage, SavedPromptVersion
 from mcp_server.services import prompts
 from mcp_server.tools.base import Registrar, actor_of, app_of
@@ -28,7 +28,9 @@ def register(registrar: Registrar) -> None:
             Text | None, Field(description="The user message, with {{placeholders}} filled in at use.")
         ] = None,
         temperature: Annotated[float | None, Field(ge=0, le=2, description="Sampling temperature.")] = None,
-        created_by: Annotated[ShortText | None, Field(description="Who wrote it; default: the client.")] = None,
+        created_by: Annotated[
+            Actor | None, Field(description="Who wrote it (up to 100 characters); default: the client's name/version.")
+        ] = None,
     ) -> SavedPromptVersion:
         """Save the next version (1, 2, 3…) of a prompt. Saving content identical to the latest version
         saves nothing and returns that version (`created: false`). The prompt also becomes an MCP prompt
