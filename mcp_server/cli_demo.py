@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from mcp_server.cli_tables import cost_table, status_table
 
@@ -83,7 +84,7 @@ async def run_demo(console: Console) -> None:
                 "record_execution", {"project_id": project, "process_id": "design", "output_data": {"text": ""}}
             )
             message = "".join(getattr(block, "text", "") for block in bad.content)
-            console.print(f"   [yellow]{message.splitlines()[0]}[/]", markup=True, highlight=False)
+            console.print(f"   [yellow]{escape(message.splitlines()[0])}[/]", highlight=False)
 
             demo.say("The requirements change: re-record them. Everything downstream goes stale.")
             reply = await demo.record(project, "requirements", "requirements v2", "anthropic", "claude-sonnet-4-5", 900)

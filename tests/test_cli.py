@@ -1,0 +1,75 @@
+"""The human commands: demo, status and costs (tables and --json matching the tools' answers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mcp import Client
+
+from tests.helpers import call_ok
+
+pytestmark = pytest.mark.anyio
+
+SCRIPT = str(Path(sys.executable).with_name("pipeline-state-mcp"))
+
+
+def run_cli(*args: str, url: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_STATE_")}
+    env["PIPELINE_STATE_DATABASE_URL"] = url
+    return subprocess.run([SCRIPT, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.mark.slow
+def test_demo_tells_the_story(tmp_path: Path) -> None:
+    result = run_cli("demo", url=f"sqlite:///{tmp_path / 'unused.db'}", timeout=180)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "invalidated design" in out and "invalidated implementation" in out
+    assert "schema_violation" in out
+    total = next(line for line in out.splitlines() if line.strip("│ ").startswith("total"))
+    cost = [cell.strip() for cell in total.split("│") if cell.strip()][5]
+    assert float(cost) > 0
+    assert not (tmp_path / "unused.db").exists()  # the demo uses its own temporary database
+
+
+async def fill(client: Client) -> str:
+    await call_ok(client, "define_process", process_id="a", name="A")
+    await call_ok(client, "define_process", process_id="b", name="B", depends_on=["a"])
+    project = str((await call_ok(client, "create_project", name="cli", budget_usd="1"))["id"])
+    usage = {"provider": "openai", "model": "gpt-4o-mini", "prompt_tokens": 1000, "completion_tokens": 100}
+    await call_ok(client, "record_execution", project_id=project, process_id="a", output_data={"v": 1}, usage=usage)
+    await call_ok(client, "record_execution", project_id=project, process_id="b", output_data={"v": 1}, usage=usage)
+    await call_ok(client, "record_execution", project_id=project, process_id="a", output_data={"v": 2}, usage=usage)
+    await call_ok(client, "report_cost", provider="anthropic", model="claude-sonnet-4-5", prompt_tokens=10)
+    return project
+
+
+async def test_status_and_costs_json_match_the_tools(client: Client, db_url: str) -> None:
+    project = await fill(client)
+    status = run_cli("status", project, "--json", url=db_url)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout) == await call_ok(client, "get_pipeline_status", project_id=project)
+    costs = run_cli("costs", "--project", project, "--group-by", "model,process", "--json", url=db_url)
+    assert costs.returncode == 0, costs.stderr
+    expected = await call_ok(client, "get_cost_summary", project_id=project, group_by=["model", "process"])
+    assert json.loads(costs.stdout) == expected
+    everything = run_cli("costs", "--group-by", "", "--json", url=db_url)
+    assert json.loads(everything.stdout)["totals"]["calls"] == 4
+
+
+async def test_status_and_costs_tables_are_readable(client: Client, db_url: str) -> None:
+    project = await fill(client)
+    table = run_cli("status", project, url=db_url)
+    assert table.returncode == 0, table.stderr
+    assert "stale" in table.stdout and "ready to run: b" in table.stdout
+    costs = run_cli("costs", "--group-by", "model", url=db_url)
+    assert "gpt-4o-mini" in costs.stdout and "total" in costs.stdout
+    missing = run_cli("status", "00000000-0000-4000-8000-000000000000", url=db_url)
+    assert missing.returncode == 1 and "not_found" in missing.stderr
+    bad = run_cli("costs", "--group-by", "colour", url=db_url)
+    assert bad.returncode == 2
