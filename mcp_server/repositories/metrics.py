@@ -9,7 +9,20 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, String, and_, case, func, insert, or_, select, type_coerce
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    CompoundSelect,
+    String,
+    and_,
+    case,
+    func,
+    insert,
+    or_,
+    select,
+    type_coerce,
+    union,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -53,14 +66,33 @@ _GROUP_COLUMNS: dict[str, ColumnElement[Any]] = {
 }
 
 
-def _superseded() -> ColumnElement[bool]:
-    """The linked execution is no longer current: its state went stale, or it finished and is not
-    the state's current execution (re-run, failed). Running executions may still become current."""
-    finished = ProcessExecution.status.not_in((ExecutionStatus.PENDING.value, ExecutionStatus.RUNNING.value))
-    not_current = or_(
-        ProcessState.current_execution_id.is_(None), ProcessState.current_execution_id != ProcessExecution.id
+def _live_executions() -> CompoundSelect[Any]:
+    """Ids of the executions whose cost is not rework: the current execution of every state that
+    is not stale, and executions still pending or running (they may yet become current) in a
+    process that is not stale. Every other execution was re-run, failed or went stale.
+
+    Superseded cost is then linked cost minus live cost: both are cheap (the first is one more sum
+    in the main pass, the second walks the few live executions through ix_llm_metrics_execution_id),
+    where joining every metric row to its execution and state would cost a lookup per row.
+    """
+    current = select(ProcessState.current_execution_id).where(
+        ProcessState.state != StateName.STALE.value, ProcessState.current_execution_id.is_not(None)
     )
-    return or_(ProcessState.state == StateName.STALE.value, and_(finished, not_current))
+    unfinished = (
+        select(ProcessExecution.id)
+        .outerjoin(
+            ProcessState,
+            and_(
+                ProcessState.project_id == ProcessExecution.project_id,
+                ProcessState.process_id == ProcessExecution.process_id,
+            ),
+        )
+        .where(
+            ProcessExecution.status.in_((ExecutionStatus.PENDING.value, ExecutionStatus.RUNNING.value)),
+            or_(ProcessState.state.is_(None), ProcessState.state != StateName.STALE.value),
+        )
+    )
+    return union(current, unfinished)
 
 
 @dataclass(frozen=True)
@@ -95,20 +127,20 @@ class MetricsRepository(Repository):
         await self.session.flush()
         return metric
 
-    async def create_keyed(self, **fields: Any) -> LLMMetrics | None:
-        """Insert a row with an idempotency_key; None when another transaction already holds the key.
-
-        The insert runs in a savepoint so that losing the race leaves the transaction usable.
-        """
+    async def create_keyed(self, **fields: Any) -> tuple[LLMMetrics, bool]:
+        """Insert a row with an idempotency_key: ``(row, True)``, or ``(the key's row, False)`` when
+        another transaction took the key first. The insert runs in a savepoint, so losing that race
+        leaves this transaction usable (PostgreSQL aborts a transaction on a failed statement)."""
         metric = LLMMetrics(**fields)
         try:
             async with self.session.begin_nested():
                 self.session.add(metric)
         except IntegrityError:
-            if await self.by_idempotency_key(fields["idempotency_key"]) is None:
+            winner = await self.by_idempotency_key(fields["idempotency_key"])
+            if winner is None:  # some other constraint failed
                 raise
-            return None
-        return metric
+            return winner, False
+        return metric, True
 
     async def update(self, metric: LLMMetrics, **fields: Any) -> LLMMetrics:
         for key, value in fields.items():
@@ -151,8 +183,8 @@ class MetricsRepository(Repository):
     ) -> list[CostAggregate]:
         """One aggregate per group (one in all without group_by), ordered by the group keys.
 
-        ``since`` is inclusive and ``until`` exclusive. One pass over the matching rows: the
-        superseded cost comes from outer joins to the execution and its state, summed conditionally.
+        ``since`` is inclusive and ``until`` exclusive. Two statements: the figures in one pass over
+        the matching rows with no join, then the cost of the live executions (see _live_executions).
         """
         keys = [_GROUP_COLUMNS[name].label(f"g_{name}") for name in group_by]
         conditions: list[ColumnElement[bool]] = []
@@ -169,33 +201,32 @@ class MetricsRepository(Repository):
         if until is not None:
             conditions.append(LLMMetrics.created_at < until)
 
-        query = (
-            select(
-                *keys,
-                func.count().label("calls"),
-                *(func.sum(getattr(LLMMetrics, name)).label(name) for name in _TOKENS),
-                func.sum(_UNITS).label("cost_units"),
-                func.sum(case((LLMMetrics.cost_source == CostSource.UNPRICED.value, 1), else_=0)).label("unpriced"),
-                func.sum(LLMMetrics.inference_time_ms).label("ms_sum"),
-                func.count(LLMMetrics.inference_time_ms).label("ms_count"),
-                func.sum(case((_superseded(), _UNITS), else_=None)).label("superseded_units"),
-            )
-            .select_from(LLMMetrics)
-            .outerjoin(ProcessExecution, LLMMetrics.execution_id == ProcessExecution.id)
-            .outerjoin(
-                ProcessState,
-                and_(
-                    ProcessState.project_id == ProcessExecution.project_id,
-                    ProcessState.process_id == ProcessExecution.process_id,
-                ),
-            )
-            .where(*conditions)
+        figures = select(
+            *keys,
+            func.count().label("calls"),
+            *(func.sum(getattr(LLMMetrics, name)).label(name) for name in _TOKENS),
+            func.sum(_UNITS).label("cost_units"),
+            func.sum(case((LLMMetrics.cost_source == CostSource.UNPRICED.value, 1), else_=0)).label("unpriced"),
+            func.sum(LLMMetrics.inference_time_ms).label("ms_sum"),
+            func.count(LLMMetrics.inference_time_ms).label("ms_count"),
+            func.sum(case((LLMMetrics.execution_id.is_not(None), _UNITS), else_=None)).label("linked_units"),
+        ).where(*conditions)
+        live = select(*keys, func.sum(_UNITS).label("units")).where(
+            *conditions, LLMMetrics.execution_id.in_(_live_executions())
         )
         if keys:
-            query = query.group_by(*keys).order_by(*keys)
+            # NULLS LAST on both databases (SQLite would put them first): unassigned groups come last.
+            figures = figures.group_by(*keys).order_by(*(key.asc().nulls_last() for key in keys))
+            live = live.group_by(*keys)
             if limit is not None:
-                query = query.limit(limit)
-        rows = (await self.session.execute(query)).mappings().all()
+                figures = figures.limit(limit)
+        rows = (await self.session.execute(figures)).mappings().all()
+        if not rows:
+            return []
+        live_units = {
+            tuple(row[f"g_{name}"] for name in group_by): _int(row["units"])
+            for row in (await self.session.execute(live)).mappings()
+        }
         return [
             CostAggregate(
                 key={name: row[f"g_{name}"] for name in group_by},
@@ -205,7 +236,9 @@ class MetricsRepository(Repository):
                 unpriced_calls=_int(row["unpriced"]),
                 inference_ms_sum=_int(row["ms_sum"]),
                 inference_ms_count=_int(row["ms_count"]),
-                superseded_cost_usd=units_to_money(_int(row["superseded_units"])),
+                superseded_cost_usd=units_to_money(
+                    _int(row["linked_units"]) - live_units.get(tuple(row[f"g_{name}"] for name in group_by), 0)
+                ),
             )
             for row in rows
         ]

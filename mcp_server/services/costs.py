@@ -195,7 +195,7 @@ async def report_cost(
     project_id, process_id, execution_id = await _resolve_links(
         session, project_id=project_id, process_id=process_id, execution_id=execution_id
     )
-    row = await metrics.create_keyed(
+    row, created = await metrics.create_keyed(
         **_row_fields(usage, created_at=utcnow()),
         project_id=project_id,
         process_id=process_id,
@@ -205,10 +205,8 @@ async def report_cost(
         idempotency_key=idempotency_key,
         request_hash=digest,
     )
-    if row is None:  # a concurrent call with the same key committed first
-        winner = await metrics.by_idempotency_key(idempotency_key)
-        assert winner is not None  # create_keyed returns None only when the key's row exists
-        return _replay(winner, idempotency_key, digest)
+    if not created:  # a concurrent call with the same key committed first
+        return _replay(row, idempotency_key, digest)
     reply = CostReply(cost=CostRecord.from_row(row), budget=await budget_status(session, project_id))
     await metrics.update(row, reply=reply.model_dump(mode="json"))
     return reply
@@ -275,9 +273,9 @@ def _sum(groups: list[CostAggregate]) -> CostAggregate:
         key={},
         calls=sum(g.calls for g in groups),
         tokens={name: sum(g.tokens[name] for g in groups) for name in groups[0].tokens},
-        cost_usd=sum((g.cost_usd for g in groups), units_to_money(0)),
+        cost_usd=units_to_money(sum(money_to_units(g.cost_usd) for g in groups)),
         unpriced_calls=sum(g.unpriced_calls for g in groups),
         inference_ms_sum=sum(g.inference_ms_sum for g in groups),
         inference_ms_count=sum(g.inference_ms_count for g in groups),
-        superseded_cost_usd=sum((g.superseded_cost_usd for g in groups), units_to_money(0)),
+        superseded_cost_usd=units_to_money(sum(money_to_units(g.superseded_cost_usd) for g in groups)),
     )

@@ -1,0 +1,93 @@
+"""Pricing with genai-prices and the usage rules, without a database."""
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from genai_prices import Usage, calc_price
+
+from mcp_server.errors import InvalidArgument
+from mcp_server.schemas.cost import UsageIn
+from mcp_server.services.pricing import price
+
+AT = datetime(2025, 6, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("provider", "model", "prompt", "completion", "cache_read", "cache_write"),
+    [
+        ("openai", "gpt-4o", 1200, 300, 0, 0),
+        ("openai", "gpt-4o-mini", 5000, 100, 4096, 0),
+        ("anthropic", "claude-3-5-sonnet-20241022", 10_000, 800, 6000, 2000),
+        ("google", "gemini-1.5-flash", 7, 3, 0, 0),
+    ],
+)
+def test_computed_price_equals_genai_prices(
+    provider: str, model: str, prompt: int, completion: int, cache_read: int, cache_write: int
+) -> None:
+    expected = calc_price(
+        Usage(
+            input_tokens=prompt,
+            output_tokens=completion,
+            cache_read_tokens=cache_read,
+            cache_write_tokens=cache_write,
+        ),
+        model,
+        provider_id=provider,
+        genai_request_timestamp=AT,
+    ).total_price
+    got = price(
+        provider,
+        model,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        at=AT,
+    )
+    assert got == (expected, "computed")
+    assert expected > 0
+
+
+def test_cached_tokens_are_part_of_prompt_tokens_and_cost_less() -> None:
+    uncached = price("anthropic", "claude-3-5-sonnet-20241022", prompt_tokens=10_000, completion_tokens=0, at=AT)
+    read = price(
+        "anthropic",
+        "claude-3-5-sonnet-20241022",
+        prompt_tokens=10_000,
+        completion_tokens=0,
+        cache_read_tokens=9000,
+        at=AT,
+    )
+    # 10,000 input tokens at $3/MTok; 9,000 of them read from cache at $0.30/MTok instead.
+    assert uncached.cost_usd == Decimal("0.03")
+    assert read.cost_usd == Decimal("0.003") + Decimal("0.0027")
+
+
+@pytest.mark.parametrize(("provider", "model"), [("openai", "no-such-model-9"), ("acme-llm", "gpt-4o")])
+def test_unknown_provider_or_model_is_unpriced(provider: str, model: str) -> None:
+    assert price(provider, model, prompt_tokens=10, completion_tokens=10) == (None, "unpriced")
+
+
+def test_total_tokens_defaults_to_prompt_plus_completion() -> None:
+    usage = UsageIn(provider=" OpenAI ", model="gpt-4o", prompt_tokens=10, completion_tokens=5)
+    assert usage.total_tokens == 15
+    assert usage.provider == "openai"
+    assert UsageIn(provider="openai", model="m", prompt_tokens=1, total_tokens=9).total_tokens == 9
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 14}, "total_tokens (14) is smaller"),
+        ({"prompt_tokens": 10, "cache_read_tokens": 8, "cache_write_tokens": 3}, "exceed prompt_tokens (10)"),
+        ({"prompt_tokens": -1}, "greater than or equal to 0"),
+        ({"cost_usd": "-0.01"}, "greater than or equal to 0"),
+        ({"inference_time_ms": -5}, "greater than or equal to 0"),
+    ],
+)
+def test_inconsistent_usage_is_an_invalid_argument(fields: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        UsageIn.parse(provider="openai", model="gpt-4o", **fields)
+    assert caught.value.code == "invalid_argument"
+    assert message in caught.value.message
