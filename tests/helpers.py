@@ -7,6 +7,7 @@ from typing import Any
 from mcp import Client
 from sqlalchemy import func, select
 
+import mcp_server.models  # noqa: F401 - puts every table on Base.metadata, or table_counts sees none
 from mcp_server.db.base import Base
 from mcp_server.db.engine import Database
 
