@@ -154,6 +154,8 @@ class PipelineStateServer(MCPServer[App]):
         from mcp_server.repositories import PromptRepository
         from mcp_server.services import templates
 
+        if "prompts" not in ctx.lifespan_context.settings.enabled_toolsets:
+            return ListPromptsResult(prompts=[])
         # Shielded for the same reason as call_tool: never cancel inside a transaction.
         with anyio.CancelScope(shield=True):
             async with ctx.lifespan_context.db.unit_of_work(write=False) as session:
@@ -179,9 +181,11 @@ class PipelineStateServer(MCPServer[App]):
         from mcp_server.repositories import PromptRepository
         from mcp_server.services import templates
 
-        with anyio.CancelScope(shield=True):
-            async with ctx.lifespan_context.db.unit_of_work(write=False) as session:
-                row = await PromptRepository(session).latest(params.name)
+        row = None
+        if "prompts" in ctx.lifespan_context.settings.enabled_toolsets:
+            with anyio.CancelScope(shield=True):
+                async with ctx.lifespan_context.db.unit_of_work(write=False) as session:
+                    row = await PromptRepository(session).latest(params.name)
         if row is None:
             raise MCPError(code=INVALID_PARAMS, message=f"not_found: no prompt named {params.name!r}")
         arguments = {key: str(value) for key, value in (params.arguments or {}).items()}

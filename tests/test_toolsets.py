@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 from mcp_server.db.engine import Database
 from mcp_server.server import build_server
@@ -144,3 +145,13 @@ async def test_read_only_with_one_toolset_hides_the_other_toolsets_as_unknown(db
         assert await _tool_names(client) == {"get_prompt_version", "list_prompt_versions"}
         await call_error(client, "save_prompt_version", "read_only", prompt_id="p", user_template="x")
         await call_error(client, "create_project", "not_found", name="x")
+
+
+async def test_mcp_prompts_follow_the_prompts_toolset(db_url: str) -> None:
+    async with Client(build_server(_settings(db_url))) as client:
+        await call_ok(client, "save_prompt_version", prompt_id="greet", user_template="Hi {{name}}")
+        assert [p.name for p in (await client.list_prompts()).prompts] == ["greet"]
+    async with Client(build_server(_settings(db_url, toolsets="projects,pipeline"))) as client:
+        assert (await client.list_prompts()).prompts == []
+        with pytest.raises(MCPError, match="not_found"):
+            await client.get_prompt("greet", {"name": "x"})

@@ -45,7 +45,7 @@ Force = Annotated[bool, Field(description="Run even though some dependencies are
 def register(registrar: Registrar) -> None:  # noqa: C901 - one nested function per tool
     tool = registrar.tool
 
-    @tool(title="Define process", read_only=False, idempotent=True)
+    @tool(title="Define process", read_only=False, destructive=True, idempotent=True)
     async def define_process(
         process_id: ProcessId,
         name: Annotated[Name, Field(description="Human-readable name.")],
