@@ -1,0 +1,1 @@
+"""The benchmark of SPEC §9: ``python -m bench`` (``--quick`` for a smoke run)."""

@@ -1,0 +1,58 @@
+"""Sizes of the full run (SPEC §9) and of the quick smoke run (``--quick``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Sizes:
+    cold_runs: int  # cold starts per server (ours and floor, interleaved)
+    migrate_runs: int  # first starts on a fresh file (with migration)
+    record_runs: int  # servers started for the per-call latency figure
+    record_calls: int  # timed calls per run (after the warm-up)
+    warmup_calls: int
+    single_calls: int  # record_execution calls of the one-process throughput run
+    procs: int  # server processes of the multi-process throughput run
+    calls_per_proc: int
+    metric_rows: int  # llm_metrics rows under get_cost_summary
+    summary_calls: int
+    status_large: tuple[int, int]  # (processes, executions)
+    status_small: tuple[int, int]
+    status_calls: int
+    rss_marks: tuple[int, int]  # RSS read after this many calls, and after this many
+
+
+FULL = Sizes(
+    cold_runs=7,
+    migrate_runs=5,
+    record_runs=3,
+    record_calls=400,
+    warmup_calls=30,
+    single_calls=500,
+    procs=8,
+    calls_per_proc=250,
+    metric_rows=1_000_000,
+    summary_calls=7,
+    status_large=(100, 100_000),
+    status_small=(10, 100),
+    status_calls=15,
+    rss_marks=(1_000, 10_000),
+)
+
+QUICK = Sizes(
+    cold_runs=1,
+    migrate_runs=1,
+    record_runs=1,
+    record_calls=30,
+    warmup_calls=5,
+    single_calls=24,
+    procs=2,
+    calls_per_proc=8,
+    metric_rows=5_000,
+    summary_calls=2,
+    status_large=(20, 1_000),
+    status_small=(5, 20),
+    status_calls=2,
+    rss_marks=(20, 60),
+)
