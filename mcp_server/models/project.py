@@ -7,7 +7,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Enum, Index, String, Text
+from sqlalchemy import BigInteger, Enum, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mcp_server.db.base import AuditMixin, Base, SoftDeleteMixin
@@ -41,6 +41,10 @@ class Project(AuditMixin, SoftDeleteMixin, Base):
     )
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType(), default=dict, nullable=False)
     budget_usd: Mapped[Decimal | None] = mapped_column(Money())
+    # Running totals of the project's LLM cost, kept by the ledger in the same transaction as each
+    # usage row, so that a budget or status reply costs one row, not a SUM over the whole history.
+    spent_usd: Mapped[Decimal] = mapped_column(Money(), default=Decimal(0), server_default="0", nullable=False)
+    unpriced_calls: Mapped[int] = mapped_column(BigInteger(), default=0, server_default="0", nullable=False)
 
     __table_args__ = (Index("ix_projects_status_created", "is_deleted", "status", "created_at"),)
 

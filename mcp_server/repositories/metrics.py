@@ -28,9 +28,10 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from mcp_server.db.types import units_to_money
+from mcp_server.db.types import money_to_units, units_to_money
 from mcp_server.models import CostSource, ExecutionStatus, LLMMetrics, ProcessExecution, ProcessState, StateName
 from mcp_server.repositories.base import Repository
+from mcp_server.repositories.projects import ProjectRepository
 
 
 class UtcDay(FunctionElement[str]):
@@ -125,6 +126,7 @@ class MetricsRepository(Repository):
         metric = LLMMetrics(**fields)
         self.session.add(metric)
         await self.session.flush()
+        await self._account([metric])
         return metric
 
     async def create_keyed(self, **fields: Any) -> tuple[LLMMetrics, bool]:
@@ -140,6 +142,7 @@ class MetricsRepository(Repository):
             if winner is None:  # some other constraint failed
                 raise
             return winner, False
+        await self._account([metric])
         return metric, True
 
     async def update(self, metric: LLMMetrics, **fields: Any) -> LLMMetrics:
@@ -153,6 +156,21 @@ class MetricsRepository(Repository):
         batch = [{"id": uuid.uuid4(), **row} for row in rows]
         if batch:
             await self.session.execute(insert(LLMMetrics), batch)
+            await self._account([LLMMetrics(**row) for row in batch])
+
+    async def _account(self, metrics: Sequence[LLMMetrics]) -> None:
+        """Add the rows' cost to their projects' running totals (``projects.spent_usd``), exactly."""
+        totals: dict[uuid.UUID, list[int]] = {}
+        for metric in metrics:
+            if metric.project_id is None:
+                continue
+            entry = totals.setdefault(metric.project_id, [0, 0])
+            if metric.cost_usd is None:
+                entry[1] += 1
+            else:
+                entry[0] += money_to_units(metric.cost_usd)
+        for project_id, (units, unpriced) in totals.items():
+            await ProjectRepository(self.session).add_spend(project_id, units=units, unpriced_calls=unpriced)
 
     async def project_spend(self, project_id: uuid.UUID) -> tuple[Decimal, int]:
         """Exact sum of the project's priced costs, and how many of its calls are unpriced."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import BigInteger, select, type_coerce, update
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
-from mcp_server.db.types import utcnow
+from mcp_server.db.types import units_to_money, utcnow
 from mcp_server.models import Project, ProjectStatus
 from mcp_server.repositories.base import Page, Repository
 
@@ -55,3 +57,19 @@ class ProjectRepository(Repository):
     async def restore(self, project: Project, *, by: str | None = None) -> Project:
         project.restore()
         return await self.update(project, updated_by=by)
+
+    async def add_spend(self, project_id: uuid.UUID, *, units: int, unpriced_calls: int) -> None:
+        """Add to the running cost totals in SQL (exact integer units), and to a loaded row."""
+        raw = type_coerce(Project.spent_usd, BigInteger())  # add integer units, not Decimal USD
+        result = await self.session.execute(
+            update(Project)
+            .where(Project.id == project_id)
+            .values(spent_usd=raw + units, unpriced_calls=Project.unpriced_calls + unpriced_calls)
+            .returning(type_coerce(Project.spent_usd, BigInteger()), Project.unpriced_calls)
+            .execution_options(synchronize_session=False)
+        )
+        row = result.first()
+        loaded = self.session.identity_map.get(identity_key(Project, project_id))
+        if row is not None and isinstance(loaded, Project):
+            set_committed_value(loaded, "spent_usd", units_to_money(row[0]))
+            set_committed_value(loaded, "unpriced_calls", int(row[1]))

@@ -19,6 +19,8 @@ class ProjectOut(Out):
     status: ProjectStatus
     metadata: dict[str, Any]
     budget_usd: UsdOut | None = Field(description="Budget in USD (exact decimal string), or null.")
+    spent_usd: UsdOut = Field(description="LLM cost logged for the project so far (priced calls), exact.")
+    unpriced_calls: int = Field(description="Logged calls whose model had no known price (not in spent_usd).")
     is_deleted: bool
     created_at: datetime
     updated_at: datetime | None

@@ -127,7 +127,7 @@ async def budget_status(session: AsyncSession, project_id: uuid.UUID | None) -> 
     project = await ProjectRepository(session).get(project_id, include_deleted=True)
     if project is None:
         return None
-    spent, unpriced = await MetricsRepository(session).project_spend(project_id)
+    spent, unpriced = project.spent_usd, project.unpriced_calls  # running totals kept by the ledger
     budget = project.budget_usd
     remaining = None if budget is None else budget - spent
     exceeded = remaining is not None and remaining < 0

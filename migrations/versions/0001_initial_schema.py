@@ -55,6 +55,8 @@ def upgrade() -> None:
         ),
         sa.Column("metadata", mcp_server.db.types.JSONType(), nullable=False),
         sa.Column("budget_usd", mcp_server.db.types.Money(), nullable=True),
+        sa.Column("spent_usd", mcp_server.db.types.Money(), server_default="0", nullable=False),
+        sa.Column("unpriced_calls", sa.BigInteger(), server_default="0", nullable=False),
         sa.Column("created_by", sa.String(length=100), nullable=True),
         sa.Column("updated_by", sa.String(length=100), nullable=True),
         sa.Column("created_at", mcp_server.db.types.UTCDateTime(timezone=True), nullable=False),
