@@ -96,6 +96,14 @@ class BulkLoad:
 
     def __exit__(self, *exc: object) -> None:
         conn = self.conn
+        if "projects" in self.tables and "llm_metrics" in self.tables:
+            # The server keeps running cost totals on each project; a bulk load must set them too.
+            conn.execute(
+                "UPDATE projects SET spent_usd = t.spent, unpriced_calls = t.unpriced FROM"
+                " (SELECT project_id, coalesce(sum(cost_usd), 0) AS spent, sum(cost_usd IS NULL) AS unpriced"
+                " FROM llm_metrics WHERE project_id IS NOT NULL GROUP BY project_id) AS t"
+                " WHERE t.project_id = projects.id"
+            )
         conn.execute("COMMIT")
         for sql in self.indexes:
             conn.execute(sql)
@@ -111,6 +119,8 @@ def _project(rng: random.Random, name: str, when: datetime) -> dict[str, Any]:
         "status": "in_progress",
         "metadata": "{}",
         "budget_usd": 1000 * 10**10,
+        "spent_usd": 0,  # recomputed from llm_metrics once the load is done (see BulkLoad)
+        "unpriced_calls": 0,
         "created_at": ts(when),
         "updated_at": ts(when),
         "is_deleted": 0,
