@@ -18,6 +18,11 @@ class ExecutionRepository(Repository):
             query = query.with_for_update()
         return (await self.session.scalars(query)).first()
 
+    async def output_hash(self, execution_id: uuid.UUID) -> str | None:
+        """Only the output hash (the no-op check needs no more than this column)."""
+        query = select(ProcessExecution.output_hash).where(ProcessExecution.id == execution_id)
+        return (await self.session.execute(query)).scalar_one_or_none()
+
     async def by_idempotency_key(self, key: str) -> ProcessExecution | None:
         query = select(ProcessExecution).where(ProcessExecution.idempotency_key == key)
         return (await self.session.scalars(query)).first()

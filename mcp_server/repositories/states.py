@@ -45,6 +45,23 @@ class StateRepository(Repository):
             set_committed_value(row, key, value)  # already written: keep the row clean, no second UPDATE
         return True
 
+    async def bump_all(self, rows: list[ProcessState], **fields: Any) -> None:
+        """Set the same fields on several rows and raise each version by one, in one UPDATE.
+
+        Only for callers that hold the project lock (the rows cannot have changed since they were read)."""
+        if not rows:
+            return
+        await self.session.execute(
+            update(ProcessState)
+            .where(ProcessState.id.in_([row.id for row in rows]))
+            .values(version=ProcessState.version + 1, **fields)
+            .execution_options(synchronize_session=False)
+        )
+        for row in rows:
+            set_committed_value(row, "version", row.version + 1)
+            for key, value in fields.items():
+                set_committed_value(row, key, value)
+
     async def lock_project(self, project_id: uuid.UUID) -> None:
         """Serialise the pipeline writers of one project until the transaction ends.
 

@@ -104,11 +104,15 @@ async def record_usage(
     execution_id: uuid.UUID | None,
     actor: str | None,
     created_at: datetime | None = None,
+    links_checked: bool = False,
 ) -> CostRecord:
-    """Validate the links, price the usage and store one LLMMetrics row (flushed, not committed)."""
-    project_id, process_id, execution_id = await _resolve_links(
-        session, project_id=project_id, process_id=process_id, execution_id=execution_id
-    )
+    """Validate the links, price the usage and store one LLMMetrics row (flushed, not committed).
+
+    ``links_checked``: the caller has just verified the ids in this transaction (record_execution)."""
+    if not links_checked:
+        project_id, process_id, execution_id = await _resolve_links(
+            session, project_id=project_id, process_id=process_id, execution_id=execution_id
+        )
     row = await MetricsRepository(session).create(
         **_row_fields(usage, created_at=created_at or utcnow()),
         project_id=project_id,

@@ -72,8 +72,7 @@ async def _current_hash(session: AsyncSession, pipeline: ProjectPipeline, proces
     row = pipeline.rows.get(process_id)
     if row is None or row.current_execution_id is None:
         return None
-    current = await ExecutionRepository(session).get(row.current_execution_id)
-    return None if current is None else current.output_hash
+    return await ExecutionRepository(session).output_hash(row.current_execution_id)
 
 
 async def start(
@@ -170,6 +169,14 @@ async def record(
     now = utcnow()
     keyed = {"idempotency_key": idempotency_key, "request_hash": args_hash} if idempotency_key else {}
 
+    outputs = {
+        "output_data": output_data,
+        "output_hash": output_hash,
+        "reasoning": reasoning,
+        "missing_info": missing_info,
+        "completed_at": now,
+        "updated_by": actor,
+    }
     if execution_id is None:
         pipeline.check_ready(process_id, force=force)
         input_data = {} if input_data is None else input_data
@@ -181,9 +188,8 @@ async def record(
             input_data=input_data,
             status=ExecutionStatus.COMPLETED.value,
             started_at=now,
-            completed_at=now,
             created_by=actor,
-            updated_by=actor,
+            **outputs,
             **keyed,
         )
         late = False
@@ -195,14 +201,10 @@ async def record(
         await executions.update(
             execution,
             status=(ExecutionStatus.STALE if late else ExecutionStatus.COMPLETED).value,
-            completed_at=now,
             prompt_version_id=prompt_version_id or execution.prompt_version_id,
-            updated_by=actor,
+            **outputs,
             **keyed,
         )
-    await executions.update(
-        execution, output_data=output_data, output_hash=output_hash, reasoning=reasoning, missing_info=missing_info
-    )
 
     invalidated: list[InvalidatedOut] = []
     output_changed = output_hash != current_hash
@@ -229,7 +231,13 @@ async def record(
         from mcp_server.services import costs
 
         logged = await costs.record_usage(
-            session, usage, project_id=project_id, process_id=process_id, execution_id=execution.id, actor=actor
+            session,
+            usage,
+            project_id=project_id,
+            process_id=process_id,
+            execution_id=execution.id,
+            actor=actor,
+            links_checked=True,  # this call just checked the project and process and created the execution
         )
         cost = logged.model_dump(mode="json")
         status = await costs.budget_status(session, project_id)

@@ -103,20 +103,23 @@ async def apply(
 
 
 async def cascade(session: AsyncSession, pipeline: ProjectPipeline, root: str, reason: str) -> list[InvalidatedOut]:
-    """Every completed, failed or running transitive dependent of ``root`` goes stale, root cause kept."""
-    now = utcnow()
-    changed: list[InvalidatedOut] = []
-    for hit in rules.cascade(pipeline.graph, pipeline.states(), root):
-        row = await apply(
-            session,
-            pipeline,
-            hit.process_id,
-            State.STALE,
-            invalidated_at=now,
-            invalidated_by_process_id=root,
-            invalidation_reason=reason,
-        )
-        changed.append(
-            InvalidatedOut(process_id=hit.process_id, previous_state=hit.previous.value, version=row.version)
-        )
-    return changed
+    """Every completed, failed or running transitive dependent of ``root`` goes stale, root cause kept.
+
+    One UPDATE for all of them: the project's writers are serialised, so the rows read at the start of
+    this call are the rows updated, and each version still rises by exactly one."""
+    hits = rules.cascade(pipeline.graph, pipeline.states(), root)
+    if not hits:
+        return []
+    rows = [pipeline.rows[hit.process_id] for hit in hits]
+    values = {
+        "state": State.STALE.value,
+        "last_updated_at": utcnow(),
+        "invalidated_at": utcnow(),
+        "invalidated_by_process_id": root,
+        "invalidation_reason": reason,
+    }
+    await StateRepository(session).bump_all(rows, **values)
+    return [
+        InvalidatedOut(process_id=hit.process_id, previous_state=hit.previous.value, version=row.version)
+        for hit, row in zip(hits, rows, strict=True)
+    ]
