@@ -178,16 +178,20 @@ class PipelineStateServer(MCPServer[App]):
     async def _handle_get_prompt(
         self, ctx: ServerRequestContext[App], params: GetPromptRequestParams
     ) -> GetPromptResult | InputRequiredResult:
+        import re
+
         from mcp_server.repositories import PromptRepository
+        from mcp_server.schemas.common import SLUG_PATTERN
         from mcp_server.services import templates
 
         row = None
-        if "prompts" in ctx.lifespan_context.settings.enabled_toolsets:
+        # Prompt ids are slugs: any other name exists nowhere, and one with a NUL would make PostgreSQL fail.
+        if "prompts" in ctx.lifespan_context.settings.enabled_toolsets and re.fullmatch(SLUG_PATTERN, params.name):
             with anyio.CancelScope(shield=True):
                 async with ctx.lifespan_context.db.unit_of_work(write=False) as session:
                     row = await PromptRepository(session).latest(params.name)
         if row is None:
-            raise MCPError(code=INVALID_PARAMS, message=f"not_found: no prompt named {params.name!r}")
+            raise MCPError(code=INVALID_PARAMS, message=f"not_found: no prompt named {params.name[:200]!r}")
         arguments = {key: str(value) for key, value in (params.arguments or {}).items()}
         missing = templates.missing_arguments(row.user_template, arguments)
         if missing:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -33,17 +34,16 @@ def to_async_url(url: str) -> str:
     return url
 
 
+# What SQLAlchemy's URL parser takes for the password: after "user:", up to the first "@" (so it may
+# hold an unescaped "/", ":" or "?"), and a libpq-style `password=` (or `sslpassword=`) query parameter.
+_URL_PASSWORD = re.compile(r"^(?P<head>[\w+.-]+://[^:/@]*):[^@]*@")
+_QUERY_PASSWORD = re.compile(r"(?P<key>[?&](?:ssl)?password=)[^&]*", re.IGNORECASE)
+
+
 def mask_url(url: str) -> str:
     """The URL with any password replaced by ``***`` (for logs and messages)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    netloc, slash, path = rest.partition("/")
-    creds, at, host = netloc.rpartition("@")
-    if not at or ":" not in creds:
-        return url
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}{slash}{path}"
+    masked = _URL_PASSWORD.sub(r"\g<head>:***@", url, count=1)
+    return _QUERY_PASSWORD.sub(r"\g<key>***", masked)
 
 
 class Settings(BaseSettings):

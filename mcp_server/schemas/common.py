@@ -15,7 +15,15 @@ MAX_PAGE_SIZE = 100
 SLUG_PATTERN = r"^[a-z][a-z0-9_\-]{0,99}$"
 
 
-def _depth(value: Any, limit: int) -> int:
+def no_nul(value: str) -> str:
+    """Refuse U+0000: PostgreSQL cannot store it in text or JSON, so neither database takes it."""
+    if "\x00" in value:
+        raise ValueError("contains a NUL character (U+0000), which cannot be stored; remove it")
+    return value
+
+
+def _checked_depth(value: Any, limit: int) -> int:
+    """Nesting depth of a JSON value (the walk stops past ``limit``); refuses NUL in strings and keys."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     deepest = 0
     while stack:
@@ -23,18 +31,26 @@ def _depth(value: Any, limit: int) -> int:
         deepest = max(deepest, depth)
         if depth > limit:
             return depth
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
+        if isinstance(item, str):
+            no_nul(item)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                no_nul(str(key))
+                stack.append((child, depth + 1))
         elif isinstance(item, list):
             stack.extend((v, depth + 1) for v in item)
     return deepest
 
 
 def bounded_json(value: Any) -> Any:
-    """Refuse JSON that is too large or too deeply nested to store and query sanely."""
-    if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+    """Refuse JSON that is too large or too deeply nested to store and query sanely, or not storable."""
+    if _checked_depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
-    size = len(json.dumps(value, ensure_ascii=False, default=str).encode())
+    try:
+        # allow_nan=False: NaN and Infinity parse from the wire but are not JSON; PostgreSQL refuses them.
+        size = len(json.dumps(value, ensure_ascii=False, default=str, allow_nan=False).encode())
+    except ValueError:
+        raise ValueError("NaN and Infinity are not JSON numbers; send null or a string instead") from None
     if size > MAX_JSON_BYTES:
         raise ValueError(f"JSON is {size} bytes; the limit is {MAX_JSON_BYTES}")
     return value
@@ -42,12 +58,13 @@ def bounded_json(value: Any) -> Any:
 
 JsonValue = Annotated[Any, AfterValidator(bounded_json)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(bounded_json)]
-Text = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
-ShortText = Annotated[str, StringConstraints(max_length=200)]
+NoNul = AfterValidator(no_nul)
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT), NoNul]
+ShortText = Annotated[str, StringConstraints(max_length=200), NoNul]
 # created_by / updated_by columns are VARCHAR(100): PostgreSQL would refuse anything longer.
 ACTOR_MAX = 100
-Actor = Annotated[str, StringConstraints(min_length=1, max_length=ACTOR_MAX, strip_whitespace=True)]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+Actor = Annotated[str, StringConstraints(min_length=1, max_length=ACTOR_MAX, strip_whitespace=True), NoNul]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True), NoNul]
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
 Usd = Annotated[Decimal, Field(ge=0, le=Decimal("900000000"), decimal_places=10)]
 USD_QUANTUM = Decimal(1).scaleb(-10)  # the database keeps money to 1e-10 USD

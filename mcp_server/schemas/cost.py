@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel, Field, StringConstraints, Valida
 
 from mcp_server.errors import InvalidArgument
 from mcp_server.models import CostSource, LLMMetrics
-from mcp_server.schemas.common import Out, Usd
+from mcp_server.schemas.common import NoNul, Out, Usd
 
 MAX_TOKENS = 10**12  # far above any single call; keeps sums well inside a BIGINT
 MAX_INFERENCE_MS = 2**31 - 1  # the column is a 32-bit INTEGER
@@ -19,11 +19,13 @@ MAX_INFERENCE_MS = 2**31 - 1  # the column is a 32-bit INTEGER
 Provider = Annotated[
     str,
     StringConstraints(min_length=1, max_length=50, strip_whitespace=True, to_lower=True),
+    NoNul,
     Field(description="Who served the call, e.g. openai, anthropic, google, mistral, groq, aws, azure."),
 ]
 ModelName = Annotated[
     str,
     StringConstraints(min_length=1, max_length=100, strip_whitespace=True),
+    NoNul,
     Field(description="The model id as the provider's API reports it, e.g. gpt-4o-mini, claude-3-5-sonnet-20241022."),
 ]
 Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
@@ -39,7 +41,10 @@ PROMPT_CONVENTION = (
 
 def _as_utc(value: datetime) -> datetime:
     """A naive datetime is taken to be UTC; an aware one is converted to UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+14:00 is before year 1 in UTC
+        raise ValueError("the time is out of range once converted to UTC") from None
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]

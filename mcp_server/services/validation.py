@@ -60,7 +60,19 @@ def violations(schema: dict[str, Any] | None, data: Any) -> list[dict[str, str]]
 
 
 def validate(schema: dict[str, Any] | None, data: Any, *, what: str, process_id: str) -> None:
-    found = violations(schema, data)
+    from referencing.exceptions import Unresolvable
+
+    try:
+        found = violations(schema, data)
+    except Unresolvable as exc:
+        # A valid schema can still point at nothing ("#/$defs/missing") or elsewhere (a URL): nothing
+        # is ever fetched, and the reference only fails once data reaches it.
+        field = "input_schema" if what == "input_data" else "output_schema"
+        raise InvalidArgument(
+            f"the {field} of process {process_id!r} refers to {getattr(exc, 'ref', '?')!r}, which cannot be "
+            "resolved (only references inside the schema work; nothing is fetched); nothing was written",
+            hint="Redefine the process with define_process, putting shared parts under $defs",
+        ) from None
     if found:
         raise SchemaViolation(
             f"{what} of process {process_id!r} violates its schema ({len(found)} problem(s))",

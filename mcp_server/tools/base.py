@@ -64,4 +64,5 @@ def actor_of(ctx: Context[App]) -> str | None:
         return None
     info = params.client_info
     label = f"{info.name}/{info.version}" if info.version else info.name
-    return label[:ACTOR_MAX]
+    # The client names itself: keep what PostgreSQL can store (no NUL) and what the column holds.
+    return label.replace("\x00", "")[:ACTOR_MAX] or None

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from mcp.server.mcpserver import Context
 from pydantic import Field, StringConstraints
 
 from mcp_server.app import App
-from mcp_server.schemas.common import ShortText, Slug, Usd
+from mcp_server.schemas.common import NoNul, ShortText, Slug, Usd
 from mcp_server.schemas.cost import (
     CostFilters,
     CostReply,
@@ -21,11 +20,12 @@ from mcp_server.schemas.cost import (
     Provider,
     Tokens,
     UsageIn,
+    UtcDatetime,
 )
 from mcp_server.services import costs
 from mcp_server.tools.base import Registrar, actor_of, app_of
 
-IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=200), NoNul]
 
 
 def register(registrar: Registrar) -> None:
@@ -109,10 +109,10 @@ def register(registrar: Registrar) -> None:
         provider: Annotated[ShortText | None, Field(description="Only this provider (e.g. openai).")] = None,
         model: Annotated[ShortText | None, Field(description="Only this model, exactly as reported.")] = None,
         since: Annotated[
-            datetime | None, Field(description="Only calls at or after this time (ISO 8601; no zone means UTC).")
+            UtcDatetime | None, Field(description="Only calls at or after this time (ISO 8601; no zone means UTC).")
         ] = None,
         until: Annotated[
-            datetime | None, Field(description="Only calls strictly before this time (ISO 8601; no zone means UTC).")
+            UtcDatetime | None, Field(description="Only calls strictly before this time (ISO 8601; no zone means UTC).")
         ] = None,
         group_by: Annotated[
             list[GroupKey] | None,

@@ -49,7 +49,10 @@ def register(registrar: Registrar) -> None:
     async def get_prompt_version(
         prompt_id: PromptId,
         ctx: Context[App],
-        version: Annotated[int | None, Field(ge=1, description="Version number; latest if omitted.")] = None,
+        version: Annotated[
+            # le: the column is a 32-bit INTEGER; a larger number would reach the driver and fail there.
+            int | None, Field(ge=1, le=2**31 - 1, description="Version number; latest if omitted.")
+        ] = None,
     ) -> PromptVersionOut:
         """Get one version of a prompt (the latest when `version` is omitted), with its placeholders."""
         async with app_of(ctx).db.unit_of_work(write=False) as session:
