@@ -8,6 +8,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from mcp_server.settings import Settings
 
 
@@ -72,7 +74,13 @@ def _run_db(settings: Settings, args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:  # a configuration mistake: say which variable, never echo its value
+        for error in exc.errors(include_input=False, include_url=False):
+            field = ".".join(str(part) for part in error["loc"])
+            sys.stderr.write(f"pipeline-state-mcp: PIPELINE_STATE_{field.upper()}: {error['msg']}\n")
+        return 2
     configure_logging(settings.log_level)
     if args.command == "db":
         return _run_db(settings, args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from mcp.server.context import ServerRequestContext
@@ -28,12 +28,13 @@ from mcp_types import (
     TextContent,
 )
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError, OperationalError
 
-from mcp_server.app import App
-from mcp_server.db.engine import Database
+from mcp_server.app import App, DatabaseHandle
 from mcp_server.errors import DomainError
 from mcp_server.settings import Settings
+
+if TYPE_CHECKING:
+    from mcp_server.db.engine import Database
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ UNAVAILABLE_SQLSTATES = ("08", "28", "3D", "53", "57P")
 
 
 def _is_unavailable(exc: BaseException) -> bool:
+    from sqlalchemy.exc import DBAPIError, OperationalError  # loaded by then: a database call failed
+
     if isinstance(exc, OperationalError | ConnectionError | TimeoutError):
         return True
     if isinstance(exc, DBAPIError):
@@ -213,16 +216,16 @@ def build_server(settings: Settings, *, database: Database | None = None) -> Pip
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[App]) -> AsyncIterator[App]:
-        db = database if database is not None else Database.connect(settings.url)
-        try:
-            if settings.auto_migrate:
-                from mcp_server.db.migrate import upgrade_to_head
-
-                await upgrade_to_head(settings.url, engine=db.engine)
-            yield App(db=db, settings=settings)
-        finally:
-            if database is None:
-                await db.dispose()
+        handle = DatabaseHandle(settings, database)
+        async with anyio.create_task_group() as background:
+            # The handshake is answered while the database layer loads and the schema is checked.
+            background.start_soon(handle.warm)
+            try:
+                yield App(db=handle, settings=settings)
+            finally:
+                background.cancel_scope.cancel()
+                with anyio.CancelScope(shield=True):
+                    await handle.dispose()
 
     server = PipelineStateServer(
         name="pipeline-state",

@@ -65,6 +65,15 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: SecretStr | None) -> SecretStr | None:
+        url = "" if value is None else value.get_secret_value().strip()
+        if url and not to_async_url(url).startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            scheme = url.partition("://")[0] or url[:20]
+            raise ValueError(f"unsupported database {scheme!r}: use sqlite:///path/to/file.db or postgresql://…")
+        return value
+
     @field_validator("toolsets")
     @classmethod
     def _known_toolsets(cls, value: str) -> str:

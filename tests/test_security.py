@@ -98,8 +98,10 @@ def _create_project_body(size: int) -> bytes:
 
 
 def _projects(db_path: Path) -> int:
+    """Projects stored so far (0 while the server is still creating its schema in the background)."""
     with sqlite3.connect(db_path) as connection:
-        count: int = connection.execute("SELECT count(*) FROM projects").fetchone()[0]
+        found = connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'projects'")
+        count: int = connection.execute("SELECT count(*) FROM projects").fetchone()[0] if found.fetchone() else 0
     connection.close()
     return count
 
@@ -235,7 +237,7 @@ async def test_a_wrong_password_is_unavailable_and_never_echoed(
     assert _leaks(" ".join(str(record.exc_info) for record in caplog.records)) == []
 
 
-def test_a_server_that_cannot_log_in_at_start_up_does_not_print_the_password(
+def test_a_server_that_cannot_log_in_serves_unavailable_without_printing_the_password(
     postgres: PrivatePostgres, tmp_path: Path
 ) -> None:
     env = _env(
@@ -249,12 +251,34 @@ def test_a_server_that_cannot_log_in_at_start_up_does_not_print_the_password(
         "method": "initialize",
         "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}},
     }
-    done = subprocess.run(
-        [str(SCRIPT)], input=json.dumps(initialize) + "\n", env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode != 0
-    assert "password authentication failed" in done.stderr  # it says why, without the password
-    assert _leaks(done.stdout + done.stderr) == []
+    initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "list_projects", "arguments": {}}}
+    lines = "".join(json.dumps(message) + "\n" for message in (initialize, initialized, call))
+    stderr_path = tmp_path / "stderr.log"
+    with stderr_path.open("w") as stderr:
+        server = subprocess.Popen(
+            [str(SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env, text=True
+        )
+        assert server.stdin is not None and server.stdout is not None
+        server.stdin.write(lines)
+        server.stdin.flush()
+        replies: dict[int, Any] = {}
+        while 1 not in replies:  # bounded by the answer: a refused login fails fast
+            line = server.stdout.readline()
+            assert line, "the server closed stdout before answering the call"
+            message = json.loads(line)
+            if "id" in message:
+                replies[message["id"]] = message
+        server.stdin.close()
+        out = line + server.stdout.read()
+        server.stdout.close()
+        assert server.wait(timeout=60) == 0
+    # The server stays up (the database may come back) and every call says the database is unreachable.
+    assert replies[1]["result"]["isError"] is True
+    assert "unavailable" in replies[1]["result"]["content"][0]["text"]
+    logs = stderr_path.read_text()
+    assert "password authentication failed" in logs  # the log says why, without the password
+    assert _leaks(out + logs + json.dumps(replies)) == []
 
 
 def test_db_current_prints_the_url_masked(postgres: PrivatePostgres, tmp_path: Path) -> None:

@@ -64,3 +64,22 @@ def test_booleans_and_log_level_from_env(monkeypatch: pytest.MonkeyPatch) -> Non
     assert settings.read_only is True
     assert settings.auto_migrate is False
     assert settings.log_level == "DEBUG"
+
+
+def test_an_unsupported_database_url_is_refused_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIPELINE_STATE_DATABASE_URL", "mysql://root:pw@localhost/db")
+    with pytest.raises(ValidationError, match="unsupported database 'mysql'") as caught:
+        Settings()
+    assert caught.value.errors(include_input=False)[0]["loc"] == ("database_url",)
+
+
+def test_the_cli_reports_a_bad_setting_without_echoing_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mcp_server.__main__ import main
+
+    monkeypatch.setenv("PIPELINE_STATE_DATABASE_URL", "mysql://root:s3cret@localhost/db")
+    assert main(["db", "current"]) == 2
+    err = capsys.readouterr().err
+    assert "PIPELINE_STATE_DATABASE_URL" in err and "unsupported database" in err
+    assert "s3cret" not in err

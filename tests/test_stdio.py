@@ -167,22 +167,26 @@ async def test_stdio_server_exits_when_stdin_closes_during_a_call(server_env: di
     # leave an aiosqlite close waiting forever on a stopped thread: the process never exited.
     # Holding the SQLite write lock here parks create_project inside BEGIN IMMEDIATE meanwhile.
     env = _full_env(server_env)
-    calls = [{"name": "create_project", "arguments": {"name": "parked"}}, {"name": "list_projects", "arguments": {}}]
+    calls = [
+        {"name": "list_processes", "arguments": {}},
+        {"name": "create_project", "arguments": {"name": "parked"}},
+        {"name": "list_projects", "arguments": {}},
+    ]
     database = tmp_path / "state.db"
     with anyio.fail_after(60):
         process = await anyio.open_process([str(SCRIPT)], env=env, cwd=tmp_path, stderr=subprocess.DEVNULL)
         async with process:
             assert process.stdin is not None and process.stdout is not None
-            initialize, *tool_calls = _requests(*calls).splitlines(keepends=True)
-            await process.stdin.send(initialize)
-            await _read_responses(process, {0})  # the server has migrated the file by now
+            initialize, initialized, warm, *tool_calls = _requests(*calls).splitlines(keepends=True)
+            await process.stdin.send(initialize + initialized + warm)
+            await _read_responses(process, {0, 1})  # a first call has waited for the migrated file
             lock = sqlite3.connect(database, isolation_level=None)
             try:
                 lock.execute("BEGIN IMMEDIATE")
                 await process.stdin.send(b"".join(tool_calls))
                 # list_projects only reads (WAL), so it answers while create_project, sent first
                 # and run concurrently, waits on the lock.
-                await _read_responses(process, {2})
+                await _read_responses(process, {3})
                 await process.stdin.aclose()
             finally:
                 lock.execute("ROLLBACK")

@@ -1,11 +1,12 @@
 """ORM models, one module per aggregate. Importing this package registers every table."""
 
-from mcp_server.models.execution import ExecutionStatus, ProcessExecution
-from mcp_server.models.metrics import CostSource, LLMMetrics
+from mcp_server.enums import CostSource, ExecutionStatus, ProjectStatus, StateName
+from mcp_server.models.execution import ProcessExecution
+from mcp_server.models.metrics import LLMMetrics
 from mcp_server.models.process import ProcessDefinition
-from mcp_server.models.project import Project, ProjectStatus
+from mcp_server.models.project import Project
 from mcp_server.models.prompt import PromptVersion
-from mcp_server.models.state import ProcessState, StateName
+from mcp_server.models.state import ProcessState
 
 __all__ = [
     "CostSource",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import uuid
 from datetime import datetime
 from typing import Any
@@ -12,16 +11,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from mcp_server.db.base import AuditMixin, Base
 from mcp_server.db.types import GUID, JSONType, UTCDateTime
+from mcp_server.enums import ExecutionStatus
 from mcp_server.models.process import PROCESS_ID_LENGTH
-
-
-class ExecutionStatus(enum.StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    # Finished after its process had gone stale: its input was already outdated (SPEC §4).
-    STALE = "stale"
 
 
 class ProcessExecution(AuditMixin, Base):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -13,12 +12,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 from mcp_server.db.base import AuditMixin, Base
 from mcp_server.db.types import GUID, JSONType, Money
 from mcp_server.models.process import PROCESS_ID_LENGTH
-
-
-class CostSource(enum.StrEnum):
-    REPORTED = "reported"
-    COMPUTED = "computed"
-    UNPRICED = "unpriced"
 
 
 class LLMMetrics(AuditMixin, Base):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -12,13 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from mcp_server.db.base import AuditMixin, Base, SoftDeleteMixin
 from mcp_server.db.types import GUID, JSONType, Money
-
-
-class ProjectStatus(enum.StrEnum):
-    DRAFT = "draft"
-    IN_PROGRESS = "in_progress"
-    COMPLETED = "completed"
-    ARCHIVED = "archived"
+from mcp_server.enums import ProjectStatus
 
 
 class Project(AuditMixin, SoftDeleteMixin, Base):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import uuid
 from datetime import datetime
 
@@ -11,15 +10,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from mcp_server.db.base import Base
 from mcp_server.db.types import GUID, UTCDateTime, utcnow
+from mcp_server.enums import StateName
 from mcp_server.models.process import PROCESS_ID_LENGTH
-
-
-class StateName(enum.StrEnum):
-    EMPTY = "empty"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    STALE = "stale"
 
 
 class ProcessState(Base):

@@ -5,13 +5,16 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints, ValidationError, model_validator
 
+from mcp_server.enums import CostSource
 from mcp_server.errors import InvalidArgument
-from mcp_server.models import CostSource, LLMMetrics
 from mcp_server.schemas.common import NoNul, Out, Usd
+
+if TYPE_CHECKING:
+    from mcp_server.models import LLMMetrics
 
 MAX_TOKENS = 10**12  # far above any single call; keeps sums well inside a BIGINT
 MAX_INFERENCE_MS = 2**31 - 1  # the column is a 32-bit INTEGER

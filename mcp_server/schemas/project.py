@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from mcp_server.models import Project, ProjectStatus
+from mcp_server.enums import ProjectStatus
 from mcp_server.schemas.common import Out, PageInfo, UsdOut
 
 
@@ -32,7 +32,7 @@ class ProjectOut(Out):
     @classmethod
     def _from_row(cls, data: Any) -> Any:
         # The ORM attribute is `metadata_` (`metadata` is SQLAlchemy's own); the API says `metadata`.
-        if isinstance(data, Project):
+        if hasattr(data, "metadata_") and hasattr(data, "__table__"):  # a Project row
             return {name: getattr(data, name) for name in cls.model_fields if name != "metadata"} | {
                 "metadata": data.metadata_
             }

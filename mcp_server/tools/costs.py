@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from mcp.server.mcpserver import Context
 from pydantic import Field, StringConstraints
 
 from mcp_server.app import App
+from mcp_server.lazy import lazy_module
 from mcp_server.schemas.common import NoNul, ShortText, Slug, Usd
 from mcp_server.schemas.cost import (
     CostFilters,
@@ -22,8 +23,12 @@ from mcp_server.schemas.cost import (
     UsageIn,
     UtcDatetime,
 )
-from mcp_server.services import costs
 from mcp_server.tools.base import Registrar, actor_of, app_of
+
+if TYPE_CHECKING:
+    from mcp_server.services import costs
+else:  # loaded on the first call: start-up does not import the database layer
+    costs = lazy_module("mcp_server.services.costs")
 
 IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=200), NoNul]
 

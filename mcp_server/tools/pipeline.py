@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from mcp.server.mcpserver import Context
 from pydantic import Field
 
 from mcp_server.app import App
-from mcp_server.models import ExecutionStatus
+from mcp_server.enums import ExecutionStatus
+from mcp_server.lazy import lazy_module
 from mcp_server.schemas.common import JsonObject, JsonValue, Name, Page, PageSize, ShortText, Slug, Text
 from mcp_server.schemas.cost import UsageIn
 from mcp_server.schemas.pipeline import (
@@ -25,8 +26,14 @@ from mcp_server.schemas.pipeline import (
     RecordReply,
     StartReply,
 )
-from mcp_server.services import definitions, executions, status
 from mcp_server.tools.base import Registrar, actor_of, app_of
+
+if TYPE_CHECKING:
+    from mcp_server.services import definitions, executions, status
+else:  # loaded on the first call: start-up does not import the database layer
+    definitions = lazy_module("mcp_server.services.definitions")
+    executions = lazy_module("mcp_server.services.executions")
+    status = lazy_module("mcp_server.services.status")
 
 ProjectId = Annotated[uuid.UUID, Field(description="The project's id (from create_project).")]
 ProcessId = Annotated[Slug, Field(description="The process's slug id, e.g. `requirements`.")]

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from mcp.server.mcpserver import Context
 from pydantic import Field
 
 from mcp_server.app import App
-from mcp_server.models import ProjectStatus
+from mcp_server.enums import ProjectStatus
+from mcp_server.lazy import lazy_module
 from mcp_server.schemas.common import JsonObject, Name, Page, PageSize, Text, Usd
 from mcp_server.schemas.project import ProjectOut, ProjectPage
-from mcp_server.services import projects
 from mcp_server.tools.base import Registrar, actor_of, app_of
+
+if TYPE_CHECKING:
+    from mcp_server.services import projects
+else:  # loaded on the first call: start-up does not import the database layer
+    projects = lazy_module("mcp_server.services.projects")
 
 ProjectId = Annotated[uuid.UUID, Field(description="The project's id (a UUID from create_project or list_projects).")]
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from mcp.server.mcpserver import Context
 from pydantic import Field
 
 from mcp_server.app import App
+from mcp_server.lazy import lazy_module
 from mcp_server.schemas.common import Actor, Page, PageSize, Slug, Text
 from mcp_server.schemas.prompt import PromptVersionOut, PromptVersionPage, SavedPromptVersion
-from mcp_server.services import prompts
 from mcp_server.tools.base import Registrar, actor_of, app_of
+
+if TYPE_CHECKING:
+    from mcp_server.services import prompts
+else:  # loaded on the first call: start-up does not import the database layer
+    prompts = lazy_module("mcp_server.services.prompts")
 
 PromptId = Annotated[Slug, Field(description="The prompt's slug id, e.g. `summarise_requirements`.")]
 

@@ -10,8 +10,15 @@ from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 
 from mcp_server.app import App
 from mcp_server.errors import NotFound
-from mcp_server.services import definitions, executions, status
+from mcp_server.lazy import lazy_module
 from mcp_server.tools.base import app_of
+
+if TYPE_CHECKING:
+    from mcp_server.services import definitions, executions, status
+else:  # loaded on the first call: start-up does not import the database layer
+    definitions = lazy_module("mcp_server.services.definitions")
+    executions = lazy_module("mcp_server.services.executions")
+    status = lazy_module("mcp_server.services.status")
 
 if TYPE_CHECKING:
     from mcp_server.server import PipelineStateServer

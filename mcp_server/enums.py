@@ -1,0 +1,35 @@
+"""The enumerations shared by models and tool schemas, free of SQLAlchemy (start-up imports stay light)."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ProjectStatus(enum.StrEnum):
+    DRAFT = "draft"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    ARCHIVED = "archived"
+
+
+class ExecutionStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    # Finished after its process had gone stale: its input was already outdated (SPEC §4).
+    STALE = "stale"
+
+
+class StateName(enum.StrEnum):
+    EMPTY = "empty"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    STALE = "stale"
+
+
+class CostSource(enum.StrEnum):
+    REPORTED = "reported"
+    COMPUTED = "computed"
+    UNPRICED = "unpriced"
