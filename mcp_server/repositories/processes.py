@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import delete, exists, select
 
@@ -10,7 +10,23 @@ from mcp_server.models import ProcessDefinition, ProcessExecution, ProcessState
 from mcp_server.repositories.base import Repository
 
 
+class Node(NamedTuple):
+    """A process as the DAG rules need it: no schemas to decode."""
+
+    id: str
+    name: str
+    order_index: int
+    depends_on: list[str]
+
+
 class ProcessDefinitionRepository(Repository):
+    async def list_nodes(self) -> list[Node]:
+        """Every process's id, name, order and dependencies (the schemas stay in the database)."""
+        query = select(
+            ProcessDefinition.id, ProcessDefinition.name, ProcessDefinition.order_index, ProcessDefinition.depends_on
+        )
+        return [Node(*row) for row in await self.session.execute(query)]
+
     async def get(self, process_id: str) -> ProcessDefinition | None:
         return await self.session.get(ProcessDefinition, process_id)
 

@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mcp_server.errors import Conflict, InvalidArgument, NotFound
-from mcp_server.models import ProcessDefinition
 from mcp_server.repositories import ProcessDefinitionRepository
 from mcp_server.schemas.pipeline import DefineProcessReply, DeletedProcess, ProcessDefinitionOut, ProcessList
 from mcp_server.services import dag
 from mcp_server.services.validation import check_schema
 
 
-def ordered(definitions: list[ProcessDefinition]) -> list[ProcessDefinition]:
+class _Ordered(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def order_index(self) -> int: ...
+    @property
+    def depends_on(self) -> list[str]: ...
+
+
+T = TypeVar("T", bound=_Ordered)
+
+
+def ordered(definitions: list[T]) -> list[T]:
+    """Definitions (or nodes) in topological order, ties by order_index then id."""
     by_id = {d.id: d for d in definitions}
     graph = {d.id: list(d.depends_on) for d in definitions}
     order = dag.topological_order(graph, {d.id: d.order_index for d in definitions})

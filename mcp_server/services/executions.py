@@ -99,7 +99,7 @@ async def start(
     pipeline = await pipeline_state.load(session, project_id, lock=True)
     if (replayed := await _replay(session, idempotency_key, args_hash)) is not None:
         return StartReply.model_validate(replayed)
-    definition = pipeline.definition(process_id)
+    definition = await pipeline.schemas_of(session, process_id)
     pipeline.check_version(process_id, expected_version)
     target = rules.next_state(pipeline.state(process_id), Event.START, process_id=process_id)
     pipeline.check_ready(process_id, force=force)
@@ -159,7 +159,7 @@ async def record(
     pipeline = await pipeline_state.load(session, project_id, lock=True)
     if (replayed := await _replay(session, idempotency_key, args_hash)) is not None:
         return RecordReply.model_validate(replayed)
-    definition = pipeline.definition(process_id)
+    definition = await pipeline.schemas_of(session, process_id)
     pipeline.check_version(process_id, expected_version)
     validate(definition.output_schema, output_data, what="output_data", process_id=process_id)
     await _check_prompt(session, prompt_version_id)

@@ -12,6 +12,7 @@ from mcp_server.db.types import utcnow
 from mcp_server.errors import Conflict, NotFound, NotReady
 from mcp_server.models import ProcessDefinition, ProcessState, Project
 from mcp_server.repositories import ProcessDefinitionRepository, StateRepository
+from mcp_server.repositories.processes import Node
 from mcp_server.schemas.pipeline import InvalidatedOut
 from mcp_server.services import rules
 from mcp_server.services.projects import load_project
@@ -23,7 +24,7 @@ CLEARED: dict[str, Any] = {"invalidated_at": None, "invalidated_by_process_id": 
 @dataclass
 class ProjectPipeline:
     project: Project
-    definitions: dict[str, ProcessDefinition]
+    definitions: dict[str, Node]
     rows: dict[str, ProcessState] = field(default_factory=dict)
 
     @property
@@ -45,11 +46,19 @@ class ProjectPipeline:
     def states(self) -> dict[str, State]:
         return {pid: self.state(pid) for pid in self.definitions}
 
-    def definition(self, process_id: str) -> ProcessDefinition:
+    def definition(self, process_id: str) -> Node:
         definition = self.definitions.get(process_id)
         if definition is None:
             raise NotFound(f"process {process_id!r} is not defined", hint="list_processes shows the catalogue")
         return definition
+
+    async def schemas_of(self, session: AsyncSession, process_id: str) -> ProcessDefinition:
+        """The full definition (with its JSON schemas) of one process of this pipeline."""
+        self.definition(process_id)
+        found = await ProcessDefinitionRepository(session).get(process_id)
+        if found is None:  # cannot happen under the project lock; kept as a guard
+            raise NotFound(f"process {process_id!r} is not defined", hint="list_processes shows the catalogue")
+        return found
 
     def check_version(self, process_id: str, expected_version: int | None) -> None:
         current = self.version(process_id)
@@ -81,7 +90,7 @@ async def load(session: AsyncSession, project_id: uuid.UUID, *, lock: bool) -> P
     states = StateRepository(session)
     if lock:
         await states.lock_project(project_id)
-    definitions = {d.id: d for d in await ProcessDefinitionRepository(session).list_all()}
+    definitions = {node.id: node for node in await ProcessDefinitionRepository(session).list_nodes()}
     rows = {row.process_id: row for row in await states.list_for_project(project_id)}
     return ProjectPipeline(project=project, definitions=definitions, rows=rows)
 

@@ -15,17 +15,13 @@ from mcp_server.schemas.pipeline import (
     ProcessStateDetail,
     ProcessStatus,
 )
-from mcp_server.services import pipeline_state, rules
+from mcp_server.services import costs, pipeline_state, rules
 from mcp_server.services.definitions import ordered
 from mcp_server.services.rules import State
 
 
 async def project_cost(session: AsyncSession, project_id: uuid.UUID) -> dict[str, Any] | None:
-    """The project's cost so far and budget status, from the cost ledger when it is installed."""
-    try:
-        from mcp_server.services import costs
-    except ImportError:  # the costs toolset is optional at this layer
-        return None
+    """The project's cost so far and budget status (from its running totals: one row, no SUM)."""
     status = await costs.budget_status(session, project_id)
     return None if status is None else status.model_dump(mode="json")
 
