@@ -11,6 +11,34 @@ import mcp_server.models  # noqa: F401 - puts every table on Base.metadata, or t
 from mcp_server.db.base import Base
 from mcp_server.db.engine import Database
 
+# SPEC §6: the tool names are part of the contract, by toolset, in the order the server lists them.
+CONTRACT_TOOLSETS: dict[str, tuple[str, ...]] = {
+    "projects": (
+        "create_project",
+        "get_project",
+        "list_projects",
+        "update_project",
+        "delete_project",
+        "restore_project",
+    ),
+    "pipeline": (
+        "define_process",
+        "list_processes",
+        "delete_process",
+        "start_execution",
+        "record_execution",
+        "fail_execution",
+        "get_execution",
+        "list_executions",
+        "get_process_state",
+        "get_pipeline_status",
+        "invalidate_process",
+    ),
+    "prompts": ("save_prompt_version", "get_prompt_version", "list_prompt_versions"),
+    "costs": ("report_cost", "get_cost_summary"),
+}
+CONTRACT_TOOLS: tuple[str, ...] = tuple(name for names in CONTRACT_TOOLSETS.values() for name in names)
+
 
 async def call_ok(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
     """Call a tool that must succeed; return its structured result."""

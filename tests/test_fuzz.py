@@ -31,7 +31,7 @@ from mcp_types import TextContent, Tool
 from mcp_server.db.engine import Database
 from mcp_server.server import build_server
 from mcp_server.settings import Settings
-from tests.helpers import call_ok, table_counts
+from tests.helpers import CONTRACT_TOOLS, call_ok, table_counts
 
 STABLE_CODES = (
     "not_found",
@@ -43,30 +43,7 @@ STABLE_CODES = (
     "read_only",
 )
 LEAKS = ("Traceback", 'File "', "sqlalchemy", "asyncpg", "aiosqlite", "sqlite3", "SELECT ", "INSERT ")
-TOOLS = (
-    "create_project",
-    "get_project",
-    "list_projects",
-    "update_project",
-    "delete_project",
-    "restore_project",
-    "define_process",
-    "list_processes",
-    "delete_process",
-    "start_execution",
-    "record_execution",
-    "fail_execution",
-    "get_execution",
-    "list_executions",
-    "get_process_state",
-    "get_pipeline_status",
-    "invalidate_process",
-    "save_prompt_version",
-    "get_prompt_version",
-    "list_prompt_versions",
-    "report_cost",
-    "get_cost_summary",
-)
+TOOLS = CONTRACT_TOOLS
 TYPED_INPUT = {"type": "object", "required": ["q"], "properties": {"q": {"type": "string", "maxLength": 50}}}
 TYPED_OUTPUT = {
     "type": "object",

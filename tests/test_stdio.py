@@ -22,22 +22,12 @@ from mcp_types import Implementation, TextContent
 
 from mcp_server.db.engine import Database
 from tests.conftest import IN_CI
-from tests.helpers import call_error, call_ok, table_counts
+from tests.helpers import CONTRACT_TOOLSETS, call_error, call_ok, table_counts
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 SCRIPT = Path(sys.executable).parent / "pipeline-state-mcp"
-PROJECT_AND_PROMPT_TOOLS = {
-    "create_project",
-    "get_project",
-    "list_projects",
-    "update_project",
-    "delete_project",
-    "restore_project",
-    "save_prompt_version",
-    "get_prompt_version",
-    "list_prompt_versions",
-}
+PROJECT_AND_PROMPT_TOOLS = {*CONTRACT_TOOLSETS["projects"], *CONTRACT_TOOLSETS["prompts"]}
 
 
 @pytest.fixture

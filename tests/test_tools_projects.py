@@ -12,18 +12,11 @@ from mcp_types import Implementation
 from mcp_server.db.engine import Database
 from mcp_server.server import build_server
 from mcp_server.settings import Settings
-from tests.helpers import call_error, call_ok, table_counts
+from tests.helpers import CONTRACT_TOOLSETS, call_error, call_ok, table_counts
 
 pytestmark = pytest.mark.anyio
 
-PROJECT_TOOLS = {
-    "create_project",
-    "get_project",
-    "list_projects",
-    "update_project",
-    "delete_project",
-    "restore_project",
-}
+PROJECT_TOOLS = set(CONTRACT_TOOLSETS["projects"])
 
 
 async def _create(client: Client, name: str = "alpha", **fields: Any) -> dict[str, Any]:

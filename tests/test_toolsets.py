@@ -12,36 +12,11 @@ from mcp.shared.exceptions import MCPError
 from mcp_server.db.engine import Database
 from mcp_server.server import build_server
 from mcp_server.settings import Settings
-from tests.helpers import call_error, call_ok, table_counts
+from tests.helpers import CONTRACT_TOOLSETS, call_error, call_ok, table_counts
 
 pytestmark = pytest.mark.anyio
 
-# SPEC §6: tool names are part of the contract.
-TOOLSETS = {
-    "projects": {
-        "create_project",
-        "get_project",
-        "list_projects",
-        "update_project",
-        "delete_project",
-        "restore_project",
-    },
-    "pipeline": {
-        "define_process",
-        "list_processes",
-        "delete_process",
-        "start_execution",
-        "record_execution",
-        "fail_execution",
-        "get_execution",
-        "list_executions",
-        "get_process_state",
-        "get_pipeline_status",
-        "invalidate_process",
-    },
-    "prompts": {"save_prompt_version", "get_prompt_version", "list_prompt_versions"},
-    "costs": {"report_cost", "get_cost_summary"},
-}
+TOOLSETS = {name: set(tools) for name, tools in CONTRACT_TOOLSETS.items()}
 ALL_TOOLS = set().union(*TOOLSETS.values())
 READERS = {
     "get_project",
