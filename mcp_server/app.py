@@ -50,7 +50,10 @@ class DatabaseHandle:
             if not self._migrated:
                 from mcp_server.db.migrate import upgrade_to_head
 
-                await upgrade_to_head(self.settings.url, engine=self._database.engine)
+                # Never cancelled half-way (say stdin closes during start-up): the migration's
+                # transaction ends in a commit or a rollback, not in an abandoned connection.
+                with anyio.CancelScope(shield=True):
+                    await upgrade_to_head(self.settings.url, engine=self._database.engine)
                 self._migrated = True
         return self._database
 

@@ -56,7 +56,16 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         )
         _install_sqlite_hooks(engine)
         return engine
-    return create_async_engine(parsed, echo=echo, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_recycle=1800)
+    return create_async_engine(
+        parsed,
+        echo=echo,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=10,
+        pool_recycle=1800,
+        # An unreachable server fails a call in seconds (as `unavailable`), not after asyncpg's 60 s.
+        connect_args={"timeout": 10},
+    )
 
 
 @dataclass(frozen=True)
