@@ -4,28 +4,33 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import case, delete, exists, select
 
 from mcp_server.models import ProcessDefinition, ProcessExecution, ProcessState
 from mcp_server.repositories.base import Repository
 
 
 class Node(NamedTuple):
-    """A process as the DAG rules need it: no schemas to decode."""
+    """A process as the DAG rules need it; its schemas only when asked for (they can be large)."""
 
     id: str
     name: str
     order_index: int
     depends_on: list[str]
+    input_schema: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | None = None
 
 
 class ProcessDefinitionRepository(Repository):
-    async def list_nodes(self) -> list[Node]:
-        """Every process's id, name, order and dependencies (the schemas stay in the database)."""
-        query = select(
-            ProcessDefinition.id, ProcessDefinition.name, ProcessDefinition.order_index, ProcessDefinition.depends_on
-        )
-        return [Node(*row) for row in await self.session.execute(query)]
+    async def list_nodes(self, *, schemas_of: str | None = None) -> list[Node]:
+        """Every process's id, name, order and dependencies, in one query; the JSON schemas are read
+        (and decoded) for the process ``schemas_of`` only."""
+        definition = ProcessDefinition
+        columns: list[Any] = [definition.id, definition.name, definition.order_index, definition.depends_on]
+        if schemas_of is not None:
+            target = definition.id == schemas_of
+            columns += [case((target, definition.input_schema)), case((target, definition.output_schema))]
+        return [Node(*row) for row in await self.session.execute(select(*columns))]
 
     async def get(self, process_id: str) -> ProcessDefinition | None:
         return await self.session.get(ProcessDefinition, process_id)

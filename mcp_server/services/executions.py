@@ -96,10 +96,10 @@ async def start(
         "force": force,
     }
     args_hash = request_hash("start_execution", args)
-    pipeline = await pipeline_state.load(session, project_id, lock=True)
+    pipeline = await pipeline_state.load(session, project_id, lock=True, schemas_of=process_id)
     if (replayed := await _replay(session, idempotency_key, args_hash)) is not None:
         return StartReply.model_validate(replayed)
-    definition = await pipeline.schemas_of(session, process_id)
+    definition = pipeline.definition(process_id)
     pipeline.check_version(process_id, expected_version)
     target = rules.next_state(pipeline.state(process_id), Event.START, process_id=process_id)
     pipeline.check_ready(process_id, force=force)
@@ -156,10 +156,10 @@ async def record(
         "force": force,
     }
     args_hash = request_hash("record_execution", args)
-    pipeline = await pipeline_state.load(session, project_id, lock=True)
+    pipeline = await pipeline_state.load(session, project_id, lock=True, schemas_of=process_id)
     if (replayed := await _replay(session, idempotency_key, args_hash)) is not None:
         return RecordReply.model_validate(replayed)
-    definition = await pipeline.schemas_of(session, process_id)
+    definition = pipeline.definition(process_id)
     pipeline.check_version(process_id, expected_version)
     validate(definition.output_schema, output_data, what="output_data", process_id=process_id)
     await _check_prompt(session, prompt_version_id)

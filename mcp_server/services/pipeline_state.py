@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mcp_server.db.types import utcnow
 from mcp_server.errors import Conflict, NotFound, NotReady
-from mcp_server.models import ProcessDefinition, ProcessState, Project
+from mcp_server.models import ProcessState, Project
 from mcp_server.repositories import ProcessDefinitionRepository, StateRepository
 from mcp_server.repositories.processes import Node
 from mcp_server.schemas.pipeline import InvalidatedOut
@@ -52,14 +52,6 @@ class ProjectPipeline:
             raise NotFound(f"process {process_id!r} is not defined", hint="list_processes shows the catalogue")
         return definition
 
-    async def schemas_of(self, session: AsyncSession, process_id: str) -> ProcessDefinition:
-        """The full definition (with its JSON schemas) of one process of this pipeline."""
-        self.definition(process_id)
-        found = await ProcessDefinitionRepository(session).get(process_id)
-        if found is None:  # cannot happen under the project lock; kept as a guard
-            raise NotFound(f"process {process_id!r} is not defined", hint="list_processes shows the catalogue")
-        return found
-
     def check_version(self, process_id: str, expected_version: int | None) -> None:
         current = self.version(process_id)
         if expected_version is not None and expected_version != current:
@@ -80,7 +72,9 @@ class ProjectPipeline:
             )
 
 
-async def load(session: AsyncSession, project_id: uuid.UUID, *, lock: bool) -> ProjectPipeline:
+async def load(
+    session: AsyncSession, project_id: uuid.UUID, *, lock: bool, schemas_of: str | None = None
+) -> ProjectPipeline:
     """The project (not deleted), every definition and this project's state rows.
 
     With ``lock`` the project's pipeline writers are serialised first, so what is read here cannot
@@ -90,7 +84,8 @@ async def load(session: AsyncSession, project_id: uuid.UUID, *, lock: bool) -> P
     states = StateRepository(session)
     if lock:
         await states.lock_project(project_id)
-    definitions = {node.id: node for node in await ProcessDefinitionRepository(session).list_nodes()}
+    nodes = await ProcessDefinitionRepository(session).list_nodes(schemas_of=schemas_of)
+    definitions = {node.id: node for node in nodes}
     rows = {row.process_id: row for row in await states.list_for_project(project_id)}
     return ProjectPipeline(project=project, definitions=definitions, rows=rows)
 
