@@ -72,6 +72,28 @@ def _run_db(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _offline_command(settings: Settings, args: argparse.Namespace) -> int:
+    """``db``, ``status`` and ``costs``: an unreachable database is one clear line, not a traceback."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        if args.command == "db":
+            return _run_db(settings, args)
+        from mcp_server.cli_views import run_view
+
+        return run_view(settings, args)
+    except (DBAPIError, OSError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+        password = make_url(settings.url).password
+        if password:
+            reason = reason.replace(str(password), "***")
+        sys.stderr.write(
+            f"pipeline-state-mcp: cannot use the database {settings.display_url}: {type(exc).__name__}: {reason}\n"
+        )
+        return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -82,12 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"pipeline-state-mcp: PIPELINE_STATE_{field.upper()}: {error['msg']}\n")
         return 2
     configure_logging(settings.log_level)
-    if args.command == "db":
-        return _run_db(settings, args)
-    if args.command in ("status", "costs"):
-        from mcp_server.cli_views import run_view
-
-        return run_view(settings, args)
+    if args.command in ("db", "status", "costs"):
+        return _offline_command(settings, args)
     if args.command == "demo":
         from mcp_server.cli_demo import main_demo
 

@@ -73,3 +73,12 @@ async def test_status_and_costs_tables_are_readable(client: Client, db_url: str)
     assert missing.returncode == 1 and "not_found" in missing.stderr
     bad = run_cli("costs", "--group-by", "colour", url=db_url)
     assert bad.returncode == 2
+
+
+def test_an_unreachable_database_is_one_clear_line_without_the_password() -> None:
+    url = "postgresql://someone:hunter2-secret@127.0.0.1:1/nowhere"  # nothing listens on port 1
+    for args in (("costs",), ("status", "00000000-0000-4000-8000-000000000000"), ("db", "current")):
+        result = run_cli(*args, url=url)
+        assert result.returncode == 1, result.stderr
+        assert "cannot use the database postgresql://someone:***@127.0.0.1:1/nowhere" in result.stderr
+        assert "Traceback" not in result.stderr and "hunter2-secret" not in result.stderr
