@@ -29,6 +29,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import TextContent, Tool
 
 from mcp_server.db.engine import Database
+from mcp_server.repositories import ProcessDefinitionRepository
 from mcp_server.server import build_server
 from mcp_server.settings import Settings
 from tests.helpers import CONTRACT_TOOLS, call_ok, table_counts
@@ -227,7 +228,7 @@ def arguments(draw: st.DrawFn, tool: Tool, world: World) -> dict[str, Any]:
     return generated
 
 
-async def setup_world(client: Client) -> World:
+async def setup_world(client: Client, db: Database) -> World:
     world = World()
     await call_ok(client, "define_process", process_id="a", name="A")
     await call_ok(client, "define_process", process_id="b", name="B", depends_on=["a"])
@@ -241,15 +242,16 @@ async def setup_world(client: Client) -> World:
         output_schema=TYPED_OUTPUT,
     )
     await call_ok(client, "define_process", process_id="c", name="C", depends_on=["b", "typed"])
-    # Valid JSON Schemas whose references lead nowhere: they only fail once data reaches them.
-    await call_ok(
-        client,
-        "define_process",
-        process_id="dangling",
-        name="Dangling",
-        input_schema={"$ref": "#/$defs/missing"},
-        output_schema={"type": "object", "properties": {"x": {"$ref": "https://example.invalid/x.json"}}},
-    )
+    # Valid JSON Schemas whose references lead nowhere: define_process refuses them, so they are stored
+    # directly, as a definition written before that check would be; they fail once data reaches them.
+    async with db.unit_of_work() as session:
+        await ProcessDefinitionRepository(session).create(
+            id="dangling",
+            name="Dangling",
+            depends_on=[],
+            input_schema={"$ref": "#/$defs/missing"},
+            output_schema={"type": "object", "properties": {"x": {"$ref": "https://example.invalid/x.json"}}},
+        )
     project = (await call_ok(client, "create_project", name="fuzzed", budget_usd="1"))["id"]
     world.projects = [project, (await call_ok(client, "create_project", name="other"))["id"]]
     done = await call_ok(client, "record_execution", project_id=project, process_id="a", output_data={"v": 1})
@@ -284,7 +286,7 @@ def fuzzer(db_url: str) -> Iterator[Fuzzer]:
         with portal.wrap_async_context_manager(Client(server)) as client:
             db = Database.connect(db_url)
             try:
-                world = portal.call(setup_world, client)
+                world = portal.call(setup_world, client, db)
                 tools = {tool.name: tool for tool in portal.call(client.list_tools).tools}
                 assert set(tools) == set(TOOLS)  # every tool is fuzzed
                 yield Fuzzer(portal=portal, client=client, db=db, world=world, tools=tools)

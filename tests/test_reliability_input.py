@@ -20,6 +20,7 @@ import pytest
 from mcp import Client
 
 from mcp_server.db.engine import Database
+from mcp_server.repositories import ProcessDefinitionRepository
 from mcp_server.schemas.common import MAX_JSON_BYTES, MAX_JSON_DEPTH, MAX_TEXT
 from mcp_server.server import build_server
 from mcp_server.settings import Settings
@@ -111,19 +112,37 @@ async def test_nul_characters_are_refused_on_every_database_because_postgresql_c
     assert await table_counts(db) == counts
 
 
-async def test_a_schema_reference_that_leads_nowhere_is_invalid_argument_when_data_reaches_it(
+DANGLING_SCHEMAS = {
+    "remote": {"type": "object", "properties": {"x": {"$ref": "https://example.invalid/x.json"}}},
+    "missing": {"$ref": "#/$defs/missing"},
+}
+LOCAL_REF_SCHEMA = {"type": "object", "properties": {"x": {"$ref": "#/$defs/n"}}, "$defs": {"n": {"type": "integer"}}}
+
+
+async def test_define_process_refuses_a_schema_reference_that_leads_nowhere(client: Client, db: Database) -> None:
+    counts = await table_counts(db)
+    for process_id, schema in DANGLING_SCHEMAS.items():
+        text = await call_error(
+            client, "define_process", "invalid_argument", process_id=process_id, name=process_id, output_schema=schema
+        )
+        assert "output_schema refers to" in text and "cannot be resolved" in text, text
+    assert await table_counts(db) == counts
+    await call_ok(client, "define_process", process_id="local", name="local", output_schema=LOCAL_REF_SCHEMA)
+
+
+async def test_a_stored_schema_reference_that_leads_nowhere_is_invalid_argument_when_data_reaches_it(
     client: Client, db: Database
 ) -> None:
+    # Definitions stored before define_process checked references (or written by other tools).
+    async with db.unit_of_work() as session:
+        for process_id, schema in DANGLING_SCHEMAS.items():
+            await ProcessDefinitionRepository(session).create(
+                id=process_id, name=process_id, depends_on=[], output_schema=schema
+            )
+    await call_ok(client, "define_process", process_id="local", name="local", output_schema=LOCAL_REF_SCHEMA)
     project = (await call_ok(client, "create_project", name="refs"))["id"]
-    schemas = {
-        "remote": {"type": "object", "properties": {"x": {"$ref": "https://example.invalid/x.json"}}},
-        "missing": {"$ref": "#/$defs/missing"},
-        "local": {"type": "object", "properties": {"x": {"$ref": "#/$defs/n"}}, "$defs": {"n": {"type": "integer"}}},
-    }
-    for process_id, schema in schemas.items():
-        await call_ok(client, "define_process", process_id=process_id, name=process_id, output_schema=schema)
     counts = await table_counts(db)
-    for process_id in ("remote", "missing"):
+    for process_id in DANGLING_SCHEMAS:
         text = await call_error(
             client,
             "record_execution",

@@ -10,7 +10,7 @@ from mcp_server.errors import Conflict, InvalidArgument, NotFound
 from mcp_server.repositories import ProcessDefinitionRepository
 from mcp_server.schemas.pipeline import DefineProcessReply, DeletedProcess, ProcessDefinitionOut, ProcessList
 from mcp_server.services import dag
-from mcp_server.services.validation import check_schema
+from mcp_server.services.validation import check_references, check_schema
 
 
 class _Ordered(Protocol):
@@ -45,10 +45,10 @@ async def define(
     output_schema: dict[str, Any] | None,
     actor: str | None,
 ) -> DefineProcessReply:
-    if input_schema is not None:
-        check_schema(input_schema, field="input_schema")
-    if output_schema is not None:
-        check_schema(output_schema, field="output_schema")
+    for field, schema in (("input_schema", input_schema), ("output_schema", output_schema)):
+        if schema is not None:
+            check_schema(schema, field=field)
+            check_references(schema, field=field)
     deps = list(dict.fromkeys(depends_on))
     if process_id in deps:
         raise InvalidArgument(f"process {process_id!r} cannot depend on itself: {process_id} -> {process_id}")

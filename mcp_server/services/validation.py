@@ -34,6 +34,43 @@ def check_schema(schema: dict[str, Any], *, field: str) -> None:
         ) from None
 
 
+# Keywords whose values are data, not subschemas: a "$ref" key inside them is not a reference.
+_DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
+
+
+def check_references(schema: dict[str, Any], *, field: str) -> None:
+    """Refuse a schema whose ``$ref`` leads nowhere: only references inside it work (nothing is fetched)."""
+    from referencing import Registry
+    from referencing.exceptions import Unresolvable
+    from referencing.jsonschema import DRAFT202012
+
+    root = DRAFT202012.create_resource(schema)
+    declared = schema.get("$id")
+    base = declared if isinstance(declared, str) else ""
+    resolver = Registry().with_resource(base, root).resolver(base_uri=base)
+    stack: list[tuple[Any, Any]] = [(schema, resolver)]
+    while stack:
+        node, scope = stack.pop()
+        if isinstance(node, list):
+            stack.extend((item, scope) for item in node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        if node is not schema and isinstance(node.get("$id"), str):
+            scope = scope.in_subresource(DRAFT202012.create_resource(node))
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            try:
+                scope.lookup(ref)
+            except Unresolvable:
+                raise InvalidArgument(
+                    f"{field} refers to {ref!r}, which cannot be resolved: only references inside the schema "
+                    "work (nothing is fetched)",
+                    hint="Put shared parts under $defs and refer to them as #/$defs/<name>",
+                ) from None
+        stack.extend((value, scope) for key, value in node.items() if key not in _DATA_KEYWORDS)
+
+
 @lru_cache(maxsize=256)
 def _validator(schema_json: str) -> Any:
     from jsonschema import Draft202012Validator
