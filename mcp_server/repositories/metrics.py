@@ -184,9 +184,6 @@ class MetricsRepository(Repository):
         ).one()
         return units_to_money(_int(row[0])), _int(row[1])
 
-    async def project_spent(self, project_id: uuid.UUID) -> Decimal:
-        return (await self.project_spend(project_id))[0]
-
     async def summarize(
         self,
         *,
