@@ -53,7 +53,7 @@ async def define(
     if process_id in deps:
         raise InvalidArgument(f"process {process_id!r} cannot depend on itself: {process_id} -> {process_id}")
     repo = ProcessDefinitionRepository(session)
-    existing = {d.id: d for d in await repo.list_all()}
+    existing = {node.id: node for node in await repo.list_nodes()}  # the DAG only: no schemas decoded
     unknown = [dep for dep in deps if dep not in existing]
     if unknown:
         raise InvalidArgument(
@@ -74,7 +74,7 @@ async def define(
         "output_schema": output_schema,
         "updated_by": actor,
     }
-    current = existing.get(process_id)
+    current = await repo.get(process_id) if process_id in existing else None
     if current is None:
         row = await repo.create(id=process_id, created_by=actor, **fields)
         return DefineProcessReply(process=ProcessDefinitionOut.model_validate(row), created=True)
@@ -89,7 +89,7 @@ async def list_all(session: AsyncSession) -> ProcessList:
 
 async def delete(session: AsyncSession, process_id: str) -> DeletedProcess:
     repo = ProcessDefinitionRepository(session)
-    definitions = await repo.list_all()
+    definitions = await repo.list_nodes()
     if not any(d.id == process_id for d in definitions):
         raise NotFound(f"process {process_id!r} is not defined", hint="list_processes shows the catalogue")
     dependents = sorted(d.id for d in definitions if process_id in d.depends_on)
