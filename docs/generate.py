@@ -54,6 +54,8 @@ def _limits(schema: dict[str, Any]) -> str:
 
 
 def render_tool(tool: Any) -> list[str]:
+    from mcp_server.tools.portable import free_form_arguments
+
     schema = tool.input_schema
     defs = schema.get("$defs", {})
     required = set(schema.get("required", []))
@@ -63,13 +65,25 @@ def render_tool(tool: Any) -> list[str]:
         if notes
         else "none"
     )
-    lines = [f"### `{tool.name}`", "", (tool.description or "").strip(), "", f"Annotations: {hints}.", ""]
+    free_form = free_form_arguments(schema)
+    strict = f"no (free-form {', '.join(f'`{name}`' for name in free_form)})" if free_form else "yes"
+    lines = [
+        f"### `{tool.name}`",
+        "",
+        (tool.description or "").strip(),
+        "",
+        f"Annotations: {hints}. OpenAI strict mode: {strict}.",
+        "",
+    ]
     properties = schema.get("properties", {})
     if properties:
         lines += ["| argument | type | required | default | description |", "|---|---|---|---|---|"]
         for name, prop in properties.items():
             default = json.dumps(prop["default"]) if "default" in prop else ""
-            description = (prop.get("description") or "").replace("|", "\\|")
+            # An optional argument carries its description inside its non-null branch (portable schemas).
+            described = [prop, *prop.get("anyOf", [])]
+            text = next((option["description"] for option in described if "description" in option), "")
+            description = text.replace("|", "\\|")
             limits = _limits(prop)
             if limits:
                 description += f" ({limits})"
@@ -88,6 +102,7 @@ async def generate() -> str:
 
     from mcp_server.server import build_server
     from mcp_server.settings import Settings
+    from mcp_server.tools.portable import free_form_arguments
 
     with tempfile.TemporaryDirectory() as folder:
         settings = Settings(database_url=f"sqlite:///{folder}/docs.db", log_level="WARNING")
@@ -109,7 +124,14 @@ async def generate() -> str:
         "Every tool returns structured content matching its output schema. A failure is a tool error",
         "whose text starts `Error executing tool <name>: <code>:` with one of the codes `not_found`,",
         "`invalid_argument`, `schema_violation`, `not_ready`, `conflict`, `invalid_transition`,",
-        "`read_only`, `unavailable` or `internal`.",
+        "`read_only`, `unavailable` or `internal`. Null fields are left out of replies.",
+        "",
+        "Input schemas are portable: google-genai's MCP conversion and MCP Inspector's portability check take",
+        'them unchanged, and `null` for an optional argument means "not given" (that is how OpenAI strict mode',
+        "calls a tool: every key present). openai-agents converts every tool to a strict schema except those",
+        "with a free-form JSON object argument, which stay non-strict: "
+        + ", ".join(f"`{name}`" for name, tool in tools.items() if free_form_arguments(tool.input_schema))
+        + ".",
         "",
     ]
     listed = {name for names in TOOLSET_OF.values() for name in names}

@@ -22,8 +22,8 @@ def status_table(status: dict[str, Any]) -> Table:
             str(p["version"]),
             "yes" if p["ready"] else "no",
             ", ".join(f"{b['process_id']} ({b['state']})" for b in p["blocked_by"]),
-            p["invalidated_by_process_id"] or "",
-            p["invalidation_reason"] or "",
+            p.get("invalidated_by_process_id", ""),
+            p.get("invalidation_reason", ""),
         )
     return table
 

@@ -34,12 +34,13 @@ def add_parsers(commands: Any) -> None:
 async def _status(settings: Settings, project_id: uuid.UUID) -> dict[str, Any]:
     from mcp_server.db.engine import Database
     from mcp_server.services import status
+    from mcp_server.tools.portable import reply_data
 
     db = Database.connect(settings.url)
     try:
         async with db.unit_of_work(write=False) as session:
             result = await status.pipeline_status(session, project_id)
-            return result.model_dump(mode="json")
+            return reply_data(result)  # type: ignore[no-any-return]
     finally:
         await db.dispose()
 
@@ -48,6 +49,7 @@ async def _costs(settings: Settings, args: argparse.Namespace, group_by: list[st
     from mcp_server.db.engine import Database
     from mcp_server.schemas.cost import CostFilters
     from mcp_server.services import costs
+    from mcp_server.tools.portable import reply_data
 
     filters = CostFilters(
         project_id=args.project,
@@ -61,7 +63,7 @@ async def _costs(settings: Settings, args: argparse.Namespace, group_by: list[st
     try:
         async with db.unit_of_work(write=False) as session:
             result = await costs.summary(session, filters, group_by)  # type: ignore[arg-type]
-            return result.model_dump(mode="json")
+            return reply_data(result)  # type: ignore[no-any-return]
     finally:
         await db.dispose()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -32,6 +33,7 @@ from pydantic import ValidationError
 from mcp_server.app import App, DatabaseHandle
 from mcp_server.errors import DomainError
 from mcp_server.settings import Settings
+from mcp_server.tools.portable import unknown_arguments, without_null_optionals, without_nulls
 
 if TYPE_CHECKING:
     from mcp_server.db.engine import Database
@@ -45,6 +47,7 @@ Keeps the state of multi-step pipelines and the cost of your LLM calls.
 3. For a step: start_execution, then record_execution with its output (or one record_execution call
    alone), or fail_execution. A new output makes every completed step downstream `stale`: re-run them.
 4. report_cost (or `usage` on record_execution) logs tokens and cost; get_cost_summary sums them.
+Optional arguments may be left out or sent as null (the same thing); replies leave out null fields.
 Errors start with a stable code (not_found, invalid_argument, schema_violation, not_ready, conflict,
 invalid_transition, read_only) and say what to do next."""
 
@@ -86,6 +89,19 @@ def _is_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, OSError) or type(exc).__module__.startswith("asyncpg")
 
 
+def _compact_reply(
+    result: CallToolResult | InputRequiredResult, output_schema: dict[str, Any] | None
+) -> CallToolResult | InputRequiredResult:
+    """The reply without its null fields (as the output schema publishes it), and its text as compact JSON."""
+    if not isinstance(result, CallToolResult) or result.is_error or result.structured_content is None:
+        return result
+    if output_schema is None:
+        return result
+    structured = without_nulls(result.structured_content, output_schema, output_schema)
+    text = json.dumps(structured, ensure_ascii=False, separators=(",", ":"))
+    return result.model_copy(update={"content": [TextContent(text=text)], "structured_content": structured})
+
+
 class PipelineStateServer(MCPServer[App]):
     """MCPServer with the error model of SPEC §6 and prompts backed by saved prompt versions."""
 
@@ -119,8 +135,18 @@ class PipelineStateServer(MCPServer[App]):
         prefix = f"Error executing tool {name}"
         if name in self.hidden_write_tools:
             raise ToolError(f"{prefix}: read_only: {name} writes, and this server runs read-only")
-        if self._tool_manager.get_tool(name) is None:
+        registered = self._tool_manager.get_tool(name)
+        if registered is None:
             raise ToolError(f"{prefix}: not_found: there is no tool named {name!r}. Call tools/list")
+        unknown = unknown_arguments(arguments, registered.parameters)
+        if unknown:
+            names = ", ".join(repr(key[:100]) for key in unknown[:10])
+            raise ToolError(
+                f"{prefix}: invalid_argument: unknown argument(s) {names}; nothing was written. "
+                "Use only the arguments of the input schema"
+            )
+        # null for an optional argument means "not given" (OpenAI strict mode sends every key).
+        arguments = without_null_optionals(arguments, registered.parameters)
         try:
             # A started call runs to its commit or rollback even if the request is cancelled (the
             # client went away, stdin closed). Cancelling inside a transaction makes SQLAlchemy
@@ -147,7 +173,7 @@ class PipelineStateServer(MCPServer[App]):
                     f"{prefix}: invalid_argument: {detail}. Fix these arguments (see the input schema) and retry"
                 ) from exc.__cause__
             raise
-        return result
+        return _compact_reply(result, registered.output_schema)
 
     # MCP prompts come from the database, so the two handlers are replaced rather than the
     # SDK's static prompt registry being filled.

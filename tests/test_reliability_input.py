@@ -32,10 +32,10 @@ SCRIPT = Path(sys.executable).with_name("pipeline-state-mcp")
 
 
 def _nested(depth: int) -> Any:
-    """``depth`` containers around a string: depth + 1 levels."""
+    """``depth`` containers around a string, the outermost an object: depth + 1 levels."""
     value: Any = "bottom"
     for level in range(depth):
-        value = [value] if level % 2 else {"k": value}
+        value = {"k": value} if (depth - level) % 2 else [value]
     return value
 
 
@@ -52,15 +52,16 @@ async def _world(client: Client) -> tuple[str, str]:
 
 async def test_size_limits_are_enforced_with_invalid_argument_naming_the_field(client: Client, db: Database) -> None:
     project, execution = await _world(client)
-    record = {"project_id": project, "process_id": "a", "output_data": {}}
+    start = {"project_id": project, "process_id": "a"}
+    record = {**start, "output_data": {}}
     cases: list[tuple[str, dict[str, Any], str, str]] = [
         ("create_project", {"name": "x" * 201}, "name", "at most 200"),
         ("create_project", {"name": "ok", "description": "x" * BIG}, "description", f"at most {MAX_TEXT}"),
         ("create_project", {"name": "ok", "metadata": {"blob": "x" * MAX_JSON_BYTES}}, "metadata", "limit is"),
         ("record_execution", {**record, "output_data": _nested(MAX_JSON_DEPTH)}, "output_data", "deeper than"),
         ("record_execution", {**record, "reasoning": "x" * BIG}, "reasoning", f"at most {MAX_TEXT}"),
-        ("record_execution", {**record, "missing_info": ["x" * MAX_JSON_BYTES]}, "missing_info", "limit is"),
-        ("start_execution", {**record, "idempotency_key": "k" * 201}, "idempotency_key", "at most 200"),
+        ("record_execution", {**record, "missing_info": {"x": "x" * MAX_JSON_BYTES}}, "missing_info", "limit is"),
+        ("start_execution", {**start, "idempotency_key": "k" * 201}, "idempotency_key", "at most 200"),
         ("fail_execution", {"execution_id": execution, "error_message": "x" * BIG}, "error_message", "at most"),
         ("save_prompt_version", {"prompt_id": "p", "user_template": "x" * BIG}, "user_template", "at most"),
         ("report_cost", {"provider": "openai", "model": "m" * 101}, "model", "at most 100"),
@@ -85,7 +86,8 @@ async def test_nul_characters_are_refused_on_every_database_because_postgresql_c
     client: Client, db: Database
 ) -> None:
     project, execution = await _world(client)
-    record = {"project_id": project, "process_id": "a", "output_data": {}}
+    start = {"project_id": project, "process_id": "a"}
+    record = {**start, "output_data": {}}
     cases: list[tuple[str, dict[str, Any], str]] = [
         ("create_project", {"name": "a\x00b"}, "name"),
         ("create_project", {"name": "ok", "description": "\x00"}, "description"),
@@ -94,7 +96,7 @@ async def test_nul_characters_are_refused_on_every_database_because_postgresql_c
         ("update_project", {"project_id": project, "name": "\x00x"}, "name"),
         ("record_execution", {**record, "output_data": {"x": "\x00"}}, "output_data"),
         ("record_execution", {**record, "reasoning": "\x00"}, "reasoning"),
-        ("start_execution", {**record, "idempotency_key": "k\x00"}, "idempotency_key"),
+        ("start_execution", {**start, "idempotency_key": "k\x00"}, "idempotency_key"),
         ("fail_execution", {"execution_id": execution, "error_message": "\x00"}, "error_message"),
         ("invalidate_process", {"project_id": project, "process_id": "a", "reason": "\x00"}, "reason"),
         ("save_prompt_version", {"prompt_id": "p", "system_prompt": "\x00"}, "system_prompt"),

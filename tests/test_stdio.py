@@ -22,7 +22,7 @@ from mcp_types import Implementation, TextContent
 
 from mcp_server.db.engine import Database
 from tests.conftest import IN_CI
-from tests.helpers import CONTRACT_TOOLSETS, call_error, call_ok, table_counts
+from tests.helpers import CONTRACT_TOOLS, CONTRACT_TOOLSETS, call_error, call_ok, table_counts
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -230,15 +230,22 @@ def test_version_and_help(tmp_path: Path) -> None:
     assert not (tmp_path / "pipeline-state-mcp").exists()  # none of these created a database
 
 
-def _inspector(server_env: dict[str, str], *method: str) -> Any:
+INSPECTOR = "@modelcontextprotocol/inspector@2.12.0"
+
+
+def _inspector_run(server_env: dict[str, str], *method: str) -> subprocess.CompletedProcess[str]:
     npx = shutil.which("npx")
     assert npx is not None
     env_flags = [flag for key, value in server_env.items() for flag in ("-e", f"{key}={value}")]
-    command = [npx, "-y", "@modelcontextprotocol/inspector", "--cli", *env_flags, str(SCRIPT), *method]
+    command = [npx, "-y", INSPECTOR, "--cli", *env_flags, str(SCRIPT), *method]
     # The first run downloads the Inspector: give it time.
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=_full_env({}))
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return done
+
+
+def _inspector(server_env: dict[str, str], *method: str) -> Any:
+    return json.loads(_inspector_run(server_env, *method).stdout)
 
 
 @pytest.mark.skipif(shutil.which("npx") is None and not IN_CI, reason="npx is not installed (CI requires it)")
@@ -253,3 +260,16 @@ def test_mcp_inspector_cli_lists_and_calls_the_tools(server_env: dict[str, str])
     assert called["isError"] is False
     assert called["structuredContent"]["name"] == "inspected"
     assert called["structuredContent"]["created_by"].startswith("inspector")
+
+
+@pytest.mark.skipif(shutil.which("npx") is None and not IN_CI, reason="npx is not installed (CI requires it)")
+@pytest.mark.parametrize("read_only", ["false", "true"])
+def test_mcp_inspector_finds_every_schema_portable(server_env: dict[str, str], read_only: str) -> None:
+    """MCP Inspector 2.12's schema-portability check: 0 errors and 0 warnings, input and output schemas."""
+    env = server_env | {"PIPELINE_STATE_READ_ONLY": read_only, "PIPELINE_STATE_LOG_LEVEL": "WARNING"}
+    done = _inspector_run(env, "--method", "tools/list", "--strict", "--format", "json")
+    envelope = json.loads(done.stdout)
+    assert len(envelope["result"]["tools"]) == (10 if read_only == "true" else len(CONTRACT_TOOLS))
+    # --strict with --format json puts every finding (warnings included) in the envelope.
+    assert "schemaFindings" not in envelope, json.dumps(envelope["schemaFindings"], indent=1)
+    assert "Schema portability" not in done.stderr, done.stderr

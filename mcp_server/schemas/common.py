@@ -6,7 +6,16 @@ import json
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 MAX_TEXT = 100_000  # characters in a free-text field (description, reasoning, prompt text)
 MAX_JSON_BYTES = 1_000_000  # serialized size of one JSON argument (input/output data, metadata)
@@ -56,8 +65,15 @@ def bounded_json(value: Any) -> Any:
     return value
 
 
-JsonValue = Annotated[Any, AfterValidator(bounded_json)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(bounded_json)]
+
+
+def as_object(value: Any) -> Any:
+    """Rows written before data had to be a JSON object held scalars and lists: they read back wrapped."""
+    return value if value is None or isinstance(value, dict) else {"value": value}
+
+
+JsonObjectOut = Annotated[dict[str, Any], BeforeValidator(as_object)]
 NoNul = AfterValidator(no_nul)
 Text = Annotated[str, StringConstraints(max_length=MAX_TEXT), NoNul]
 ShortText = Annotated[str, StringConstraints(max_length=200), NoNul]
@@ -66,7 +82,14 @@ ACTOR_MAX = 100
 Actor = Annotated[str, StringConstraints(min_length=1, max_length=ACTOR_MAX, strip_whitespace=True), NoNul]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True), NoNul]
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
-Usd = Annotated[Decimal, Field(ge=0, le=Decimal("900000000"), decimal_places=10)]
+# A slug that names something existing: the pattern is still enforced, but not spelled out to the model.
+SlugRef = Annotated[str, StringConstraints(pattern=SLUG_PATTERN), WithJsonSchema({"type": "string"})]
+# Money comes in as a decimal string (a JSON number is taken too, but binary floats are what it avoids).
+Usd = Annotated[
+    Decimal,
+    Field(ge=0, le=Decimal("900000000"), decimal_places=10),
+    WithJsonSchema({"type": "string"}),
+]
 USD_QUANTUM = Decimal(1).scaleb(-10)  # the database keeps money to 1e-10 USD
 
 
@@ -76,11 +99,12 @@ def plain_usd(value: Decimal) -> Decimal:
 
 
 # Out in plain decimal notation ("0.0000001", "100"): str(Decimal) would say "1E-7" and "1E+2".
-UsdOut = Annotated[
-    Decimal, AfterValidator(plain_usd), PlainSerializer(lambda value: format(value, "f"), return_type=str)
+DecimalOut = Annotated[
+    Decimal, PlainSerializer(lambda value: format(value, "f"), return_type=str), WithJsonSchema({"type": "string"})
 ]
-Page = Annotated[int, Field(ge=1, le=1_000_000, description="Page number, starting at 1.")]
-PageSize = Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE, description=f"Items per page (1-{MAX_PAGE_SIZE}).")]
+UsdOut = Annotated[DecimalOut, AfterValidator(plain_usd)]
+Page = Annotated[int, Field(ge=1, le=1_000_000, description="Page number, from 1.")]
+PageSize = Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE, description="Items per page, default 20.")]
 
 
 class Out(BaseModel):
@@ -90,7 +114,7 @@ class Out(BaseModel):
 
 
 class PageInfo(Out):
-    total: int = Field(description="Number of items across all pages.")
+    total: int
     page: int
     page_size: int
-    has_more: bool = Field(description="True when a later page exists.")
+    has_more: bool

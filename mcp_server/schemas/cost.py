@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, date, datetime
-from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints, ValidationError, model_validator
 
 from mcp_server.enums import CostSource
 from mcp_server.errors import InvalidArgument
-from mcp_server.schemas.common import NoNul, Out, Usd
+from mcp_server.schemas.common import DecimalOut, NoNul, Out, Usd
 
 if TYPE_CHECKING:
     from mcp_server.models import LLMMetrics
@@ -19,17 +18,17 @@ if TYPE_CHECKING:
 MAX_TOKENS = 10**12  # far above any single call; keeps sums well inside a BIGINT
 MAX_INFERENCE_MS = 2**31 - 1  # the column is a 32-bit INTEGER
 
+ProviderText = Annotated[
+    str, StringConstraints(min_length=1, max_length=50, strip_whitespace=True, to_lower=True), NoNul
+]
+ModelText = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True), NoNul]
 Provider = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=50, strip_whitespace=True, to_lower=True),
-    NoNul,
-    Field(description="Who served the call, e.g. openai, anthropic, google, mistral, groq, aws, azure."),
+    ProviderText,
+    Field(description="Who served the call: openai, anthropic, google, mistral, groq, aws, azure…"),
 ]
 ModelName = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=100, strip_whitespace=True),
-    NoNul,
-    Field(description="The model id as the provider's API reports it, e.g. gpt-4o-mini, claude-3-5-sonnet-20241022."),
+    ModelText,
+    Field(description="Model id as the API reports it, e.g. gpt-4o-mini."),
 ]
 Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
 InferenceMs = Annotated[int, Field(ge=0, le=MAX_INFERENCE_MS)]
@@ -56,19 +55,17 @@ UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 class UsageIn(BaseModel):
     """One LLM call's usage, as report_cost and record_execution's `usage` take it."""
 
-    provider: Provider
-    model: ModelName
-    prompt_tokens: Annotated[Tokens, Field(description="All input tokens, cached ones included.")] = 0
-    completion_tokens: Annotated[Tokens, Field(description="Output tokens (reasoning tokens included).")] = 0
-    total_tokens: Annotated[
-        Tokens | None, Field(description="Defaults to prompt_tokens + completion_tokens; never smaller than that.")
-    ] = None
-    cache_read_tokens: Annotated[Tokens, Field(description="Of prompt_tokens, how many were read from cache.")] = 0
-    cache_write_tokens: Annotated[Tokens, Field(description="Of prompt_tokens, how many were written to cache.")] = 0
-    cost_usd: Annotated[
-        Usd | None, Field(description="The call's cost in USD if you know it; omit it to have it computed.")
-    ] = None
-    inference_time_ms: Annotated[InferenceMs | None, Field(description="Wall-clock time of the call in ms.")] = None
+    # The fields mean what report_cost's arguments of the same names say; their descriptions are written
+    # there once (record_execution's `usage` refers to them), so the model reads each rule once.
+    provider: ProviderText
+    model: ModelText
+    prompt_tokens: Tokens = 0
+    completion_tokens: Tokens = 0
+    total_tokens: Tokens | None = None
+    cache_read_tokens: Tokens = 0
+    cache_write_tokens: Tokens = 0
+    cost_usd: Usd | None = None
+    inference_time_ms: InferenceMs | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> UsageIn:
@@ -124,7 +121,7 @@ class CostRecord(Out):
     total_tokens: int
     cache_read_tokens: int
     cache_write_tokens: int
-    cost_usd: Decimal | None = Field(description="Exact USD as a decimal string; null when unpriced.")
+    cost_usd: DecimalOut | None = Field(description="Exact USD; absent when unpriced.")
     cost_source: CostSource = Field(description="reported (given by you), computed (genai-prices) or unpriced.")
     inference_time_ms: int | None
     created_at: datetime
@@ -140,18 +137,18 @@ class CostRecord(Out):
 
 class BudgetStatus(BaseModel):
     project_id: uuid.UUID
-    budget_usd: Decimal | None = Field(description="The project's budget; null when none is set.")
-    spent_usd: Decimal = Field(description="Sum of every priced cost logged for the project.")
-    remaining_usd: Decimal | None = Field(description="budget - spent; negative once over budget; null without one.")
+    budget_usd: DecimalOut | None = Field(description="Absent when no budget is set.")
+    spent_usd: DecimalOut = Field(description="Every priced cost logged for the project.")
+    remaining_usd: DecimalOut | None = Field(description="budget - spent; negative once over.")
     exceeded: bool = Field(description="True when spent is more than the budget.")
-    unpriced_calls: int = Field(description="Calls with an unknown cost, not included in spent_usd.")
+    unpriced_calls: int = Field(description="Calls of unknown cost (not in spent_usd).")
     note: str | None = None
 
 
 class CostReply(BaseModel):
-    cost: CostRecord = Field(description="The stored row.")
-    budget: BudgetStatus | None = Field(description="The project's budget status after this cost (null: no project).")
-    replayed: bool = Field(False, description="True when this repeats an earlier call with the same idempotency_key.")
+    cost: CostRecord
+    budget: BudgetStatus | None = Field(description="The project's budget after it.")
+    replayed: bool = False
 
 
 class CostFilters(BaseModel):
@@ -170,12 +167,10 @@ class CostFigures(BaseModel):
     total_tokens: int
     cache_read_tokens: int
     cache_write_tokens: int
-    cost_usd: Decimal = Field(description="Exact sum of priced costs (unpriced calls are not in it).")
+    cost_usd: DecimalOut = Field(description="Exact sum of priced costs.")
     unpriced_calls: int
-    mean_inference_time_ms: float | None = Field(description="Over the calls that reported inference_time_ms.")
-    superseded_cost_usd: Decimal = Field(
-        description="Spent on executions that are no longer current (re-run, failed or stale): the cost of rework."
-    )
+    mean_inference_time_ms: float | None
+    superseded_cost_usd: DecimalOut = Field(description="Spent on executions no longer current: rework.")
 
 
 class CostGroup(CostFigures):
@@ -190,5 +185,5 @@ class CostSummary(BaseModel):
     filters: CostFilters
     group_by: list[GroupKey]
     totals: CostFigures
-    groups: list[CostGroup] = Field(description="One row per group, ordered by the group keys; empty without group_by.")
-    groups_truncated: bool = Field(False, description="True when there were more groups than were returned.")
+    groups: list[CostGroup] = Field(description="One row per group, ordered by the keys.")
+    groups_truncated: bool = Field(False, description="More groups exist than were returned.")

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from mcp_server.schemas.common import Out, PageInfo
+from mcp_server.schemas.common import JsonObjectOut, Out, PageInfo
 
 
 class ProcessDefinitionOut(Out):
@@ -25,11 +25,12 @@ class ProcessDefinitionOut(Out):
 
 class DefineProcessReply(BaseModel):
     process: ProcessDefinitionOut
-    created: bool = Field(description="True for a new process, false when an existing one was replaced.")
+    created: bool = Field(description="False: an existing definition was replaced.")
 
 
 class ProcessList(BaseModel):
     items: list[ProcessDefinitionOut] = Field(description="In topological order; ties by order_index.")
+    schemas_included: bool = True
 
 
 class DeletedProcess(BaseModel):
@@ -41,12 +42,12 @@ class ExecutionOut(Out):
     id: uuid.UUID
     project_id: uuid.UUID
     process_id: str
-    status: str = Field(description="running, completed, failed, or stale (finished after the process went stale).")
-    input_data: Any
-    output_data: Any | None
+    status: str = Field(description="running, completed, failed or stale.")
+    input_data: JsonObjectOut
+    output_data: JsonObjectOut | None
     output_hash: str | None
     reasoning: str | None
-    missing_info: Any | None
+    missing_info: JsonObjectOut | None
     error_message: str | None
     prompt_version_id: uuid.UUID | None
     idempotency_key: str | None
@@ -56,17 +57,27 @@ class ExecutionOut(Out):
     created_by: str | None
 
 
+class ExecutionRef(Out):
+    # What a writing tool says of the execution it wrote; get_execution has the rest.
+
+    id: uuid.UUID
+    status: str
+    started_at: datetime | None
+    completed_at: datetime | None
+    error_message: str | None = None
+
+
 class ExecutionPage(PageInfo):
     items: list[ExecutionOut]
 
 
 class StateOut(Out):
     process_id: str
-    state: str = Field(description="empty, running, completed, failed or stale.")
-    version: int = Field(description="Rises by one at every state change; pass as expected_version.")
+    state: str
+    version: int = Field(description="Pass as expected_version.")
     current_execution_id: uuid.UUID | None
     invalidated_at: datetime | None
-    invalidated_by_process_id: str | None = Field(description="The root cause of the invalidation.")
+    invalidated_by_process_id: str | None = Field(description="Root cause.")
     invalidation_reason: str | None
     last_updated_at: datetime | None
 
@@ -83,27 +94,25 @@ class Blocker(BaseModel):
 
 
 class StartReply(BaseModel):
-    execution: ExecutionOut
+    execution: ExecutionRef
     state: StateOut
-    replayed: bool = Field(False, description="True when this repeats an earlier call with the same idempotency_key.")
+    replayed: bool = False
 
 
 class RecordReply(BaseModel):
-    execution: ExecutionOut
+    execution: ExecutionRef
     state: StateOut
-    output_changed: bool = Field(description="False when the output equals the current one: nothing was invalidated.")
+    output_changed: bool = Field(description="False: same output as before, nothing invalidated.")
     invalidated: list[InvalidatedOut] = Field(description="Downstream processes this made stale.")
-    late_finish: bool = Field(
-        False, description="True when the process went stale while this ran: stored, but the state stays stale."
-    )
+    late_finish: bool = Field(False, description="The step went stale while this ran: it stays stale.")
     note: str | None = None
-    cost: dict[str, Any] | None = Field(None, description="The usage logged with it (when `usage` was given).")
-    budget: dict[str, Any] | None = Field(None, description="The project's budget status after logging the usage.")
+    cost: dict[str, Any] | None = Field(None, description="The cost row logged from `usage`.")
+    budget: dict[str, Any] | None = Field(None, description="The project's budget after it.")
     replayed: bool = False
 
 
 class FailReply(BaseModel):
-    execution: ExecutionOut
+    execution: ExecutionRef
     state: StateOut
 
 
@@ -123,7 +132,7 @@ class ProcessStateDetail(StateOut):
     ready: bool = Field(description="Every dependency is completed.")
     blocked_by: list[Blocker]
     dependencies: list[DependencyState]
-    current_output: Any | None = Field(None, description="output_data of the current execution.")
+    current_output: JsonObjectOut | None = Field(None, description="output_data of the current execution.")
     running_execution_id: uuid.UUID | None = None
 
 

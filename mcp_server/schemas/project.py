@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import model_validator
 
 from mcp_server.enums import ProjectStatus
 from mcp_server.schemas.common import Out, PageInfo, UsdOut
@@ -18,9 +18,9 @@ class ProjectOut(Out):
     description: str | None
     status: ProjectStatus
     metadata: dict[str, Any]
-    budget_usd: UsdOut | None = Field(description="Budget in USD (exact decimal string), or null.")
-    spent_usd: UsdOut = Field(description="LLM cost logged for the project so far (priced calls), exact.")
-    unpriced_calls: int = Field(description="Logged calls whose model had no known price (not in spent_usd).")
+    budget_usd: UsdOut | None
+    spent_usd: UsdOut
+    unpriced_calls: int
     is_deleted: bool
     created_at: datetime
     updated_at: datetime | None

@@ -11,20 +11,20 @@ from mcp_server.schemas.common import Out, PageInfo
 
 
 class PromptVersionOut(Out):
-    id: uuid.UUID = Field(description="Pass this as prompt_version_id when recording an execution.")
+    id: uuid.UUID
     prompt_id: str
     version: int
     system_prompt: str | None
     user_template: str | None
     temperature: float | None
     content_hash: str
-    placeholders: list[str] = Field(default_factory=list, description="The {{placeholders}} of user_template.")
+    placeholders: list[str] = Field(default_factory=list)
     created_at: datetime
     created_by: str | None
 
 
 class SavedPromptVersion(PromptVersionOut):
-    created: bool = Field(description="False when the content equalled the latest version, which is returned.")
+    created: bool = Field(description="False: same content as the latest version, returned.")
 
 
 class PromptVersionPage(PageInfo):

@@ -82,9 +82,12 @@ async def define(
     return DefineProcessReply(process=ProcessDefinitionOut.model_validate(current), created=False)
 
 
-async def list_all(session: AsyncSession) -> ProcessList:
-    rows = await ProcessDefinitionRepository(session).list_all()
-    return ProcessList(items=[ProcessDefinitionOut.model_validate(d) for d in ordered(rows)])
+async def list_all(session: AsyncSession, *, include_schemas: bool = True) -> ProcessList:
+    rows = ordered(await ProcessDefinitionRepository(session).list_all())
+    items = [ProcessDefinitionOut.model_validate(d) for d in rows]
+    if not include_schemas:
+        items = [item.model_copy(update={"input_schema": None, "output_schema": None}) for item in items]
+    return ProcessList(items=items, schemas_included=include_schemas)
 
 
 async def delete(session: AsyncSession, process_id: str) -> DeletedProcess:

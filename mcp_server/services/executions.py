@@ -14,6 +14,7 @@ from mcp_server.repositories import ExecutionRepository, PromptRepository
 from mcp_server.schemas.pipeline import (
     ExecutionOut,
     ExecutionPage,
+    ExecutionRef,
     FailReply,
     InvalidatedOut,
     InvalidateReply,
@@ -118,7 +119,7 @@ async def start(
         updated_by=actor,
     )
     await pipeline_state.apply(session, pipeline, process_id, target, **CLEARED)
-    reply = StartReply(execution=ExecutionOut.model_validate(execution), state=_state_out(pipeline, process_id))
+    reply = StartReply(execution=ExecutionRef.model_validate(execution), state=_state_out(pipeline, process_id))
     if idempotency_key:
         execution.reply = reply.model_dump(mode="json")
         await session.flush()
@@ -244,7 +245,7 @@ async def record(
         budget = None if status is None else status.model_dump(mode="json")
 
     reply = RecordReply(
-        execution=ExecutionOut.model_validate(execution),
+        execution=ExecutionRef.model_validate(execution),
         state=_state_out(pipeline, process_id),
         output_changed=output_changed,
         invalidated=invalidated,
@@ -303,7 +304,7 @@ async def fail(session: AsyncSession, *, execution_id: uuid.UUID, error_message:
     )
     if pipeline.state(found.process_id) == State.RUNNING:
         await pipeline_state.apply(session, pipeline, found.process_id, State.FAILED, **CLEARED)
-    return FailReply(execution=ExecutionOut.model_validate(found), state=_state_out(pipeline, found.process_id))
+    return FailReply(execution=ExecutionRef.model_validate(found), state=_state_out(pipeline, found.process_id))
 
 
 async def invalidate(

@@ -34,7 +34,7 @@ async def save(
     digest = templates.content_hash(system_prompt, user_template, temperature)
     latest = await prompts.latest(prompt_id)
     if latest is not None and latest.content_hash == digest:
-        return SavedPromptVersion(**to_out(latest).model_dump(), created=False)
+        return SavedPromptVersion(**dict(to_out(latest)), created=False)
     row = await prompts.create(
         prompt_id=prompt_id,
         version=1 if latest is None else latest.version + 1,
@@ -44,7 +44,7 @@ async def save(
         content_hash=digest,
         created_by=created_by,
     )
-    return SavedPromptVersion(**to_out(row).model_dump(), created=True)
+    return SavedPromptVersion(**dict(to_out(row)), created=True)
 
 
 async def get(session: AsyncSession, *, prompt_id: str, version: int | None) -> PromptVersionOut:

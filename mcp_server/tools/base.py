@@ -11,6 +11,7 @@ from mcp_types import ToolAnnotations
 
 from mcp_server.app import App
 from mcp_server.schemas.common import ACTOR_MAX
+from mcp_server.tools.portable import compact_output_schema, portable_input_schema
 
 if TYPE_CHECKING:
     from mcp_server.server import PipelineStateServer
@@ -34,8 +35,8 @@ class Registrar:
                 return fn
             self.server.add_tool(
                 fn,
-                # The SDK sends __doc__ verbatim; Python 3.11 keeps the source indentation in it.
-                description=inspect.cleandoc(fn.__doc__ or ""),
+                # One paragraph: the docstring's line breaks are layout, and each one costs the model a token.
+                description=" ".join(inspect.cleandoc(fn.__doc__ or "").split()),
                 annotations=ToolAnnotations(
                     title=title,
                     read_only_hint=read_only,
@@ -44,6 +45,11 @@ class Registrar:
                     open_world_hint=False,
                 ),
             )
+            # Schemas every provider SDK loads (see mcp_server.tools.portable); the SDK reads both live.
+            registered = self.server._tool_manager.get_tool(fn.__name__)
+            assert registered is not None
+            registered.parameters = portable_input_schema(registered.parameters)
+            registered.fn_metadata.output_schema = compact_output_schema(registered.fn_metadata.output_schema)
             return fn
 
         return decorator

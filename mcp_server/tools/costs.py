@@ -10,7 +10,7 @@ from pydantic import Field, StringConstraints
 
 from mcp_server.app import App
 from mcp_server.lazy import lazy_module
-from mcp_server.schemas.common import NoNul, ShortText, Slug, Usd
+from mcp_server.schemas.common import NoNul, ShortText, SlugRef, Usd
 from mcp_server.schemas.cost import (
     CostFilters,
     CostReply,
@@ -41,49 +41,37 @@ def register(registrar: Registrar) -> None:
         provider: Provider,
         model: ModelName,
         ctx: Context[App],
-        prompt_tokens: Annotated[Tokens, Field(description="Every input token, cached ones included.")] = 0,
-        completion_tokens: Annotated[Tokens, Field(description="Output tokens, reasoning tokens included.")] = 0,
-        total_tokens: Annotated[
-            Tokens | None,
-            Field(description="Defaults to prompt_tokens + completion_tokens; refused when smaller than that."),
-        ] = None,
-        cache_read_tokens: Annotated[Tokens, Field(description="How many of prompt_tokens came from the cache.")] = 0,
-        cache_write_tokens: Annotated[
-            Tokens, Field(description="How many of prompt_tokens were written to the cache.")
+        prompt_tokens: Annotated[
+            Tokens,
+            Field(
+                description="ALL input tokens, cached ones included (OpenAI prompt_tokens; Anthropic input_tokens "
+                "+ cache_read_input_tokens + cache_creation_input_tokens)."
+            ),
         ] = 0,
+        completion_tokens: Annotated[Tokens, Field(description="Output tokens, reasoning included.")] = 0,
+        total_tokens: Annotated[
+            Tokens | None, Field(description="Default prompt_tokens + completion_tokens; not less.")
+        ] = None,
+        cache_read_tokens: Annotated[Tokens, Field(description="Of prompt_tokens, read from the cache.")] = 0,
+        cache_write_tokens: Annotated[Tokens, Field(description="Of prompt_tokens, written to the cache.")] = 0,
         cost_usd: Annotated[
-            Usd | None,
-            Field(description="The cost in USD if your API returned it (stored as `reported`); omit to compute it."),
+            Usd | None, Field(description='USD cost as your API reported it, e.g. "0.0042"; omit to compute it.')
         ] = None,
-        inference_time_ms: Annotated[InferenceMs | None, Field(description="How long the call took, in ms.")] = None,
-        project_id: Annotated[
-            uuid.UUID | None, Field(description="The project the call was for; its budget status comes back.")
-        ] = None,
-        process_id: Annotated[Slug | None, Field(description="The pipeline step the call was for.")] = None,
+        inference_time_ms: Annotated[InferenceMs | None, Field(description="Duration of the call in ms.")] = None,
+        project_id: Annotated[uuid.UUID | None, Field(description="Project charged; its budget comes back.")] = None,
+        process_id: Annotated[SlugRef | None, Field(description="Pipeline step the call was for.")] = None,
         execution_id: Annotated[
-            uuid.UUID | None,
-            Field(description="The execution the call belongs to (its project and process are then implied)."),
+            uuid.UUID | None, Field(description="Execution the call belongs to (implies project and step).")
         ] = None,
         idempotency_key: Annotated[
-            IdempotencyKey | None,
-            Field(description="Any unique string; repeating the call with it logs nothing twice."),
+            IdempotencyKey | None, Field(description="Retry-safe key: a repeat logs nothing twice (`replayed`).")
         ] = None,
     ) -> CostReply:
-        """Log the token usage and cost of one LLM call you made, priced automatically.
-
-        Call it once per LLM call (or pass `usage` to record_execution instead, which logs the same
-        row linked to the execution). Without `cost_usd` the cost is computed from the bundled
-        genai-prices table (cost_source `computed`); an unknown provider/model is stored with a null
-        cost and cost_source `unpriced` (never counted as 0); with `cost_usd` it is `reported`.
-        Token convention: prompt_tokens counts ALL input tokens, cached ones included (OpenAI's
-        prompt_tokens; for Anthropic add input_tokens + cache_read_input_tokens +
-        cache_creation_input_tokens); cache_read_tokens and cache_write_tokens say how many of those
-        were read from or written to the prompt cache, and are billed at the model's cache prices.
-
-        Returns the stored row and, when it has a project, the project's budget: spent_usd,
-        remaining_usd (negative once over) and exceeded. Retrying with the same idempotency_key
-        returns the original reply with `replayed: true`; the same key with other arguments is a
-        `conflict`. Unknown project/process/execution ids are `not_found`."""
+        """Log the tokens and cost of one LLM call you made (or pass `usage` to record_execution).
+        Without cost_usd it is priced from bundled genai-prices (`computed`); an unknown model is stored
+        `unpriced` with a null cost, never 0. Returns the stored row and, with a project, its budget
+        (spent_usd, remaining_usd, exceeded). Errors: `not_found`, `conflict` (key reused with other
+        arguments), `invalid_argument`."""
         usage = UsageIn.parse(
             provider=provider,
             model=model,
@@ -110,30 +98,19 @@ def register(registrar: Registrar) -> None:
     async def get_cost_summary(
         ctx: Context[App],
         project_id: Annotated[uuid.UUID | None, Field(description="Only this project's calls.")] = None,
-        process_id: Annotated[ShortText | None, Field(description="Only calls for this pipeline step.")] = None,
-        provider: Annotated[ShortText | None, Field(description="Only this provider (e.g. openai).")] = None,
-        model: Annotated[ShortText | None, Field(description="Only this model, exactly as reported.")] = None,
-        since: Annotated[
-            UtcDatetime | None, Field(description="Only calls at or after this time (ISO 8601; no zone means UTC).")
-        ] = None,
-        until: Annotated[
-            UtcDatetime | None, Field(description="Only calls strictly before this time (ISO 8601; no zone means UTC).")
-        ] = None,
+        process_id: Annotated[ShortText | None, Field(description="Only this step's.")] = None,
+        provider: Annotated[ShortText | None, Field(description="Only this provider's.")] = None,
+        model: Annotated[ShortText | None, Field(description="Only this model's.")] = None,
+        since: Annotated[UtcDatetime | None, Field(description="From this time on (ISO 8601, UTC by default).")] = None,
+        until: Annotated[UtcDatetime | None, Field(description="Before this time.")] = None,
         group_by: Annotated[
-            list[GroupKey] | None,
-            Field(
-                max_length=5,
-                description="Break the figures down by any of project, process, provider, model, day (UTC date).",
-            ),
+            list[GroupKey] | None, Field(max_length=5, description="Group keys; `day` is the UTC date.")
         ] = None,
     ) -> CostSummary:
-        """Sum up logged LLM usage: how many calls, tokens by kind, exact cost in USD, calls with an
-        unknown price, mean inference time, and superseded_cost_usd, what was spent on executions that
-        are no longer current (re-run, failed or gone stale): the cost of rework.
-
-        Use it to answer "what did this project / step / model cost?". Filters combine; `group_by`
-        adds one row per group (up to 1000, ordered by the keys) with the same figures. Amounts are
-        decimal strings, exact to 1e-10 USD; cost_usd leaves out unpriced calls (see unpriced_calls)."""
+        """What did this project, step or model cost? Totals of logged calls: count, tokens by kind,
+        cost_usd (exact decimal string; unpriced calls counted apart), mean inference time and
+        superseded_cost_usd (spent on executions no longer current: the cost of rework). Filters
+        combine; group_by adds one row per group (up to 1000)."""
         filters = CostFilters(
             project_id=project_id, process_id=process_id, provider=provider, model=model, since=since, until=until
         )

@@ -11,7 +11,7 @@ from pydantic import Field
 from mcp_server.app import App
 from mcp_server.enums import ExecutionStatus
 from mcp_server.lazy import lazy_module
-from mcp_server.schemas.common import JsonObject, JsonValue, Name, Page, PageSize, ShortText, Slug, Text
+from mcp_server.schemas.common import JsonObject, Name, Page, PageSize, ShortText, Slug, SlugRef, Text
 from mcp_server.schemas.cost import UsageIn
 from mcp_server.schemas.pipeline import (
     DefineProcessReply,
@@ -35,18 +35,18 @@ else:  # loaded on the first call: start-up does not import the database layer
     executions = lazy_module("mcp_server.services.executions")
     status = lazy_module("mcp_server.services.status")
 
-ProjectId = Annotated[uuid.UUID, Field(description="The project's id (from create_project).")]
-ProcessId = Annotated[Slug, Field(description="The process's slug id, e.g. `requirements`.")]
-ExecutionId = Annotated[uuid.UUID, Field(description="An execution id (from start_execution or record_execution).")]
+ProjectId = Annotated[uuid.UUID, Field(description="Project id (from create_project).")]
+ProcessId = Annotated[SlugRef, Field(description="Step id, e.g. `design`.")]
+ExecutionId = Annotated[uuid.UUID, Field(description="Execution id (from start_execution or record_execution).")]
 ExpectedVersion = Annotated[
     int | None,
-    Field(ge=0, description="Fail with `conflict` unless the process state is at this version (optimistic lock)."),
+    Field(ge=0, description="Optimistic lock: `conflict` unless the state's version is this."),
 ]
 IdempotencyKey = Annotated[
     ShortText | None,
-    Field(min_length=1, description="Repeat-safe key: a retry with the same key returns the first result."),
+    Field(min_length=1, description="Retry-safe key: a repeat returns the first reply (`replayed`)."),
 ]
-Force = Annotated[bool, Field(description="Run even though some dependencies are not completed.")]
+Force = Annotated[bool, Field(description="Go ahead although dependencies are unfinished.")]
 
 
 def register(registrar: Registrar) -> None:  # noqa: C901 - one nested function per tool
@@ -54,21 +54,20 @@ def register(registrar: Registrar) -> None:  # noqa: C901 - one nested function 
 
     @tool(title="Define process", read_only=False, destructive=True, idempotent=True)
     async def define_process(
-        process_id: ProcessId,
+        process_id: Annotated[Slug, Field(description="Step id: a new or existing slug, e.g. `design`.")],
         name: Annotated[Name, Field(description="Human-readable name.")],
         ctx: Context[App],
         depends_on: Annotated[
-            list[Slug], Field(max_length=100, description="Ids of the processes whose output this one needs.")
+            list[SlugRef], Field(max_length=100, description="Ids of the steps whose output this one needs.")
         ] = [],  # noqa: B006 - pydantic copies defaults
         order_index: Annotated[int, Field(ge=-1_000_000, le=1_000_000, description="Tie-break in listings.")] = 0,
         description: Annotated[Text | None, Field(description="What this step does.")] = None,
         input_schema: Annotated[JsonObject | None, Field(description="JSON Schema 2020-12 for input_data.")] = None,
         output_schema: Annotated[JsonObject | None, Field(description="JSON Schema 2020-12 for output_data.")] = None,
     ) -> DefineProcessReply:
-        """Create or replace a pipeline step (the catalogue is shared by all projects).
-
-        Dependencies must already exist; self-dependencies and cycles are refused with the cycle named.
-        Schemas, when given, must be valid JSON Schema 2020-12; inputs and outputs are then validated."""
+        """Create or replace a pipeline step (one catalogue shared by all projects). Returns the definition
+        and `created`. Errors: `invalid_argument` for an unknown dependency, a cycle (named) or an invalid
+        schema; inputs and outputs are later checked against the schemas."""
         async with app_of(ctx).db.unit_of_work() as session:
             return await definitions.define(
                 session,
@@ -83,14 +82,19 @@ def register(registrar: Registrar) -> None:  # noqa: C901 - one nested function 
             )
 
     @tool(title="List processes", read_only=True)
-    async def list_processes(ctx: Context[App]) -> ProcessList:
-        """List the pipeline's processes in topological order (dependencies first; ties by order_index)."""
+    async def list_processes(
+        ctx: Context[App],
+        include_schemas: Annotated[
+            bool, Field(description="False leaves input_schema and output_schema out (null): a smaller reply.")
+        ] = True,
+    ) -> ProcessList:
+        """The pipeline's steps in dependency order (ties by order_index), with their dependencies."""
         async with app_of(ctx).db.unit_of_work(write=False) as session:
-            return await definitions.list_all(session)
+            return await definitions.list_all(session, include_schemas=include_schemas)
 
     @tool(title="Delete process", read_only=False, destructive=True)
     async def delete_process(process_id: ProcessId, ctx: Context[App]) -> DeletedProcess:
-        """Delete a process definition. Refused (`conflict`) while it has executions or dependents."""
+        """Delete a step's definition. `conflict` while it has executions or dependents."""
         async with app_of(ctx).db.unit_of_work() as session:
             return await definitions.delete(session, process_id)
 
@@ -99,15 +103,16 @@ def register(registrar: Registrar) -> None:  # noqa: C901 - one nested function 
         project_id: ProjectId,
         process_id: ProcessId,
         ctx: Context[App],
-        input_data: Annotated[JsonValue, Field(description="The step's input (checked against input_schema).")] = {},  # noqa: B006
+        input_data: Annotated[JsonObject, Field(description="The step's input, a JSON object.")] = {},  # noqa: B006
         prompt_version_id: Annotated[uuid.UUID | None, Field(description="The prompt version used.")] = None,
         expected_version: ExpectedVersion = None,
         idempotency_key: IdempotencyKey = None,
         force: Force = False,
     ) -> StartReply:
-        """Mark a step as running and open an execution; finish it with record_execution(execution_id=…)
-        or fail_execution. Refused with `not_ready` (naming the blockers) unless every dependency is
-        completed, or `force` is true; `invalid_transition` if the step is already running."""
+        """Open an execution of a step: its state becomes `running` (version + 1). Finish it with
+        record_execution(execution_id=…) or fail_execution. Returns the execution and the state.
+        Errors: `not_ready` (names the unfinished dependencies) unless force; `invalid_transition` if
+        already running; `schema_violation`; `conflict`."""
         async with app_of(ctx).db.unit_of_work() as session:
             return await executions.start(
                 session,
@@ -125,24 +130,30 @@ def register(registrar: Registrar) -> None:  # noqa: C901 - one nested function 
     async def record_execution(
         project_id: ProjectId,
         process_id: ProcessId,
-        output_data: Annotated[JsonValue, Field(description="The step's output (checked against output_schema).")],
+        output_data: Annotated[
+            JsonObject,
+            Field(description='The step\'s result, a JSON object (wrap a scalar: {"value": 3}).'),
+        ],
         ctx: Context[App],
-        input_data: Annotated[JsonValue | None, Field(description="The input (new executions only).")] = None,
+        input_data: Annotated[JsonObject | None, Field(description="The input (new executions only).")] = None,
         execution_id: Annotated[
-            uuid.UUID | None, Field(description="Finish this started execution; omit to record a new one in one call.")
+            uuid.UUID | None, Field(description="Finish this started execution; omit to record in one call.")
         ] = None,
         reasoning: Annotated[Text | None, Field(description="Why the output is what it is.")] = None,
-        missing_info: Annotated[JsonValue | None, Field(description="What was missing or assumed.")] = None,
+        missing_info: Annotated[JsonObject | None, Field(description="What was missing or assumed.")] = None,
         prompt_version_id: Annotated[uuid.UUID | None, Field(description="The prompt version used.")] = None,
-        usage: Annotated[UsageIn | None, Field(description="LLM usage of this step, logged as by report_cost.")] = None,
+        usage: Annotated[
+            UsageIn | None, Field(description="This step's LLM usage: report_cost's fields and rules.")
+        ] = None,
         expected_version: ExpectedVersion = None,
         idempotency_key: IdempotencyKey = None,
         force: Force = False,
     ) -> RecordReply:
-        """Record a step's completed output: the step becomes `completed` (version + 1) and every completed,
-        failed or running step downstream becomes `stale` (listed in `invalidated`) unless the output equals
-        the current one. Returns the execution, the new state, the invalidated steps and the logged cost.
-        If the step went stale while a started execution ran, the output is stored but the state stays stale."""
+        """Record a step's output: the step becomes `completed` (version + 1) and every completed, failed
+        or running step downstream `stale` (listed in `invalidated`) unless the output is unchanged.
+        Returns the execution, state, invalidated steps and logged cost. If the step went stale while a
+        started execution ran, it is stored but the state stays stale (`late_finish`). Errors:
+        `not_ready`, `schema_violation` (each with its path), `conflict`, `invalid_transition`."""
         async with app_of(ctx).db.unit_of_work() as session:
             return await executions.record(
                 session,
@@ -167,7 +178,8 @@ def register(registrar: Registrar) -> None:  # noqa: C901 - one nested function 
         error_message: Annotated[Text, Field(min_length=1, description="What went wrong.")],
         ctx: Context[App],
     ) -> FailReply:
-        """Mark a running execution as failed; its step becomes `failed` (if it was still running)."""
+        """Mark a running execution failed; its step becomes `failed` if it was still running.
+        `invalid_transition` if the execution is not running."""
         async with app_of(ctx).db.unit_of_work() as session:
             return await executions.fail(
                 session, execution_id=execution_id, error_message=error_message, actor=actor_of(ctx)
@@ -175,20 +187,20 @@ def register(registrar: Registrar) -> None:  # noqa: C901 - one nested function 
 
     @tool(title="Get execution", read_only=True)
     async def get_execution(execution_id: ExecutionId, ctx: Context[App]) -> ExecutionOut:
-        """Get one execution with its input, output, reasoning and status."""
+        """One execution with its input, output, reasoning and status."""
         async with app_of(ctx).db.unit_of_work(write=False) as session:
             return await executions.get(session, execution_id)
 
     @tool(title="List executions", read_only=True)
     async def list_executions(
         ctx: Context[App],
-        project_id: Annotated[uuid.UUID | None, Field(description="Only this project's executions.")] = None,
-        process_id: Annotated[Slug | None, Field(description="Only this process's executions.")] = None,
-        status: Annotated[ExecutionStatus | None, Field(description="Only executions in this status.")] = None,
+        project_id: Annotated[uuid.UUID | None, Field(description="Only this project's.")] = None,
+        process_id: Annotated[SlugRef | None, Field(description="Only this step's.")] = None,
+        status: Annotated[ExecutionStatus | None, Field(description="Only in this status.")] = None,
         page: Page = 1,
         page_size: PageSize = 20,
     ) -> ExecutionPage:
-        """List executions, newest first, one page at a time."""
+        """Executions, newest first, one page at a time."""
         async with app_of(ctx).db.unit_of_work(write=False) as session:
             return await executions.list_page(
                 session,
@@ -201,15 +213,16 @@ def register(registrar: Registrar) -> None:  # noqa: C901 - one nested function 
 
     @tool(title="Get process state", read_only=True)
     async def get_process_state(project_id: ProjectId, process_id: ProcessId, ctx: Context[App]) -> ProcessStateDetail:
-        """One step's state in a project: state, version, readiness, dependency states, the current
-        output and, when stale, the root cause of the invalidation."""
+        """One step's state in a project: state, version, `ready` (every dependency completed), the
+        dependencies' states, the current output and, when stale, the root cause."""
         async with app_of(ctx).db.unit_of_work(write=False) as session:
             return await status.process_state(session, project_id, process_id)
 
     @tool(title="Get pipeline status", read_only=True)
     async def get_pipeline_status(project_id: ProjectId, ctx: Context[App]) -> PipelineStatus:
-        """The whole pipeline of a project: every step's state, version, readiness or blockers and
-        invalidation cause, `ready_processes` (what can run next) and the project's cost so far."""
+        """A project's whole pipeline: each step's state, version, blockers and invalidation cause;
+        `ready_processes`: the steps to run next (dependencies completed, not completed or running
+        themselves); counts by state; the cost so far."""
         async with app_of(ctx).db.unit_of_work(write=False) as session:
             return await status.pipeline_status(session, project_id)
 
@@ -221,8 +234,8 @@ def register(registrar: Registrar) -> None:  # noqa: C901 - one nested function 
         reason: Annotated[Text | None, Field(description="Why it must be redone.")] = None,
         expected_version: ExpectedVersion = None,
     ) -> InvalidateReply:
-        """Mark a step stale by hand; every completed, failed or running step downstream goes stale too,
-        with this step recorded as the cause. Returns the state and the steps it invalidated."""
+        """Mark a step `stale` by hand (it must be redone); completed, failed or running steps downstream
+        go stale too, with this step as the cause. Returns the state and the steps invalidated."""
         async with app_of(ctx).db.unit_of_work() as session:
             return await executions.invalidate(
                 session,

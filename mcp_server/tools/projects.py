@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 else:  # loaded on the first call: start-up does not import the database layer
     projects = lazy_module("mcp_server.services.projects")
 
-ProjectId = Annotated[uuid.UUID, Field(description="The project's id (a UUID from create_project or list_projects).")]
+ProjectId = Annotated[uuid.UUID, Field(description="Project id (from create_project or list_projects).")]
 
 
 def register(registrar: Registrar) -> None:
@@ -31,13 +31,12 @@ def register(registrar: Registrar) -> None:
         name: Annotated[Name, Field(description="Short human-readable name.")],
         ctx: Context[App],
         description: Annotated[Text | None, Field(description="What the project is about.")] = None,
-        metadata: Annotated[JsonObject | None, Field(description="Free-form JSON object kept with it.")] = None,
-        budget_usd: Annotated[Usd | None, Field(description="Spending limit in USD for LLM cost.")] = None,
+        metadata: Annotated[JsonObject | None, Field(description="Any JSON object to keep with it.")] = None,
+        budget_usd: Annotated[Usd | None, Field(description='LLM spending limit in USD, e.g. "5.00".')] = None,
     ) -> ProjectOut:
-        """Create a project: the unit of work that runs through the pipeline and accrues LLM cost.
-
-        Returns the project with its `id`; pass that id to the pipeline and cost tools. Status starts
-        as `draft`. Set `budget_usd` to have cost replies report spent/remaining/exceeded."""
+        """Create a project: one unit of work that runs through the pipeline and accrues LLM cost.
+        Returns it with its `id` (pass it to the pipeline and cost tools); status starts `draft`. With
+        `budget_usd`, cost replies report spent, remaining and exceeded."""
         async with app_of(ctx).db.unit_of_work() as session:
             return await projects.create(
                 session,
@@ -50,7 +49,7 @@ def register(registrar: Registrar) -> None:
 
     @tool(title="Get project", read_only=True)
     async def get_project(project_id: ProjectId, ctx: Context[App]) -> ProjectOut:
-        """Get one project by id. Deleted projects are `not_found` (restore_project brings them back)."""
+        """One project by id. `not_found` when deleted (restore_project brings it back)."""
         async with app_of(ctx).db.unit_of_work(write=False) as session:
             return await projects.get(session, project_id)
 
@@ -62,7 +61,7 @@ def register(registrar: Registrar) -> None:
         page_size: PageSize = 20,
         include_deleted: Annotated[bool, Field(description="Also list soft-deleted projects.")] = False,
     ) -> ProjectPage:
-        """List projects, newest first, one page at a time (`has_more` says if another page exists)."""
+        """Projects, newest first, one page at a time (`has_more`: another page exists)."""
         async with app_of(ctx).db.unit_of_work(write=False) as session:
             return await projects.list_page(
                 session, status=status, page=page, page_size=page_size, include_deleted=include_deleted
@@ -73,13 +72,13 @@ def register(registrar: Registrar) -> None:
     async def update_project(
         project_id: ProjectId,
         ctx: Context[App],
-        name: Annotated[Name | None, Field(description="New name.")] = None,
-        description: Annotated[Text | None, Field(description="New description.")] = None,
-        status: Annotated[ProjectStatus | None, Field(description="draft, in_progress, completed or archived.")] = None,
+        name: Name | None = None,
+        description: Text | None = None,
+        status: ProjectStatus | None = None,
         metadata: Annotated[JsonObject | None, Field(description="Replaces the whole metadata object.")] = None,
-        budget_usd: Annotated[Usd | None, Field(description="New budget in USD.")] = None,
+        budget_usd: Annotated[Usd | None, Field(description="Budget in USD.")] = None,
     ) -> ProjectOut:
-        """Change a project's fields; only the arguments you pass are changed. Returns the project."""
+        """Change a project; only the fields you pass (not null) change. Returns the project."""
         given: dict[str, Any] = {
             "name": name,
             "description": description,
@@ -93,12 +92,12 @@ def register(registrar: Registrar) -> None:
 
     @tool(title="Delete project", read_only=False, destructive=True, idempotent=True)
     async def delete_project(project_id: ProjectId, ctx: Context[App]) -> ProjectOut:
-        """Soft-delete a project: it disappears from get/list but keeps its history; restore_project undoes it."""
+        """Soft-delete a project: hidden from get/list, history kept; restore_project undoes it."""
         async with app_of(ctx).db.unit_of_work() as session:
             return await projects.delete(session, project_id, actor=actor_of(ctx))
 
     @tool(title="Restore project", read_only=False, idempotent=True)
     async def restore_project(project_id: ProjectId, ctx: Context[App]) -> ProjectOut:
-        """Bring back a soft-deleted project (a project that is not deleted is returned unchanged)."""
+        """Undo delete_project (a project that is not deleted comes back unchanged)."""
         async with app_of(ctx).db.unit_of_work() as session:
             return await projects.restore(session, project_id, actor=actor_of(ctx))

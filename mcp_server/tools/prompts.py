@@ -9,7 +9,7 @@ from pydantic import Field
 
 from mcp_server.app import App
 from mcp_server.lazy import lazy_module
-from mcp_server.schemas.common import Actor, Page, PageSize, Slug, Text
+from mcp_server.schemas.common import Actor, Page, PageSize, Slug, SlugRef, Text
 from mcp_server.schemas.prompt import PromptVersionOut, PromptVersionPage, SavedPromptVersion
 from mcp_server.tools.base import Registrar, actor_of, app_of
 
@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 else:  # loaded on the first call: start-up does not import the database layer
     prompts = lazy_module("mcp_server.services.prompts")
 
-PromptId = Annotated[Slug, Field(description="The prompt's slug id, e.g. `summarise_requirements`.")]
+PromptId = Annotated[Slug, Field(description="Prompt id, a slug such as `summarise`.")]
+PromptRef = Annotated[SlugRef, Field(description="Prompt id.")]
 
 
 def register(registrar: Registrar) -> None:
@@ -29,17 +30,13 @@ def register(registrar: Registrar) -> None:
         prompt_id: PromptId,
         ctx: Context[App],
         system_prompt: Annotated[Text | None, Field(description="The system prompt.")] = None,
-        user_template: Annotated[
-            Text | None, Field(description="The user message, with {{placeholders}} filled in at use.")
-        ] = None,
+        user_template: Annotated[Text | None, Field(description="The user message, with {{placeholders}}.")] = None,
         temperature: Annotated[float | None, Field(ge=0, le=2, description="Sampling temperature.")] = None,
-        created_by: Annotated[
-            Actor | None, Field(description="Who wrote it (up to 100 characters); default: the client's name/version.")
-        ] = None,
+        created_by: Annotated[Actor | None, Field(description="Author; default: the client's name/version.")] = None,
     ) -> SavedPromptVersion:
-        """Save the next version (1, 2, 3…) of a prompt. Saving content identical to the latest version
-        saves nothing and returns that version (`created: false`). The prompt also becomes an MCP prompt
-        named `prompt_id` whose arguments are the {{placeholders}} of `user_template`."""
+        """Save the next version (1, 2, 3…) of a prompt; content identical to the latest version saves
+        nothing and returns it (`created: false`). It is also served as the MCP prompt `prompt_id`, its
+        arguments the {{placeholders}}. Pass the returned id as prompt_version_id to executions."""
         async with app_of(ctx).db.unit_of_work() as session:
             return await prompts.save(
                 session,
@@ -52,21 +49,21 @@ def register(registrar: Registrar) -> None:
 
     @tool(title="Get prompt version", read_only=True)
     async def get_prompt_version(
-        prompt_id: PromptId,
+        prompt_id: PromptRef,
         ctx: Context[App],
         version: Annotated[
             # le: the column is a 32-bit INTEGER; a larger number would reach the driver and fail there.
-            int | None, Field(ge=1, le=2**31 - 1, description="Version number; latest if omitted.")
+            int | None, Field(ge=1, le=2**31 - 1, description="Version number; default the latest.")
         ] = None,
     ) -> PromptVersionOut:
-        """Get one version of a prompt (the latest when `version` is omitted), with its placeholders."""
+        """One version of a prompt (the latest by default), with its placeholders."""
         async with app_of(ctx).db.unit_of_work(write=False) as session:
             return await prompts.get(session, prompt_id=prompt_id, version=version)
 
     @tool(title="List prompt versions", read_only=True)
     async def list_prompt_versions(
-        prompt_id: PromptId, ctx: Context[App], page: Page = 1, page_size: PageSize = 20
+        prompt_id: PromptRef, ctx: Context[App], page: Page = 1, page_size: PageSize = 20
     ) -> PromptVersionPage:
-        """List the versions of a prompt, newest first, one page at a time."""
+        """A prompt's versions, newest first, one page at a time."""
         async with app_of(ctx).db.unit_of_work(write=False) as session:
             return await prompts.list_page(session, prompt_id=prompt_id, page=page, page_size=page_size)

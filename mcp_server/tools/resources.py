@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ from mcp_server.app import App
 from mcp_server.errors import NotFound
 from mcp_server.lazy import lazy_module
 from mcp_server.tools.base import app_of
+from mcp_server.tools.portable import reply_data
 
 if TYPE_CHECKING:
     from mcp_server.services import definitions, executions, status
@@ -35,7 +37,7 @@ def _uuid(value: str, what: str) -> uuid.UUID:
 
 async def processes_json(app: App) -> str:
     async with app.db.unit_of_work(write=False) as session:
-        return (await definitions.list_all(session)).model_dump_json(indent=2)
+        return json.dumps(reply_data(await definitions.list_all(session)), indent=2, ensure_ascii=False)
 
 
 def register(server: PipelineStateServer) -> None:
@@ -58,7 +60,7 @@ def register(server: PipelineStateServer) -> None:
                 snapshot = await status.pipeline_status(session, _uuid(project_id, "project"))
             except NotFound as exc:
                 raise ResourceNotFoundError(exc.render()) from None
-        return snapshot.model_dump_json(indent=2)
+        return json.dumps(reply_data(snapshot), indent=2, ensure_ascii=False)
 
     @server.resource(
         "pipeline://executions/{execution_id}",
@@ -72,4 +74,4 @@ def register(server: PipelineStateServer) -> None:
                 found = await executions.get(session, _uuid(execution_id, "execution"))
             except NotFound as exc:
                 raise ResourceNotFoundError(exc.render()) from None
-        return found.model_dump_json(indent=2)
+        return json.dumps(reply_data(found), indent=2, ensure_ascii=False)

@@ -1,0 +1,238 @@
+"""Tool schemas every provider SDK takes unchanged, and the argument rule that goes with them.
+
+pydantic writes input schemas that some clients cannot load: ``$ref``/``$defs``, ``additionalProperties:
+true`` (google-genai's MCP conversion crashes on any boolean there), ``anyOf [X, null]`` with the
+description outside the branches (Gemini keeps only the branch, so the description is lost), auto
+``title``s and ``default: null`` (tokens the model pays for on every request). ``portable_input_schema``
+rewrites a tool's input schema into the subset google-genai, OpenAI strict mode and MCP Inspector's
+portability check accept:
+
+- references inlined, no ``$defs``; no ``title``; no ``additionalProperties`` (unknown arguments are
+  refused by the server instead, see ``checked_arguments``);
+- a required argument is its plain typed schema; an optional one is ``anyOf [X, {"type": "null"}]``
+  with the description inside X, so that OpenAI strict mode (which makes every key required) can send
+  ``null``, and ``null`` means "not given";
+- free-form JSON is ``{"type": "object"}``; size bounds the server enforces anyway are left out.
+
+``compact_output_schema`` keeps output schemas exact but small: no titles, no ``additionalProperties:
+true``, no defaults (the reply always carries every field).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+# Bounds that only matter to the server (it enforces them with a clear error): not worth tokens.
+SERVER_ONLY_KEYWORDS = frozenset({"title", "default", "maxLength", "minLength", "maxItems", "minItems"})
+# A maximum guides the model only when it is small (page_size ≤ 100, temperature ≤ 2).
+GUIDING_MAXIMUM = 1000
+NULL = {"type": "null"}
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [_inline(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        target = defs[ref.removeprefix("#/$defs/")]
+        node = {**target, **{key: value for key, value in node.items() if key != "$ref"}}
+    return {key: _inline(value, defs) for key, value in node.items() if key != "$defs"}
+
+
+def _null_branch(branch: Any) -> bool:
+    return isinstance(branch, dict) and branch == NULL
+
+
+def _clean(node: dict[str, Any]) -> dict[str, Any]:
+    """One schema node without server-only keywords, its sub-schemas cleaned and its optional properties nullable."""
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in SERVER_ONLY_KEYWORDS or (key == "additionalProperties" and value is not False):
+            continue
+        if key == "maximum" and isinstance(value, int | float) and value > GUIDING_MAXIMUM:
+            continue
+        if key == "minimum" and value == 0:  # counts, versions, durations: never negative, obviously
+            continue
+        if key == "properties":
+            out[key] = {name: _clean(sub) for name, sub in value.items()}
+        elif key == "items" and isinstance(value, dict):
+            out[key] = _clean(value)
+        elif key in ("anyOf", "oneOf", "allOf"):
+            out[key] = [_clean(branch) for branch in value]
+        else:
+            out[key] = value
+    if out.get("type") == "object" or "properties" in out:
+        out["type"] = "object"
+        required = set(out.get("required", ()))
+        for name, prop in out.get("properties", {}).items():
+            if name not in required:
+                out["properties"][name] = _nullable(prop)
+    return out
+
+
+def _nullable(prop: dict[str, Any]) -> dict[str, Any]:
+    """``anyOf [X with its description, null]``: Gemini's converter keeps X whole, OpenAI strict can send null."""
+    prop = dict(prop)
+    description = prop.pop("description", None)
+    branches = prop.pop("anyOf", None)
+    if branches is not None:
+        kept = [branch for branch in branches if not _null_branch(branch)]
+        inner = kept[0] if len(kept) == 1 else {"anyOf": kept}
+        inner = {**inner, **prop}
+    else:
+        inner = prop
+    if description is not None:
+        inner = {**inner, "description": description}
+    return {"anyOf": [inner, dict(NULL)]}
+
+
+def portable_input_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """The input schema in the portable subset described in the module docstring."""
+    inlined = _inline(schema, schema.get("$defs", {}))
+    cleaned = _clean(inlined)
+    cleaned.setdefault("properties", {})
+    if not cleaned.get("required"):
+        cleaned.pop("required", None)
+    return cleaned
+
+
+def _compact(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_compact(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in ("title", "default") and not isinstance(value, dict):
+            continue
+        if key == "additionalProperties" and value is True:
+            continue
+        if key in ("properties", "$defs"):
+            out[key] = {name: _compact(sub) for name, sub in value.items()}
+        else:
+            out[key] = _compact(value)
+    properties = out.get("properties")
+    if isinstance(properties, dict):
+        # Replies leave null fields out (``without_nulls``): a nullable field is an optional, typed one.
+        optional = set()
+        for name, prop in properties.items():
+            branches = prop.get("anyOf") if isinstance(prop, dict) else None
+            if isinstance(branches, list) and any(_null_branch(branch) for branch in branches):
+                kept = [branch for branch in branches if not _null_branch(branch)]
+                rest = {key: value for key, value in prop.items() if key != "anyOf"}
+                properties[name] = {**(kept[0] if len(kept) == 1 else {"anyOf": kept}), **rest}
+                optional.add(name)
+        required = [name for name in out.get("required", ()) if name not in optional]
+        if required:
+            out["required"] = required
+        else:
+            out.pop("required", None)
+    return out
+
+
+def compact_output_schema(schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The output schema of replies without null fields, and without titles, defaults and
+    ``additionalProperties: true``."""
+    return None if schema is None else _compact(schema)
+
+
+def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        resolved: dict[str, Any] = root["$defs"][ref.removeprefix("#/$defs/")]
+        return resolved
+    return schema
+
+
+def without_nulls(value: Any, schema: dict[str, Any], root: dict[str, Any]) -> Any:
+    """A reply with its null fields left out: replies stay small, and the published output schema says so.
+
+    Only the fields the reply's models declare are touched; free-form JSON inside (an output, a schema,
+    metadata) is the caller's data and keeps its nulls."""
+    schema = _resolve(schema, root)
+    if isinstance(value, dict):
+        properties = schema.get("properties")
+        if not isinstance(properties, dict):
+            return value
+        return {
+            key: without_nulls(item, properties[key], root) if key in properties else item
+            for key, item in value.items()
+            if item is not None or key not in properties
+        }
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [without_nulls(item, schema["items"], root) for item in value]
+    return value
+
+
+def _object_branch(schema: dict[str, Any]) -> dict[str, Any] | None:
+    """The branch of a (nullable) schema that declares properties, if any."""
+    if "properties" in schema:
+        return schema
+    for branch in schema.get("anyOf", ()):
+        if isinstance(branch, dict) and "properties" in branch:
+            return branch
+    return None
+
+
+def free_form_arguments(schema: dict[str, Any]) -> list[str]:
+    """Arguments that take any JSON object (no declared properties): OpenAI strict mode cannot express them."""
+    found = []
+    for name, prop in schema.get("properties", {}).items():
+        for branch in [prop, *prop.get("anyOf", ())]:
+            if branch.get("type") == "object" and not branch.get("properties"):
+                found.append(name)
+                break
+    return found
+
+
+def unknown_arguments(arguments: dict[str, Any], schema: dict[str, Any], path: str = "") -> list[str]:
+    """Names of arguments (nested ones dotted) that the schema does not declare."""
+    properties = schema.get("properties", {})
+    unknown = []
+    for key, value in arguments.items():
+        if key not in properties:
+            unknown.append(f"{path}{key}")
+            continue
+        nested = _object_branch(properties[key])
+        if nested is not None and isinstance(value, dict):
+            unknown.extend(unknown_arguments(value, nested, f"{path}{key}."))
+    return unknown
+
+
+def without_null_optionals(arguments: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """The arguments with every optional key whose value is ``null`` left out: null means "not given".
+
+    That is how OpenAI strict mode calls a tool (every key present, null for the ones it does not use).
+    Nested objects with declared properties (e.g. ``usage``) are treated the same way; free-form objects
+    (no declared properties) are passed through untouched."""
+    properties = schema.get("properties", {})
+    required = set(schema.get("required", ()))
+    out: dict[str, Any] = {}
+    for key, value in arguments.items():
+        prop = properties.get(key)
+        if value is None and prop is not None and key not in required:
+            continue
+        nested = _object_branch(prop) if prop is not None else None
+        if nested is not None and isinstance(value, dict):
+            value = without_null_optionals(value, nested)
+        out[key] = value
+    return out
+
+
+@cache
+def _reply_schema(model: type[BaseModel]) -> dict[str, Any]:
+    schema = compact_output_schema(model.model_json_schema())
+    assert schema is not None
+    return schema
+
+
+def reply_data(reply: BaseModel) -> Any:
+    """A reply model as the tools send it (null fields left out), for the CLI and the resources."""
+    schema = _reply_schema(type(reply))
+    return without_nulls(reply.model_dump(mode="json"), schema, schema)

@@ -1,0 +1,295 @@
+"""Tool schemas the provider SDKs take unchanged, judged by the SDKs themselves.
+
+- google-genai's MCP conversion (``mcp_to_gemini_tool``, the path a Gemini call with an MCP session takes)
+  loads every tool and keeps every argument's description;
+- openai-agents' MCP path (``Agent.get_mcp_tools`` with ``convert_schemas_to_strict``) makes every tool
+  strict except the ones with a free-form JSON object argument, and a call shaped the way strict mode
+  sends it (every key present, null for the optional ones) succeeds on every tool, over stdio, on SQLite
+  and PostgreSQL;
+- what a host sends the model for all tools fits 4,500 o200k tokens (tiktoken with the encoding file
+  that bpe-openai ships: nothing is downloaded), and output schemas stay within half their first size.
+
+MCP Inspector's portability check runs in tests/test_stdio.py.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.util
+import itertools
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+from mcp_types import Tool
+
+from mcp_server.server import build_server
+from mcp_server.settings import Settings
+from mcp_server.tools.portable import free_form_arguments
+from tests.conftest import fresh_sqlite_url
+from tests.helpers import CONTRACT_TOOLS, CONTRACT_TOOLSETS, call_error, table_counts
+
+pytestmark = pytest.mark.anyio
+
+TOKEN_BUDGET = 4_500
+OUTPUT_SCHEMA_BUDGET = 43_838 // 2  # characters: half the first release's output schemas
+# The tools with a free-form JSON object argument: the only ones that may stay non-strict for OpenAI.
+NON_STRICT = {"create_project", "update_project", "define_process", "start_execution", "record_execution"}
+OPENAI_FORMATS = {"date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid"}
+SCRIPT = Path(sys.executable).parent / "pipeline-state-mcp"
+# Every toolset combination, each with and without read-only mode.
+COMBINATIONS = [
+    (",".join(combo), read_only)
+    for size in range(1, len(CONTRACT_TOOLSETS) + 1)
+    for combo in itertools.combinations(CONTRACT_TOOLSETS, size)
+    for read_only in (False, True)
+]
+
+
+async def _tools(url: str, toolsets: str = "projects,pipeline,prompts,costs", read_only: bool = False) -> list[Tool]:
+    settings = Settings(database_url=url, auto_migrate=False, toolsets=toolsets, read_only=read_only)
+    async with Client(build_server(settings)) as client:
+        return (await client.list_tools()).tools
+
+
+@pytest.fixture(scope="module")
+def o200k(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """tiktoken's o200k_base, read from the file bpe-openai ships; tiktoken checks its published hash."""
+    import tiktoken
+
+    # Located, not imported: importing bpe_openai loads its own tokenizers (and warns doing so).
+    spec = importlib.util.find_spec("bpe_openai")
+    assert spec is not None and spec.origin is not None, "bpe-openai is a dev dependency"
+    url = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
+    cache = tmp_path_factory.mktemp("tiktoken")
+    packed = Path(spec.origin).parent / "data" / "o200k_base.tiktoken.gz"
+    (cache / hashlib.sha1(url.encode()).hexdigest()).write_bytes(gzip.decompress(packed.read_bytes()))
+    before = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
+    try:
+        yield tiktoken.get_encoding("o200k_base")
+    finally:
+        if before is None:
+            os.environ.pop("TIKTOKEN_CACHE_DIR", None)
+        else:
+            os.environ["TIKTOKEN_CACHE_DIR"] = before
+
+
+def _payload(tool: Tool) -> str:
+    """What a host sends the model for one tool: name, description, input schema, as compact JSON."""
+    return json.dumps(
+        {"name": tool.name, "description": tool.description, "parameters": tool.input_schema}, separators=(",", ":")
+    )
+
+
+def _described(schema: dict[str, Any], path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str]]:
+    """(path, description) of every property, nested ones included, that carries a description."""
+    for name, prop in schema.get("properties", {}).items():
+        branches = [prop, *prop.get("anyOf", [])]
+        for branch in branches:
+            if "description" in branch:
+                yield (*path, name), branch["description"]
+                break
+        for branch in branches:
+            if "properties" in branch:
+                yield from _described(branch, (*path, name))
+
+
+def _gemini_description(schema: Any, path: tuple[str, ...]) -> str | None:
+    for name in path:
+        schema = schema.properties[name]
+    return schema.description  # type: ignore[no-any-return]
+
+
+def _strict_agent_server() -> Any:
+    from agents.mcp import MCPServerStdio
+
+    return MCPServerStdio(params={"command": str(SCRIPT)})
+
+
+@pytest.mark.parametrize(("toolsets", "read_only"), COMBINATIONS)
+async def test_every_provider_sdk_takes_every_tool_of_every_configuration(
+    sqlite_template: Path, tmp_path: Path, o200k: Any, toolsets: str, read_only: bool
+) -> None:
+    from agents.mcp.util import MCPUtil
+    from google.genai._mcp_utils import mcp_to_gemini_tool
+
+    tools = await _tools(fresh_sqlite_url(sqlite_template, tmp_path), toolsets, read_only)
+    assert tools
+    unconnected = _strict_agent_server()
+    for tool in tools:
+        # Gemini: the conversion loads the tool and no argument loses its description.
+        declaration = mcp_to_gemini_tool(tool).function_declarations[0]  # type: ignore[index]
+        described = list(_described(tool.input_schema))
+        for path, description in described:
+            assert _gemini_description(declaration.parameters, path) == description, (tool.name, path)
+        # OpenAI: strict unless a free-form object argument makes that impossible.
+        function_tool = MCPUtil.to_function_tool(tool, unconnected, True)
+        assert function_tool.strict_json_schema is (tool.name not in NON_STRICT), tool.name
+        assert (tool.name in NON_STRICT) is bool(free_form_arguments(tool.input_schema)), tool.name
+    assert sum(len(o200k.encode(_payload(tool))) for tool in tools) <= TOKEN_BUDGET
+
+
+async def test_the_whole_tool_list_fits_the_token_budget_and_output_schemas_halved(
+    sqlite_template: Path, tmp_path: Path, o200k: Any
+) -> None:
+    tools = await _tools(fresh_sqlite_url(sqlite_template, tmp_path))
+    assert [tool.name for tool in tools] == list(CONTRACT_TOOLS) or {t.name for t in tools} >= set(CONTRACT_TOOLS)
+    tokens = sum(len(o200k.encode(_payload(tool))) for tool in tools)
+    assert tokens <= TOKEN_BUDGET, f"{tokens} o200k tokens"
+    output = sum(len(json.dumps(tool.output_schema, separators=(",", ":"))) for tool in tools)
+    assert output <= OUTPUT_SCHEMA_BUDGET, f"{output} characters of output schemas"
+
+
+def _walk(schema: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    if isinstance(schema, dict):
+        yield path, schema
+        for key, value in schema.items():
+            yield from _walk(value, f"{path}/{key}")
+    elif isinstance(schema, list):
+        for index, value in enumerate(schema):
+            yield from _walk(value, f"{path}/{index}")
+
+
+async def test_input_schemas_keep_to_the_portable_subset(sqlite_template: Path, tmp_path: Path) -> None:
+    """The house rules behind the SDK checks above, so that a change breaking one is named precisely."""
+    for tool in await _tools(fresh_sqlite_url(sqlite_template, tmp_path)):
+        schema = tool.input_schema
+        assert schema["type"] == "object" and not {"anyOf", "oneOf", "allOf"} & set(schema), tool.name
+        # Claude Code prefixes `mcp__<server>__`; OpenAI and Gemini allow 64 characters.
+        assert len(f"mcp__pipeline-state__{tool.name}") <= 64
+        for path, node in _walk(schema):
+            assert not {"$ref", "$defs", "title", "additionalProperties"} & set(node), (tool.name, path)
+            assert node.get("default", 0) is not None, (tool.name, path)
+            assert node.get("format", "uuid") in OPENAI_FORMATS, (tool.name, path)
+            assert not isinstance(node.get("type"), list), (tool.name, path)  # type unions: anyOf instead
+        for name, prop in schema["properties"].items():
+            branches = prop.get("anyOf", [prop])
+            assert all("type" in branch for branch in branches), (tool.name, name)
+            if name not in schema.get("required", []):
+                assert {"type": "null"} in branches, (tool.name, name)  # strict mode can say "not given"
+
+
+async def test_unknown_arguments_are_refused_by_name_and_write_nothing(client: Client, db: Any) -> None:
+    counts = await table_counts(db)
+    text = await call_error(client, "create_project", "invalid_argument", name="x", colour="blue")
+    assert "'colour'" in text
+    text = await call_error(
+        client, "report_cost", "invalid_argument", provider="openai", model="gpt-4o", usage={"prompt_tokens": 1}
+    )
+    assert "'usage'" in text
+    assert await table_counts(db) == counts
+
+
+def _text(output: Any) -> str:
+    if isinstance(output, dict):
+        return str(output.get("text", ""))
+    return str(output)
+
+
+async def test_strict_shaped_calls_of_every_tool_through_openai_agents_over_stdio(db_url: str, tmp_path: Path) -> None:
+    """openai-agents lists the tools from the console script and invokes each as strict mode would:
+    every key of the (strict) schema present, null for each optional one. Each call must succeed."""
+    from agents import Agent, RunContextWrapper
+    from agents.mcp import MCPServerStdio
+    from agents.tool_context import ToolContext
+
+    env = {
+        **{key: value for key, value in os.environ.items() if not key.startswith("PIPELINE_STATE_")},
+        "PIPELINE_STATE_DATABASE_URL": db_url,
+        "PIPELINE_STATE_LOG_LEVEL": "WARNING",
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+    }
+    server = MCPServerStdio(params={"command": str(SCRIPT), "env": env}, client_session_timeout_seconds=30)
+    called: set[str] = set()
+    with anyio.fail_after(120):
+        async with server:
+            agent = Agent(name="strict", mcp_servers=[server], mcp_config={"convert_schemas_to_strict": True})
+            tools = {tool.name: tool for tool in await agent.get_mcp_tools(RunContextWrapper(None))}
+            listed = {tool.name: tool for tool in await server.list_tools()}
+
+            async def call(tool_name: str, /, **given: Any) -> dict[str, Any]:
+                name = tool_name
+                function_tool: Any = tools[name]
+                properties = function_tool.params_json_schema["properties"]
+                if name not in NON_STRICT:
+                    assert set(function_tool.params_json_schema["required"]) == set(properties), name
+                required = set(listed[name].input_schema.get("required", []))
+                assert required <= set(given), name
+                arguments = {key: given.get(key) for key in properties}
+                context = ToolContext(context=None, tool_name=name, tool_call_id=name, tool_arguments="")
+                output = _text(await function_tool.on_invoke_tool(context, json.dumps(arguments)))
+                try:
+                    reply = json.loads(output)
+                except json.JSONDecodeError:
+                    pytest.fail(f"{name} with {arguments}: {output}")
+                assert isinstance(reply, dict), output
+                called.add(name)
+                return reply
+
+            project = (await call("create_project", name="strict"))["id"]
+            other = (await call("create_project", name="other"))["id"]
+            await call("get_project", project_id=project)
+            await call("list_projects")
+            assert (await call("update_project", project_id=project))["name"] == "strict"  # null: unchanged
+            await call("define_process", process_id="a", name="A")
+            await call("define_process", process_id="b", name="B", depends_on=["a"])
+            await call("define_process", process_id="gone", name="Gone")
+            assert len((await call("list_processes"))["items"]) == 3
+            await call("delete_process", process_id="gone")
+            started = (await call("start_execution", project_id=project, process_id="a"))["execution"]["id"]
+            await call("fail_execution", execution_id=started, error_message="boom")
+            usage = dict.fromkeys(("prompt_tokens", "total_tokens", "cost_usd", "inference_time_ms"))
+            recorded = await call(
+                "record_execution",
+                project_id=project,
+                process_id="a",
+                output_data={"v": None},
+                usage={"provider": "openai", "model": "gpt-4o", "completion_tokens": 10, **usage},
+            )
+            assert recorded["state"]["state"] == "completed" and recorded["cost"]["completion_tokens"] == 10
+            execution = recorded["execution"]["id"]
+            assert (await call("get_execution", execution_id=execution))["output_data"] == {"v": None}
+            await call("list_executions")
+            await call("get_process_state", project_id=project, process_id="a")
+            await call("get_pipeline_status", project_id=project)
+            await call("invalidate_process", project_id=project, process_id="a")
+            prompt = await call("save_prompt_version", prompt_id="greet", user_template="Hi {{name}}")
+            assert prompt["version"] == 1
+            await call("get_prompt_version", prompt_id="greet")
+            await call("list_prompt_versions", prompt_id="greet")
+            await call("report_cost", provider="openai", model="gpt-4o")
+            assert (await call("get_cost_summary"))["totals"]["calls"] == 2
+            await call("delete_project", project_id=other)
+            await call("restore_project", project_id=other)
+    assert called == set(CONTRACT_TOOLS)
+
+
+async def test_rows_written_before_data_had_to_be_objects_read_back_wrapped(client: Client, db: Any) -> None:
+    """The first release took any JSON value as input, output or missing_info; such rows still read
+    (a scalar or a list comes back as {"value": …}), so the output schemas hold for them too."""
+    from sqlalchemy import update
+
+    from mcp_server.models import ProcessExecution
+    from tests.helpers import call_ok
+
+    await call_ok(client, "define_process", process_id="a", name="A")
+    project = (await call_ok(client, "create_project", name="legacy"))["id"]
+    recorded = await call_ok(client, "record_execution", project_id=project, process_id="a", output_data={"v": 1})
+    async with db.unit_of_work() as session:
+        await session.execute(
+            update(ProcessExecution).values(input_data=[1, 2], output_data=3, missing_info="the budget")
+        )
+    execution = await call_ok(client, "get_execution", execution_id=recorded["execution"]["id"])
+    assert execution["input_data"] == {"value": [1, 2]} and execution["output_data"] == {"value": 3}
+    assert execution["missing_info"] == {"value": "the budget"}
+    state = await call_ok(client, "get_process_state", project_id=project, process_id="a")
+    assert state["current_output"] == {"value": 3}
+    assert (await call_ok(client, "list_executions", project_id=project))["items"][0]["output_data"] == {"value": 3}
