@@ -54,7 +54,7 @@ def _limits(schema: dict[str, Any]) -> str:
 
 
 def render_tool(tool: Any) -> list[str]:
-    from mcp_server.tools.portable import free_form_arguments
+    from mcp_server.schemas.portable import free_form_arguments
 
     schema = tool.input_schema
     defs = schema.get("$defs", {})
@@ -100,9 +100,9 @@ def render_tool(tool: Any) -> list[str]:
 async def generate() -> str:
     from mcp import Client
 
+    from mcp_server.schemas.portable import free_form_arguments
     from mcp_server.server import build_server
     from mcp_server.settings import Settings
-    from mcp_server.tools.portable import free_form_arguments
 
     with tempfile.TemporaryDirectory() as folder:
         settings = Settings(database_url=f"sqlite:///{folder}/docs.db", log_level="WARNING")

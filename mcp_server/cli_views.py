@@ -33,8 +33,8 @@ def add_parsers(commands: Any) -> None:
 
 async def _status(settings: Settings, project_id: uuid.UUID) -> dict[str, Any]:
     from mcp_server.db.engine import Database
+    from mcp_server.schemas.portable import reply_data
     from mcp_server.services import status
-    from mcp_server.tools.portable import reply_data
 
     db = Database.connect(settings.url)
     try:
@@ -48,8 +48,8 @@ async def _status(settings: Settings, project_id: uuid.UUID) -> dict[str, Any]:
 async def _costs(settings: Settings, args: argparse.Namespace, group_by: list[str]) -> dict[str, Any]:
     from mcp_server.db.engine import Database
     from mcp_server.schemas.cost import CostFilters
+    from mcp_server.schemas.portable import reply_data
     from mcp_server.services import costs
-    from mcp_server.tools.portable import reply_data
 
     filters = CostFilters(
         project_id=args.project,

@@ -32,8 +32,8 @@ from pydantic import ValidationError
 
 from mcp_server.app import App, DatabaseHandle
 from mcp_server.errors import DomainError
+from mcp_server.schemas.portable import describe_unknown, unknown_arguments, without_null_optionals, without_nulls
 from mcp_server.settings import Settings
-from mcp_server.tools.portable import unknown_arguments, without_null_optionals, without_nulls
 
 if TYPE_CHECKING:
     from mcp_server.db.engine import Database
@@ -140,11 +140,7 @@ class PipelineStateServer(MCPServer[App]):
             raise ToolError(f"{prefix}: not_found: there is no tool named {name!r}. Call tools/list")
         unknown = unknown_arguments(arguments, registered.parameters)
         if unknown:
-            names = ", ".join(repr(key[:100]) for key in unknown[:10])
-            raise ToolError(
-                f"{prefix}: invalid_argument: unknown argument(s) {names}; nothing was written. "
-                "Use only the arguments of the input schema"
-            )
+            raise ToolError(f"{prefix}: invalid_argument: {describe_unknown(unknown, registered.parameters)}")
         # null for an optional argument means "not given" (OpenAI strict mode sends every key).
         arguments = without_null_optionals(arguments, registered.parameters)
         try:

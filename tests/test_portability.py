@@ -30,9 +30,9 @@ import pytest
 from mcp import Client
 from mcp_types import Tool
 
+from mcp_server.schemas.portable import free_form_arguments
 from mcp_server.server import build_server
 from mcp_server.settings import Settings
-from mcp_server.tools.portable import free_form_arguments
 from tests.conftest import fresh_sqlite_url
 from tests.helpers import CONTRACT_TOOLS, CONTRACT_TOOLSETS, call_error, table_counts
 
@@ -293,3 +293,27 @@ async def test_rows_written_before_data_had_to_be_objects_read_back_wrapped(clie
     state = await call_ok(client, "get_process_state", project_id=project, process_id="a")
     assert state["current_output"] == {"value": 3}
     assert (await call_ok(client, "list_executions", project_id=project))["items"][0]["output_data"] == {"value": 3}
+
+
+def _nulls(value: Any, path: str = "$") -> list[str]:
+    if isinstance(value, dict):
+        return [found for key, item in value.items() for found in _nulls(item, f"{path}.{key}")]
+    if isinstance(value, list):
+        return [found for index, item in enumerate(value) for found in _nulls(item, f"{path}[{index}]")]
+    return [path] if value is None else []
+
+
+async def test_replies_leave_out_null_fields_but_keep_the_callers_data(client: Client) -> None:
+    from tests.helpers import call_ok
+
+    await call_ok(client, "define_process", process_id="a", name="A")
+    project = (await call_ok(client, "create_project", name="compact"))["id"]
+    usage = {"provider": "acme", "model": "unknown-1", "prompt_tokens": 5}
+    recorded = await call_ok(
+        client, "record_execution", project_id=project, process_id="a", output_data={"kept": None}, usage=usage
+    )
+    assert _nulls(recorded) == [] and "cost_usd" not in recorded["cost"] and recorded["cost"]["priced"] is False
+    status = await call_ok(client, "get_pipeline_status", project_id=project)
+    assert _nulls(status) == []
+    execution = await call_ok(client, "get_execution", execution_id=recorded["execution"]["id"])
+    assert _nulls(execution) == ["$.output_data.kept"]  # the caller's own null stays

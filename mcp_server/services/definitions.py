@@ -10,7 +10,7 @@ from mcp_server.errors import Conflict, InvalidArgument, NotFound
 from mcp_server.repositories import ProcessDefinitionRepository
 from mcp_server.schemas.pipeline import DefineProcessReply, DeletedProcess, ProcessDefinitionOut, ProcessList
 from mcp_server.services import dag
-from mcp_server.services.validation import check_references, check_schema
+from mcp_server.services.validation import check_schema
 
 
 class _Ordered(Protocol):
@@ -48,7 +48,6 @@ async def define(
     for field, schema in (("input_schema", input_schema), ("output_schema", output_schema)):
         if schema is not None:
             check_schema(schema, field=field)
-            check_references(schema, field=field)
     deps = list(dict.fromkeys(depends_on))
     if process_id in deps:
         raise InvalidArgument(f"process {process_id!r} cannot depend on itself: {process_id} -> {process_id}")

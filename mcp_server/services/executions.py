@@ -22,6 +22,7 @@ from mcp_server.schemas.pipeline import (
     StartReply,
     StateOut,
 )
+from mcp_server.schemas.portable import reply_data
 from mcp_server.services import pipeline_state, rules
 from mcp_server.services.idempotency import check_replay, request_hash
 from mcp_server.services.pipeline_state import CLEARED, ProjectPipeline
@@ -240,9 +241,9 @@ async def record(
             actor=actor,
             links_checked=True,  # this call just checked the project and process and created the execution
         )
-        cost = logged.model_dump(mode="json")
+        cost = reply_data(logged)
         status = await costs.budget_status(session, project_id)
-        budget = None if status is None else status.model_dump(mode="json")
+        budget = None if status is None else reply_data(status)
 
     reply = RecordReply(
         execution=ExecutionRef.model_validate(execution),

@@ -15,6 +15,7 @@ from mcp_server.schemas.pipeline import (
     ProcessStateDetail,
     ProcessStatus,
 )
+from mcp_server.schemas.portable import reply_data
 from mcp_server.services import costs, pipeline_state, rules
 from mcp_server.services.definitions import ordered
 from mcp_server.services.rules import State
@@ -23,7 +24,7 @@ from mcp_server.services.rules import State
 async def project_cost(session: AsyncSession, project_id: uuid.UUID) -> dict[str, Any] | None:
     """The project's cost so far and budget status (from its running totals: one row, no SUM)."""
     status = await costs.budget_status(session, project_id)
-    return None if status is None else status.model_dump(mode="json")
+    return None if status is None else reply_data(status)
 
 
 async def pipeline_status(session: AsyncSession, project_id: uuid.UUID) -> PipelineStatus:

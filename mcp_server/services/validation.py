@@ -1,9 +1,20 @@
-"""JSON Schema 2020-12: checking schemas when defined and data against them (pure)."""
+"""JSON Schema 2020-12: checking schemas when defined and data against them (pure).
+
+User schemas are data, never a way out of the server. Validation uses jsonschema-rs with:
+
+- a retriever that refuses every lookup: a ``$ref``/``$dynamicRef``/``$schema`` that points outside the
+  schema fails when the validator is built, wherever it hides, and nothing is ever fetched or read;
+- the linear-time regex engine (Rust's ``regex``) for ``pattern`` and ``patternProperties``: no pattern
+  can make a check run away. Lookaround and backreferences, which need backtracking, are refused when
+  the schema is defined;
+- references resolved lazily, so a self-referential schema (``{"$ref": "#"}``) validates in bounded time.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -19,63 +30,65 @@ def json_hash(value: Any) -> str:
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()
 
 
-def check_schema(schema: dict[str, Any], *, field: str) -> None:
-    """Refuse a schema that is not valid JSON Schema 2020-12."""
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import SchemaError
-
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        path = "$" + "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in exc.absolute_path)
-        raise InvalidArgument(
-            f"{field} is not a valid JSON Schema 2020-12 at {path}: {exc.message}",
-            hint="Fix the schema, or omit it to accept any JSON",
-        ) from None
+class RemoteReferenceRefused(LookupError):
+    """Raised by the retriever: a schema referred to something outside itself."""
 
 
-# Keywords whose values are data, not subschemas: a "$ref" key inside them is not a reference.
-_DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
+def _refuse(uri: str) -> Any:
+    raise RemoteReferenceRefused(f"{uri[:200]!r} is outside the schema; nothing is fetched or read")
 
 
-def check_references(schema: dict[str, Any], *, field: str) -> None:
-    """Refuse a schema whose ``$ref`` leads nowhere: only references inside it work (nothing is fetched)."""
-    from referencing import Registry
-    from referencing.exceptions import Unresolvable
-    from referencing.jsonschema import DRAFT202012
-
-    root = DRAFT202012.create_resource(schema)
-    declared = schema.get("$id")
-    base = declared if isinstance(declared, str) else ""
-    resolver = Registry().with_resource(base, root).resolver(base_uri=base)
-    stack: list[tuple[Any, Any]] = [(schema, resolver)]
-    while stack:
-        node, scope = stack.pop()
-        if isinstance(node, list):
-            stack.extend((item, scope) for item in node)
-            continue
-        if not isinstance(node, dict):
-            continue
-        if node is not schema and isinstance(node.get("$id"), str):
-            scope = scope.in_subresource(DRAFT202012.create_resource(node))
-        ref = node.get("$ref")
-        if isinstance(ref, str):
-            try:
-                scope.lookup(ref)
-            except Unresolvable:
-                raise InvalidArgument(
-                    f"{field} refers to {ref!r}, which cannot be resolved: only references inside the schema "
-                    "work (nothing is fetched)",
-                    hint="Put shared parts under $defs and refer to them as #/$defs/<name>",
-                ) from None
-        stack.extend((value, scope) for key, value in node.items() if key not in _DATA_KEYWORDS)
+def _reason(message: str) -> str:
+    """What is wrong with a schema, said as the rest of a sentence that starts with the field's name."""
+    first = message.strip().splitlines()[0][:500] if message.strip() else ""
+    unresolved = re.match(r"Resource '(.*?)' is not present in a registry", first) or re.match(
+        r"Pointer '(.*?)' does not exist", first
+    )
+    if unresolved:
+        target = unresolved.group(1)
+        target = f"#{target}" if first.startswith("Pointer") else target
+        return (
+            f"refers to {target!r}, which cannot be resolved: only references inside the schema work "
+            "(nothing is fetched or read)"
+        )
+    pattern = re.match(r'(".*") is not a "regex"', first)
+    if pattern:
+        return (
+            f"has the pattern {pattern.group(1)}, which is not supported: patterns run in a linear-time engine, "
+            "without lookaround or backreferences"
+        )
+    return f"is not a valid JSON Schema 2020-12: {first or 'invalid schema'}"
 
 
 @lru_cache(maxsize=256)
 def _validator(schema_json: str) -> Any:
-    from jsonschema import Draft202012Validator
+    """The validator for one schema (canonical JSON), built once; raises ``ValueError`` for a bad schema."""
+    import jsonschema_rs
 
-    return Draft202012Validator(json.loads(schema_json), format_checker=Draft202012Validator.FORMAT_CHECKER)
+    schema = json.loads(schema_json)
+    try:
+        return jsonschema_rs.Draft202012Validator(
+            schema,
+            validate_formats=True,
+            retriever=_refuse,
+            pattern_options=jsonschema_rs.RegexOptions(),
+        )
+    except jsonschema_rs.ValidationError as exc:  # the schema is not valid 2020-12, or a reference failed
+        raise ValueError(_reason(exc.message)) from None
+    except jsonschema_rs.ReferencingError as exc:
+        raise ValueError(_reason(str(exc))) from None
+
+
+def check_schema(schema: dict[str, Any], *, field: str) -> None:
+    """Refuse a schema that is not valid JSON Schema 2020-12, refers outside itself, or needs a
+    backtracking regex: ``invalid_argument`` naming the field and the problem."""
+    try:
+        _validator(canonical_json(schema))
+    except ValueError as exc:
+        raise InvalidArgument(
+            f"{field} {exc}",
+            hint="Fix the schema (put shared parts under $defs, refer to them as #/$defs/<name>), or omit it",
+        ) from None
 
 
 def _json_path(parts: Any) -> str:
@@ -91,23 +104,20 @@ def violations(schema: dict[str, Any] | None, data: Any) -> list[dict[str, str]]
         return []
     validator = _validator(canonical_json(schema))
     found = [
-        {"path": _json_path(error.absolute_path), "message": error.message} for error in validator.iter_errors(data)
+        {"path": _json_path(error.instance_path), "message": error.message} for error in validator.iter_errors(data)
     ]
     return sorted(found, key=lambda v: (v["path"], v["message"]))
 
 
 def validate(schema: dict[str, Any] | None, data: Any, *, what: str, process_id: str) -> None:
-    from referencing.exceptions import Unresolvable
-
     try:
         found = violations(schema, data)
-    except Unresolvable as exc:
-        # A valid schema can still point at nothing ("#/$defs/missing") or elsewhere (a URL): nothing
-        # is ever fetched, and the reference only fails once data reaches it.
+    except ValueError as exc:
+        # A definition stored before these checks existed can still be unusable (a reference to a URL):
+        # it fails here, naming the schema, and nothing is fetched.
         field = "input_schema" if what == "input_data" else "output_schema"
         raise InvalidArgument(
-            f"the {field} of process {process_id!r} refers to {getattr(exc, 'ref', '?')!r}, which cannot be "
-            "resolved (only references inside the schema work; nothing is fetched); nothing was written",
+            f"the {field} of process {process_id!r} {exc}; nothing was written",
             hint="Redefine the process with define_process, putting shared parts under $defs",
         ) from None
     if found:

@@ -11,7 +11,7 @@ from mcp_types import ToolAnnotations
 
 from mcp_server.app import App
 from mcp_server.schemas.common import ACTOR_MAX
-from mcp_server.tools.portable import compact_output_schema, portable_input_schema
+from mcp_server.schemas.portable import compact_output_schema, portable_input_schema
 
 if TYPE_CHECKING:
     from mcp_server.server import PipelineStateServer
@@ -45,7 +45,7 @@ class Registrar:
                     open_world_hint=False,
                 ),
             )
-            # Schemas every provider SDK loads (see mcp_server.tools.portable); the SDK reads both live.
+            # Schemas every provider SDK loads (see mcp_server.schemas.portable); the SDK reads both live.
             registered = self.server._tool_manager.get_tool(fn.__name__)
             assert registered is not None
             registered.parameters = portable_input_schema(registered.parameters)

@@ -109,10 +109,10 @@ def register(registrar: Registrar) -> None:  # noqa: C901 - one nested function 
         idempotency_key: IdempotencyKey = None,
         force: Force = False,
     ) -> StartReply:
-        """Open an execution of a step: its state becomes `running` (version + 1). Finish it with
-        record_execution(execution_id=…) or fail_execution. Returns the execution and the state.
-        Errors: `not_ready` (names the unfinished dependencies) unless force; `invalid_transition` if
-        already running; `schema_violation`; `conflict`."""
+        """Open an execution of a step: its state becomes `running` (version + 1: the version to pass
+        as expected_version when finishing). Finish it with record_execution(execution_id=…) or
+        fail_execution. Returns the execution and the state. Errors: `not_ready` (names the unfinished
+        dependencies) unless force; `invalid_transition` if already running; `schema_violation`; `conflict`."""
         async with app_of(ctx).db.unit_of_work() as session:
             return await executions.start(
                 session,
@@ -220,9 +220,10 @@ def register(registrar: Registrar) -> None:  # noqa: C901 - one nested function 
 
     @tool(title="Get pipeline status", read_only=True)
     async def get_pipeline_status(project_id: ProjectId, ctx: Context[App]) -> PipelineStatus:
-        """A project's whole pipeline: each step's state, version, blockers and invalidation cause;
-        `ready_processes`: the steps to run next (dependencies completed, not completed or running
-        themselves); counts by state; the cost so far."""
+        """A project's whole pipeline: each step's state (empty, running, completed, failed, stale),
+        version, blockers and invalidation cause; `ready_processes` (= steps with `can_run`): the steps
+        to run next, their dependencies completed and they themselves not completed or running; counts
+        by state; the cost so far."""
         async with app_of(ctx).db.unit_of_work(write=False) as session:
             return await status.pipeline_status(session, project_id)
 

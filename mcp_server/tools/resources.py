@@ -12,8 +12,8 @@ from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from mcp_server.app import App
 from mcp_server.errors import NotFound
 from mcp_server.lazy import lazy_module
+from mcp_server.schemas.portable import reply_data
 from mcp_server.tools.base import app_of
-from mcp_server.tools.portable import reply_data
 
 if TYPE_CHECKING:
     from mcp_server.services import definitions, executions, status

@@ -205,6 +205,26 @@ def unknown_arguments(arguments: dict[str, Any], schema: dict[str, Any], path: s
     return unknown
 
 
+def describe_unknown(unknown: list[str], schema: dict[str, Any]) -> str:
+    """The error for unknown arguments: each named (cut short), with the closest known name when one is near."""
+    import difflib
+
+    parts = []
+    for dotted in unknown[:10]:
+        parent, _, name = dotted.rpartition(".")
+        known: Any = schema
+        for step in parent.split(".") if parent else ():
+            known = _object_branch(known.get("properties", {}).get(step, {})) or {}
+        close = difflib.get_close_matches(name[:100], list(known.get("properties", {})), n=1, cutoff=0.75)
+        parts.append(
+            repr(dotted[:100]) + (f" (did you mean {'.'.join([parent, close[0]]).lstrip('.')!r}?)" if close else "")
+        )
+    more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+    return (
+        f"unknown argument(s) {', '.join(parts)}{more}; nothing was written. Use only the arguments of the input schema"
+    )
+
+
 def without_null_optionals(arguments: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
     """The arguments with every optional key whose value is ``null`` left out: null means "not given".
 
