@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import Any
 
 import anyio
@@ -74,3 +75,49 @@ async def test_fifty_concurrent_records_lose_nothing(settings: Settings, client:
             select(func.count()).select_from(ProcessExecution).where(ProcessExecution.process_id == "a")
         )
     assert stored == 51
+
+
+async def _catalogue_is_sound(client: Client) -> set[str]:
+    """list_processes answers (it orders the DAG, so a cycle would make it fail) and no dependency dangles."""
+    items = (await call_ok(client, "list_processes", include_schemas=False))["items"]
+    ids = {item["id"] for item in items}
+    for item in items:
+        assert set(item["depends_on"]) <= ids, item
+    return ids
+
+
+async def test_concurrent_definitions_never_store_a_cycle_or_a_dangling_dependency(
+    settings: Settings, client: Client
+) -> None:
+    """Two servers (each its own connection pool) race define x→y against define y→x, and define z→w
+    against delete w. Whatever the interleaving, the catalogue stays a DAG with no missing dependency."""
+    async with AsyncExitStack() as stack:
+        first, second = [await stack.enter_async_context(Client(build_server(settings))) for _ in range(2)]
+        for round_ in range(15):
+            x, y, z, w = (f"{name}{round_}" for name in "xyzw")
+            await call_ok(first, "define_process", process_id=x, name=x)
+            await call_ok(first, "define_process", process_id=y, name=y)
+            await call_ok(first, "define_process", process_id=w, name=w)
+            outcomes: dict[str, bool] = {}
+
+            async def attempt(c: Client, tool: str, key: str, **arguments: Any) -> None:
+                outcomes[key] = not (await c.call_tool(tool, arguments)).is_error
+
+            with anyio.fail_after(60):
+                async with anyio.create_task_group() as group:
+                    group.start_soon(
+                        partial(attempt, first, "define_process", "x", process_id=x, name=x, depends_on=[y])
+                    )
+                    group.start_soon(
+                        partial(attempt, second, "define_process", "y", process_id=y, name=y, depends_on=[x])
+                    )
+                async with anyio.create_task_group() as group:
+                    group.start_soon(
+                        partial(attempt, first, "define_process", "z", process_id=z, name=z, depends_on=[w])
+                    )
+                    group.start_soon(partial(attempt, second, "delete_process", "w", process_id=w))
+            assert not (outcomes["x"] and outcomes["y"]), f"round {round_}: both halves of a cycle were stored"
+            assert outcomes["x"] or outcomes["y"]
+            assert outcomes["z"] != outcomes["w"], f"round {round_}: {outcomes}"
+            ids = await _catalogue_is_sound(client)
+            assert (z in ids) == outcomes["z"] and (w in ids) == (not outcomes["w"])

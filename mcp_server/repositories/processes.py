@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from sqlalchemy import case, delete, exists, select
+from sqlalchemy import case, delete, exists, select, text
 
 from mcp_server.models import ProcessDefinition, ProcessExecution, ProcessState
 from mcp_server.repositories.base import Repository
@@ -22,6 +22,16 @@ class Node(NamedTuple):
 
 
 class ProcessDefinitionRepository(Repository):
+    async def lock_catalogue(self) -> None:
+        """Serialise the writers of the catalogue (define, delete) until the transaction ends, so that
+        its invariants (a DAG, no dependency on a missing process) hold under concurrency.
+
+        PostgreSQL: a transaction-scoped advisory lock; two definitions read the catalogue one after
+        the other, never both before either writes. SQLite: BEGIN IMMEDIATE already serialises writers.
+        """
+        if self.session.get_bind().dialect.name == "postgresql":
+            await self.session.execute(text("SELECT pg_advisory_xact_lock(hashtext('catalogue'))"))
+
     async def list_nodes(self, *, schemas_of: str | None = None) -> list[Node]:
         """Every process's id, name, order and dependencies, in one query; the JSON schemas are read
         (and decoded) for the process ``schemas_of`` only."""

@@ -52,6 +52,7 @@ async def define(
     if process_id in deps:
         raise InvalidArgument(f"process {process_id!r} cannot depend on itself: {process_id} -> {process_id}")
     repo = ProcessDefinitionRepository(session)
+    await repo.lock_catalogue()
     existing = {node.id: node for node in await repo.list_nodes()}  # the DAG only: no schemas decoded
     unknown = [dep for dep in deps if dep not in existing]
     if unknown:
@@ -91,6 +92,7 @@ async def list_all(session: AsyncSession, *, include_schemas: bool = True) -> Pr
 
 async def delete(session: AsyncSession, process_id: str) -> DeletedProcess:
     repo = ProcessDefinitionRepository(session)
+    await repo.lock_catalogue()
     definitions = await repo.list_nodes()
     if not any(d.id == process_id for d in definitions):
         raise NotFound(f"process {process_id!r} is not defined", hint="list_processes shows the catalogue")
