@@ -30,6 +30,10 @@ def configure_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # The SDK logs every tool error (an agent's bad argument, a `busy`) at INFO: one line per call.
+    # The client already has each error; the server logs incidents (see server.IncidentLog).
+    if logging.getLevelName(level) > logging.DEBUG:
+        logging.getLogger("mcp.server.mcpserver.server").setLevel(logging.WARNING)
 
 
 def _parser() -> argparse.ArgumentParser:

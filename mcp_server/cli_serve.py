@@ -121,7 +121,10 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     if sys.stdin.isatty():
         _announce(settings)
+    import anyio
+
+    from mcp_server import stdio
     from mcp_server.server import build_server
 
-    build_server(settings).run("stdio")
+    anyio.run(stdio.serve, build_server(settings))
     return 0

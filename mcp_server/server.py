@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -74,6 +75,17 @@ def _describe_validation(exc: ValidationError) -> str:
 UNAVAILABLE_SQLSTATES = ("08", "28", "3D", "53", "57P")
 
 
+def _is_busy(exc: BaseException) -> bool:
+    """Contention, not a fault: the pool had no free connection in time, or SQLite's write lock stayed taken
+    past busy_timeout."""
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    if isinstance(exc, PoolTimeout):
+        return True
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
+
+
 def _is_unavailable(exc: BaseException) -> bool:
     from sqlalchemy.exc import DBAPIError, OperationalError  # loaded by then: a database call failed
 
@@ -102,6 +114,32 @@ def _compact_reply(
     return result.model_copy(update={"content": [TextContent(text=text)], "structured_content": structured})
 
 
+# Admission: calls run at most this many at a time (the connection pool holds 15), and at most
+# MAX_WAITING_CALLS more wait for a slot; past that a call is answered `busy` at once, so a client
+# that pipelines thousands of calls gets fast, retryable answers instead of pool time-outs.
+MAX_RUNNING_CALLS = 12
+MAX_WAITING_CALLS = 500
+BUSY = "busy: the server is overloaded; nothing was written. Back off (wait a second or two) and retry"
+
+
+class IncidentLog:
+    """One log line per incident, not per call: the first occurrence, then a count every ``every`` s."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warning(self, kind: str, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last.get(kind, -self.every) < self.every:
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+            return
+        more = self._suppressed.pop(kind, 0)
+        self._last[kind] = now
+        log.warning("%s%s", message, f" ({more} more since the last report)" if more else "")
+
+
 class PipelineStateServer(MCPServer[App]):
     """MCPServer with the error model of SPEC §6 and prompts backed by saved prompt versions."""
 
@@ -109,6 +147,9 @@ class PipelineStateServer(MCPServer[App]):
         super().__init__(**kwargs)
         self.hidden_write_tools: set[str] = set()
         self._context_resources: dict[str, tuple[Resource, Callable[[App], Awaitable[str]]]] = {}
+        self._running = anyio.Semaphore(MAX_RUNNING_CALLS)
+        self._waiting = 0
+        self.incidents = IncidentLog()
 
     def add_context_resource(
         self, uri: str, read: Callable[[App], Awaitable[str]], *, name: str, description: str
@@ -143,6 +184,14 @@ class PipelineStateServer(MCPServer[App]):
             raise ToolError(f"{prefix}: invalid_argument: {describe_unknown(unknown, registered.parameters)}")
         # null for an optional argument means "not given" (OpenAI strict mode sends every key).
         arguments = without_null_optionals(arguments, registered.parameters)
+        if self._waiting >= MAX_WAITING_CALLS:
+            self.incidents.warning("busy", f"overloaded: more than {MAX_WAITING_CALLS} calls waiting; answering busy")
+            raise ToolError(f"{prefix}: {BUSY}")
+        self._waiting += 1
+        try:
+            await self._running.acquire()
+        finally:
+            self._waiting -= 1
         try:
             # A started call runs to its commit or rollback even if the request is cancelled (the
             # client went away, stdin closed). Cancelling inside a transaction makes SQLAlchemy
@@ -154,8 +203,11 @@ class PipelineStateServer(MCPServer[App]):
             cause = exc.__cause__
             if isinstance(cause, DomainError):
                 raise ToolError(f"{prefix}: {cause.render()}") from cause
+            if cause is not None and _is_busy(cause):
+                self.incidents.warning("busy", f"overloaded: {type(cause).__name__} waiting for the database")
+                raise ToolError(f"{prefix}: {BUSY}") from None
             if cause is not None and _is_unavailable(cause):
-                log.warning("tool %s: database unavailable: %s", name, type(cause).__name__)
+                self.incidents.warning("unavailable", f"database unavailable: {type(cause).__name__}")
                 raise ToolError(
                     f"{prefix}: unavailable: the database could not be reached; nothing was written. Retry in a moment"
                 ) from None
@@ -169,6 +221,8 @@ class PipelineStateServer(MCPServer[App]):
                     f"{prefix}: invalid_argument: {detail}. Fix these arguments (see the input schema) and retry"
                 ) from exc.__cause__
             raise
+        finally:
+            self._running.release()
         return _compact_reply(result, registered.output_schema)
 
     # MCP prompts come from the database, so the two handlers are replaced rather than the

@@ -86,6 +86,10 @@ async def _catalogue_is_sound(client: Client) -> set[str]:
     return ids
 
 
+async def _attempt(outcomes: dict[str, bool], c: Client, tool: str, key: str, **arguments: Any) -> None:
+    outcomes[key] = not (await c.call_tool(tool, arguments)).is_error
+
+
 async def test_concurrent_definitions_never_store_a_cycle_or_a_dangling_dependency(
     settings: Settings, client: Client
 ) -> None:
@@ -99,9 +103,7 @@ async def test_concurrent_definitions_never_store_a_cycle_or_a_dangling_dependen
             await call_ok(first, "define_process", process_id=y, name=y)
             await call_ok(first, "define_process", process_id=w, name=w)
             outcomes: dict[str, bool] = {}
-
-            async def attempt(c: Client, tool: str, key: str, **arguments: Any) -> None:
-                outcomes[key] = not (await c.call_tool(tool, arguments)).is_error
+            attempt = partial(_attempt, outcomes)
 
             with anyio.fail_after(60):
                 async with anyio.create_task_group() as group:

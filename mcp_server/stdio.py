@@ -1,0 +1,165 @@
+"""The stdio transport with the limits HTTP has: a line past 4 MiB is refused without being read into
+memory or parsed, and every line that is not a valid JSON-RPC message gets a JSON-RPC error reply
+(the SDK's own transport drops such lines silently, leaving the client to wait for its time-out).
+
+Valid lines go on to the SDK's ``stdio_server`` unchanged; replies and errors share one writer, a whole
+line at a time, so they never interleave on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, cast
+
+import anyio
+
+if TYPE_CHECKING:
+    from mcp_server.server import PipelineStateServer
+
+MAX_LINE_BYTES = 4 * 1024 * 1024  # as the HTTP transport's request body limit
+CHUNK = 1 << 16
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+
+
+class WireOut:
+    """stdout as the SDK writes it (``write`` then ``flush``), plus whole-line error replies."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._pending: list[str] = []
+        self._lock = anyio.Lock()
+
+    async def write(self, text: str) -> None:
+        self._pending.append(text)
+
+    async def flush(self) -> None:
+        data, self._pending = "".join(self._pending), []
+        await self._send(data.encode())
+
+    async def error(self, request_id: Any, code: int, message: str) -> None:
+        reply = {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
+        await self._send((json.dumps(reply) + "\n").encode())
+
+    async def _send(self, data: bytes) -> None:
+        async with self._lock:
+            await anyio.to_thread.run_sync(self._write_all, data)
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+
+def _request_id(value: Any) -> Any:
+    """The id of a message that failed validation, when it has a usable one; else null."""
+    if isinstance(value, dict):
+        found = value.get("id")
+        if isinstance(found, str | int) and not isinstance(found, bool):
+            return found
+    return None
+
+
+class WireIn:
+    """stdin as lines of valid JSON-RPC for the SDK; everything else is answered here."""
+
+    def __init__(self, fd: int, out: WireOut) -> None:
+        self._fd = fd
+        self._out = out
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._lines()
+
+    async def _read(self) -> bytes:
+        # abandon_on_cancel: a shutdown never waits for a read that may block forever.
+        return await anyio.to_thread.run_sync(os.read, self._fd, CHUNK, abandon_on_cancel=True)
+
+    async def _lines(self) -> AsyncIterator[str]:
+        buffer = bytearray()
+        oversized = False
+        while True:
+            chunk = await self._read()
+            if not chunk:
+                break
+            start = 0
+            while start <= len(chunk):
+                end = chunk.find(b"\n", start)
+                piece = chunk[start : len(chunk) if end < 0 else end]
+                if not oversized:
+                    if len(buffer) + len(piece) > MAX_LINE_BYTES:
+                        oversized, buffer = True, bytearray()
+                    else:
+                        buffer += piece
+                if end < 0:
+                    break
+                line = await self._complete(bytes(buffer), oversized)
+                if line is not None:
+                    yield line
+                buffer, oversized, start = bytearray(), False, end + 1
+        line = await self._complete(bytes(buffer), oversized)
+        if line is not None:
+            yield line
+
+    async def _complete(self, raw: bytes, oversized: bool) -> str | None:
+        """The line as text when it is a valid JSON-RPC message; otherwise the error is sent here."""
+        if oversized:
+            await self._out.error(
+                None, INVALID_REQUEST, f"message larger than {MAX_LINE_BYTES} bytes: refused unread; send it smaller"
+            )
+            return None
+        if not raw.strip():
+            return None
+        import mcp_types as types
+        from pydantic import ValidationError
+
+        try:
+            text = raw.decode("utf-8")
+            types.jsonrpc_message_adapter.validate_json(text, by_name=False)
+            return text
+        except UnicodeDecodeError:
+            await self._out.error(None, PARSE_ERROR, "Parse error: the line is not UTF-8")
+            return None
+        except (ValidationError, ValueError, RecursionError):
+            pass
+        try:
+            value = json.loads(text)
+        except (ValueError, RecursionError):
+            await self._out.error(None, PARSE_ERROR, "Parse error: the line is not valid JSON (or nests too deeply)")
+            return None
+        if isinstance(value, list):
+            message = "Invalid Request: batches (JSON arrays) are not supported; send one message per line"
+        else:
+            message = (
+                'Invalid Request: not a valid JSON-RPC 2.0 message (jsonrpc "2.0", a method, params as an '
+                "object; strings must be valid Unicode)"
+            )
+        await self._out.error(_request_id(value), INVALID_REQUEST, message)
+        return None
+
+
+def _claim(fd: int, diversion: int) -> int:
+    """A private duplicate of ``fd`` for the wire; ``fd`` itself then points at ``diversion``, so stray
+    reads get EOF and stray prints go to stderr instead of corrupting the protocol."""
+    private = os.dup(fd)
+    os.set_inheritable(private, False)
+    os.dup2(diversion, fd)
+    return private
+
+
+async def serve(server: PipelineStateServer) -> None:
+    """Run the server on this process's stdin and stdout."""
+    from mcp.server.stdio import stdio_server
+
+    sys.stdout.flush()
+    null = os.open(os.devnull, os.O_RDONLY)
+    wire_in, wire_out = _claim(0, null), _claim(1, 2)
+    os.close(null)
+    out = WireOut(wire_out)
+    async with stdio_server(stdin=cast(Any, WireIn(wire_in, out)), stdout=cast(Any, out)) as (read, write):
+        # The SDK's own run_stdio_async does the same with its transport.
+        lowlevel = server._lowlevel_server
+        await lowlevel.run(read, write, lowlevel.create_initialization_options())
