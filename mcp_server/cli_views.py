@@ -39,7 +39,7 @@ async def _status(settings: Settings, project_id: uuid.UUID) -> dict[str, Any]:
     db = Database.connect(settings.url)
     try:
         async with db.unit_of_work(write=False) as session:
-            result = await status.pipeline_status(session, project_id)
+            result = await status.pipeline_status(session, project_id, page_size=None)  # every step
             return reply_data(result)  # type: ignore[no-any-return]
     finally:
         await db.dispose()

@@ -180,3 +180,76 @@ async def test_a_misspelt_argument_is_refused_naming_the_closest_known_one(clien
     huge = await call_error(client, "create_project", "invalid_argument", name="x", blob="y" * 5_000_000)
     assert "'blob'" in huge and len(huge) < 1_000
     assert await table_counts(db) == counts
+
+
+async def test_money_never_overflows_and_summaries_stay_exact_at_any_legal_size(client: Client, db: Database) -> None:
+    """A project holds up to 900 million USD; the call that would pass that is refused and writes
+    nothing. Sums over many such projects (past SQLite's 64-bit integers) stay exact to 1e-10 USD."""
+    projects = [(await call_ok(client, "create_project", name=f"rich {n}"))["id"] for n in range(12)]
+    for project in projects:
+        await call_ok(client, "report_cost", provider="x", model="y", cost_usd="899999999.9", project_id=project)
+        await call_ok(client, "report_cost", provider="x", model="y", cost_usd="0.1", project_id=project)
+    counts = await table_counts(db)
+    text = await call_error(client, "report_cost", "invalid_argument", provider="x", model="y",
+                            cost_usd="0.0000000001", project_id=projects[0])  # fmt: skip
+    assert "900000000 USD" in text, text
+    await call_error(client, "record_execution", "not_found", project_id=projects[0], process_id="nope",
+                     output_data={})  # fmt: skip
+    assert await table_counts(db) == counts
+    await call_ok(client, "report_cost", provider="x", model="y", cost_usd="0.2")
+    assert (await call_ok(client, "get_project", project_id=projects[0]))["spent_usd"] == "900000000"
+    summary = await call_ok(client, "get_cost_summary")
+    assert summary["totals"]["cost_usd"] == "10800000000.2"  # 12 × 900 million, + 0.2
+    grouped = await call_ok(client, "get_cost_summary", group_by=["project"])
+    assert sorted(group["cost_usd"] for group in grouped["groups"]) == ["0.2"] + ["900000000"] * 12
+    huge_tokens = await call_error(client, "report_cost", "invalid_argument", provider="x", model="y",
+                                   prompt_tokens=10**9 + 1)  # fmt: skip
+    assert "prompt_tokens" in huge_tokens
+
+
+async def test_replies_about_a_big_pipeline_stay_under_100_kb(client: Client, db: Database) -> None:
+    """551 steps: 300 fanned out from one root, 150 with 100 dependencies each. Status pages, the
+    cascade of 300 invalidations and the blockers of each step are bounded; paging reaches every step."""
+    fan = [f"fan-{n:03d}" for n in range(300)]
+    roots = [f"root-{n:03d}" for n in range(100)]
+    wide = [f"wide-{n:03d}" for n in range(150)]
+    async with db.unit_of_work() as session:
+        repo = ProcessDefinitionRepository(session)
+        await repo.create(id="hub", name="hub", depends_on=[])
+        for name in [*fan]:
+            await repo.create(id=name, name=name, depends_on=["hub"])
+        for name in roots:
+            await repo.create(id=name, name=name, depends_on=[])
+        for name in wide:
+            await repo.create(id=name, name=name, depends_on=roots)
+    project = (await call_ok(client, "create_project", name="big"))["id"]
+    await call_ok(client, "record_execution", project_id=project, process_id="hub", output_data={"v": 1})
+    for name in fan:
+        await call_ok(client, "record_execution", project_id=project, process_id=name, output_data={})
+    reply = await client.call_tool(
+        "record_execution", {"project_id": project, "process_id": "hub", "output_data": {"v": 2}}
+    )
+    recorded = reply.structured_content
+    assert recorded is not None and recorded["invalidated_count"] == 300 and len(recorded["invalidated"]) == 100
+    assert len(reply.content[0].text.encode()) < 100_000  # type: ignore[union-attr]
+    seen: list[str] = []
+    page = 1
+    while True:
+        result = await client.call_tool("get_pipeline_status", {"project_id": project, "page": page, "page_size": 200})
+        assert len(result.content[0].text.encode()) < 100_000  # type: ignore[union-attr]
+        status = result.structured_content
+        assert status is not None and status["total"] == 551
+        seen += [row["process_id"] for row in status["processes"]]
+        for row in status["processes"]:
+            assert len(row["blocked_by"]) <= 10
+            if row["process_id"].startswith("wide"):
+                assert row["blocked_count"] == 100
+        if not status["has_more"]:
+            break
+        page += 1
+    assert sorted(seen) == sorted(["hub", *fan, *roots, *wide]) and page == 3
+    assert status["counts"] == {"empty": 250, "running": 0, "completed": 1, "failed": 0, "stale": 300}
+    assert status["ready_count"] == 400 and len(status["ready_processes"]) == 100  # 300 stale + 100 roots
+    stale = await call_ok(client, "get_pipeline_status", project_id=project, state="stale", page_size=50)
+    assert stale["total"] == 300 and len(stale["processes"]) == 50 and stale["has_more"] is True
+    assert {row["state"] for row in stale["processes"]} == {"stale"}

@@ -115,6 +115,23 @@ def _int(value: Any) -> int:
     return 0 if value is None else int(value)
 
 
+# Money sums are taken in two parts, whole dollars and the remaining 1e-10 units, so that no sum of
+# legal rows can pass SQLite's 64-bit integers (a plain SUM would fail past ~922 million USD, and
+# SQLite would then refuse the whole summary). Python joins the parts exactly.
+_SCALE = 10**10
+
+
+def _money_sum(expression: ColumnElement[Any], label: str) -> list[Any]:
+    return [
+        func.sum(expression // _SCALE).label(f"{label}_whole"),
+        func.sum(expression % _SCALE).label(f"{label}_frac"),
+    ]
+
+
+def _money_units(row: Any, label: str) -> int:
+    return _int(row[f"{label}_whole"]) * _SCALE + _int(row[f"{label}_frac"])
+
+
 class MetricsRepository(Repository):
     async def get(self, metric_id: uuid.UUID) -> LLMMetrics | None:
         return await self.session.get(LLMMetrics, metric_id)
@@ -175,14 +192,18 @@ class MetricsRepository(Repository):
     async def project_spend(self, project_id: uuid.UUID) -> tuple[Decimal, int]:
         """Exact sum of the project's priced costs, and how many of its calls are unpriced."""
         row = (
-            await self.session.execute(
-                select(
-                    func.sum(_UNITS),
-                    func.sum(case((LLMMetrics.cost_source == CostSource.UNPRICED.value, 1), else_=0)),
-                ).where(LLMMetrics.project_id == project_id)
+            (
+                await self.session.execute(
+                    select(
+                        *_money_sum(_UNITS, "cost"),
+                        func.sum(case((LLMMetrics.cost_source == CostSource.UNPRICED.value, 1), else_=0)).label("u"),
+                    ).where(LLMMetrics.project_id == project_id)
+                )
             )
-        ).one()
-        return units_to_money(_int(row[0])), _int(row[1])
+            .mappings()
+            .one()
+        )
+        return units_to_money(_money_units(row, "cost")), _int(row["u"])
 
     async def summarize(
         self,
@@ -220,13 +241,13 @@ class MetricsRepository(Repository):
             *keys,
             func.count().label("calls"),
             *(func.sum(getattr(LLMMetrics, name)).label(name) for name in _TOKENS),
-            func.sum(_UNITS).label("cost_units"),
+            *_money_sum(_UNITS, "cost"),
             func.sum(case((LLMMetrics.cost_source == CostSource.UNPRICED.value, 1), else_=0)).label("unpriced"),
             func.sum(LLMMetrics.inference_time_ms).label("ms_sum"),
             func.count(LLMMetrics.inference_time_ms).label("ms_count"),
-            func.sum(case((LLMMetrics.execution_id.is_not(None), _UNITS), else_=None)).label("linked_units"),
+            *_money_sum(case((LLMMetrics.execution_id.is_not(None), _UNITS), else_=None), "linked"),
         ).where(*conditions)
-        live = select(*keys, func.sum(_UNITS).label("units")).where(
+        live = select(*keys, *_money_sum(_UNITS, "live")).where(
             *conditions, LLMMetrics.execution_id.in_(_live_executions())
         )
         if keys:
@@ -239,7 +260,7 @@ class MetricsRepository(Repository):
         if not rows:
             return []
         live_units = {
-            tuple(row[f"g_{name}"] for name in group_by): _int(row["units"])
+            tuple(row[f"g_{name}"] for name in group_by): _money_units(row, "live")
             for row in (await self.session.execute(live)).mappings()
         }
         return [
@@ -247,12 +268,12 @@ class MetricsRepository(Repository):
                 key={name: row[f"g_{name}"] for name in group_by},
                 calls=_int(row["calls"]),
                 tokens={name: _int(row[name]) for name in _TOKENS},
-                cost_usd=units_to_money(_int(row["cost_units"])),
+                cost_usd=units_to_money(_money_units(row, "cost")),
                 unpriced_calls=_int(row["unpriced"]),
                 inference_ms_sum=_int(row["ms_sum"]),
                 inference_ms_count=_int(row["ms_count"]),
                 superseded_cost_usd=units_to_money(
-                    _int(row["linked_units"]) - live_units.get(tuple(row[f"g_{name}"] for name in group_by), 0)
+                    _money_units(row, "linked") - live_units.get(tuple(row[f"g_{name}"] for name in group_by), 0)
                 ),
             )
             for row in rows

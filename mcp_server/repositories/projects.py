@@ -10,8 +10,12 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
 from mcp_server.db.types import units_to_money, utcnow
+from mcp_server.errors import InvalidArgument
 from mcp_server.models import Project, ProjectStatus
 from mcp_server.repositories.base import Page, Repository
+
+# The most a project's running total holds: 900 million USD in 1e-10 units, inside a signed 64-bit integer.
+MAX_SPENT_UNITS = 9 * 10**18
 
 
 class ProjectRepository(Repository):
@@ -59,16 +63,26 @@ class ProjectRepository(Repository):
         return await self.update(project, updated_by=by)
 
     async def add_spend(self, project_id: uuid.UUID, *, units: int, unpriced_calls: int) -> None:
-        """Add to the running cost totals in SQL (exact integer units), and to a loaded row."""
+        """Add to the running cost totals in SQL (exact integer units), and to a loaded row.
+
+        A total never passes MAX_SPENT_UNITS (it would leave the 64-bit column: SQLite would turn it into
+        a float, PostgreSQL fail): the call that would is refused with ``invalid_argument``, and the
+        guard is written so that no intermediate value overflows either."""
         raw = type_coerce(Project.spent_usd, BigInteger())  # add integer units, not Decimal USD
         result = await self.session.execute(
             update(Project)
-            .where(Project.id == project_id)
+            .where(Project.id == project_id, raw <= MAX_SPENT_UNITS - units)
             .values(spent_usd=raw + units, unpriced_calls=Project.unpriced_calls + unpriced_calls)
             .returning(type_coerce(Project.spent_usd, BigInteger()), Project.unpriced_calls)
             .execution_options(synchronize_session=False)
         )
         row = result.first()
+        if row is None and await self.session.scalar(select(Project.id).where(Project.id == project_id)):
+            raise InvalidArgument(
+                f"this cost would bring the project's total past {units_to_money(MAX_SPENT_UNITS)} USD, the most "
+                "one project can hold; nothing was written",
+                hint="Check the cost figures (cost_usd is in USD, not cents or micro-dollars)",
+            )
         loaded = self.session.identity_map.get(identity_key(Project, project_id))
         if row is not None and isinstance(loaded, Project):
             set_committed_value(loaded, "spent_usd", units_to_money(row[0]))

@@ -15,7 +15,9 @@ from mcp_server.schemas.common import DecimalOut, NoNul, Out, Usd
 if TYPE_CHECKING:
     from mcp_server.models import LLMMetrics
 
-MAX_TOKENS = 10**12  # far above any single call; keeps sums well inside a BIGINT
+# Far above any single call (a thousand of today's largest context windows), and low enough that no
+# number of calls a server can take brings a token sum near SQLite's 64-bit integers.
+MAX_TOKENS = 10**9
 MAX_INFERENCE_MS = 2**31 - 1  # the column is a 32-bit INTEGER
 
 ProviderText = Annotated[
@@ -126,7 +128,7 @@ class CostRecord(Out):
     inference_time_ms: int | None
     created_at: datetime
     created_by: str | None
-    priced: bool = Field(description="False when the cost is unknown (cost_usd null).")
+    priced: bool
     note: str = Field(description="How the cost was obtained, or why it is missing.")
 
     @classmethod
@@ -140,7 +142,7 @@ class BudgetStatus(BaseModel):
     budget_usd: DecimalOut | None = Field(description="Absent when no budget is set.")
     spent_usd: DecimalOut = Field(description="Every priced cost logged for the project.")
     remaining_usd: DecimalOut | None = Field(description="budget - spent; negative once over.")
-    exceeded: bool = Field(description="True when spent is more than the budget.")
+    exceeded: bool
     unpriced_calls: int = Field(description="Calls of unknown cost (not in spent_usd).")
     note: str | None = None
 

@@ -42,7 +42,7 @@ class ExecutionOut(Out):
     id: uuid.UUID
     project_id: uuid.UUID
     process_id: str
-    status: str = Field(description="running, completed, failed or stale.")
+    status: str
     input_data: JsonObjectOut
     output_data: JsonObjectOut | None
     output_hash: str | None
@@ -99,11 +99,19 @@ class StartReply(BaseModel):
     replayed: bool = False
 
 
+# Replies about many steps stay small (SPEC §6: under 100 KB): lists of steps give a count and the first ones.
+MAX_LISTED = 100
+MAX_BLOCKERS = 10
+DEFAULT_STATUS_PAGE = 100
+MAX_STATUS_PAGE = 200
+
+
 class RecordReply(BaseModel):
     execution: ExecutionRef
     state: StateOut
     output_changed: bool = Field(description="False: same output as before, nothing invalidated.")
-    invalidated: list[InvalidatedOut] = Field(description="Downstream processes this made stale.")
+    invalidated: list[InvalidatedOut] = Field(description="Steps made stale (first 100).")
+    invalidated_count: int = 0
     late_finish: bool = Field(False, description="The step went stale while this ran: it stays stale.")
     note: str | None = None
     cost: dict[str, Any] | None = Field(None, description="The cost row logged from `usage`.")
@@ -118,7 +126,8 @@ class FailReply(BaseModel):
 
 class InvalidateReply(BaseModel):
     state: StateOut
-    invalidated: list[InvalidatedOut] = Field(description="Downstream processes that went stale with it.")
+    invalidated: list[InvalidatedOut] = Field(description="Steps made stale (first 100).")
+    invalidated_count: int = 0
 
 
 class DependencyState(BaseModel):
@@ -143,7 +152,8 @@ class ProcessStatus(BaseModel):
     version: int
     ready: bool
     can_run: bool = Field(description="Ready and not completed or running: it can run next.")
-    blocked_by: list[Blocker]
+    blocked_by: list[Blocker] = Field(description="Up to 10; blocked_count says when more.")
+    blocked_count: int | None = None
     invalidated_by_process_id: str | None
     invalidation_reason: str | None
     invalidated_at: datetime | None
@@ -154,8 +164,12 @@ class ProcessStatus(BaseModel):
 class PipelineStatus(BaseModel):
     project_id: uuid.UUID
     project_name: str
-    processes: list[ProcessStatus] = Field(description="In topological order.")
-    ready_processes: list[str] = Field(description="Ids that can run next.")
-    counts: dict[str, int] = Field(description="Number of processes in each state.")
-    complete: bool = Field(description="Every process is completed.")
-    cost: dict[str, Any] | None = Field(None, description="The project's LLM cost so far and its budget status.")
+    processes: list[ProcessStatus] = Field(description="This page, in topological order.")
+    total: int
+    page: int
+    has_more: bool
+    ready_processes: list[str] = Field(description="Ids that can run next (first 100).")
+    ready_count: int
+    counts: dict[str, int] = Field(description="Steps in each state.")
+    complete: bool
+    cost: dict[str, Any] | None = Field(None, description="LLM cost so far and budget.")

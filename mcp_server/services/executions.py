@@ -12,6 +12,7 @@ from mcp_server.errors import InvalidArgument, InvalidTransition, NotFound
 from mcp_server.models import ExecutionStatus, ProcessExecution
 from mcp_server.repositories import ExecutionRepository, PromptRepository
 from mcp_server.schemas.pipeline import (
+    MAX_LISTED,
     ExecutionOut,
     ExecutionPage,
     ExecutionRef,
@@ -249,7 +250,8 @@ async def record(
         execution=ExecutionRef.model_validate(execution),
         state=_state_out(pipeline, process_id),
         output_changed=output_changed,
-        invalidated=invalidated,
+        invalidated=invalidated[:MAX_LISTED],
+        invalidated_count=len(invalidated),
         late_finish=late,
         note=note,
         cost=cost,
@@ -335,7 +337,9 @@ async def invalidate(
     invalidated = await pipeline_state.cascade(
         session, pipeline, process_id, f"upstream {process_id!r} was invalidated: {why}"
     )
-    return InvalidateReply(state=_state_out(pipeline, process_id), invalidated=invalidated)
+    return InvalidateReply(
+        state=_state_out(pipeline, process_id), invalidated=invalidated[:MAX_LISTED], invalidated_count=len(invalidated)
+    )
 
 
 async def get(session: AsyncSession, execution_id: uuid.UUID) -> ExecutionOut:

@@ -9,6 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mcp_server.repositories import ExecutionRepository
 from mcp_server.schemas.pipeline import (
+    DEFAULT_STATUS_PAGE,
+    MAX_BLOCKERS,
+    MAX_LISTED,
     Blocker,
     DependencyState,
     PipelineStatus,
@@ -27,17 +30,36 @@ async def project_cost(session: AsyncSession, project_id: uuid.UUID) -> dict[str
     return None if status is None else reply_data(status)
 
 
-async def pipeline_status(session: AsyncSession, project_id: uuid.UUID) -> PipelineStatus:
-    """Every process's state, readiness and invalidation cause; cost follows processes, not history."""
+async def pipeline_status(
+    session: AsyncSession,
+    project_id: uuid.UUID,
+    *,
+    state: str | None = None,
+    page: int = 1,
+    page_size: int | None = DEFAULT_STATUS_PAGE,
+) -> PipelineStatus:
+    """Counts per state, the steps that can run next and the cost, with one page of step rows (those in
+    ``state`` when given; every row when ``page_size`` is None, for the CLI). Cost follows processes,
+    not history."""
     pipeline = await pipeline_state.load(session, project_id, lock=False)
     graph, states = pipeline.graph, pipeline.states()
     processes: list[ProcessStatus] = []
     counts = dict.fromkeys((s.value for s in State), 0)
+    ready: list[str] = []
+    matching = 0
+    first = (page - 1) * (page_size or 0)
     for definition in ordered(list(pipeline.definitions.values())):
         pid = definition.id
+        counts[states[pid].value] += 1
+        if rules.can_run_next(graph, states, pid):
+            ready.append(pid)
+        if state is not None and states[pid].value != state:
+            continue
+        matching += 1
+        if page_size is not None and not first < matching <= first + page_size:
+            continue
         row = pipeline.rows.get(pid)
         blocking = rules.blockers(graph, states, pid)
-        counts[states[pid].value] += 1
         processes.append(
             ProcessStatus(
                 process_id=pid,
@@ -46,7 +68,8 @@ async def pipeline_status(session: AsyncSession, project_id: uuid.UUID) -> Pipel
                 version=pipeline.version(pid),
                 ready=not blocking,
                 can_run=rules.can_run_next(graph, states, pid),
-                blocked_by=[Blocker(process_id=d, state=s.value) for d, s in blocking.items()],
+                blocked_by=[Blocker(process_id=d, state=s.value) for d, s in list(blocking.items())[:MAX_BLOCKERS]],
+                blocked_count=len(blocking) if len(blocking) > MAX_BLOCKERS else None,
                 invalidated_by_process_id=row.invalidated_by_process_id if row else None,
                 invalidation_reason=row.invalidation_reason if row else None,
                 invalidated_at=row.invalidated_at if row else None,
@@ -54,13 +77,18 @@ async def pipeline_status(session: AsyncSession, project_id: uuid.UUID) -> Pipel
                 last_updated_at=row.last_updated_at if row else None,
             )
         )
+    steps = sum(counts.values())
     return PipelineStatus(
         project_id=project_id,
         project_name=pipeline.project.name,
         processes=processes,
-        ready_processes=[p.process_id for p in processes if p.can_run],
+        total=matching,
+        page=page,
+        has_more=page_size is not None and first + page_size < matching,
+        ready_processes=ready[:MAX_LISTED],
+        ready_count=len(ready),
         counts=counts,
-        complete=bool(processes) and all(p.state == State.COMPLETED.value for p in processes),
+        complete=steps > 0 and counts[State.COMPLETED.value] == steps,
         cost=await project_cost(session, project_id),
     )
 

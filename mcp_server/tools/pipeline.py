@@ -9,11 +9,13 @@ from mcp.server.mcpserver import Context
 from pydantic import Field
 
 from mcp_server.app import App
-from mcp_server.enums import ExecutionStatus
+from mcp_server.enums import ExecutionStatus, StateName
 from mcp_server.lazy import lazy_module
 from mcp_server.schemas.common import JsonObject, Name, Page, PageSize, ShortText, Slug, SlugRef, Text
 from mcp_server.schemas.cost import UsageIn
 from mcp_server.schemas.pipeline import (
+    DEFAULT_STATUS_PAGE,
+    MAX_STATUS_PAGE,
     DefineProcessReply,
     DeletedProcess,
     ExecutionOut,
@@ -219,13 +221,23 @@ def register(registrar: Registrar) -> None:  # noqa: C901 - one nested function 
             return await status.process_state(session, project_id, process_id)
 
     @tool(title="Get pipeline status", read_only=True)
-    async def get_pipeline_status(project_id: ProjectId, ctx: Context[App]) -> PipelineStatus:
-        """A project's whole pipeline: each step's state (empty, running, completed, failed, stale),
-        version, blockers and invalidation cause; `ready_processes` (= steps with `can_run`): the steps
-        to run next, their dependencies completed and they themselves not completed or running; counts
-        by state; the cost so far."""
+    async def get_pipeline_status(
+        project_id: ProjectId,
+        ctx: Context[App],
+        state: Annotated[StateName | None, Field(description="Only rows of steps in this state.")] = None,
+        page: Page = 1,
+        page_size: Annotated[
+            int, Field(ge=1, le=MAX_STATUS_PAGE, description="Step rows per page, default 100.")
+        ] = DEFAULT_STATUS_PAGE,
+    ) -> PipelineStatus:
+        """A project's pipeline: counts by state (empty, running, completed, failed, stale);
+        `ready_processes` (= steps with `can_run`): the steps to run next, their dependencies completed
+        and they themselves not completed or running; the cost so far; and a page of step rows (state,
+        version, blockers, invalidation cause), in dependency order."""
         async with app_of(ctx).db.unit_of_work(write=False) as session:
-            return await status.pipeline_status(session, project_id)
+            return await status.pipeline_status(
+                session, project_id, state=state.value if state else None, page=page, page_size=page_size
+            )
 
     @tool(title="Invalidate process", read_only=False, destructive=True, idempotent=True)
     async def invalidate_process(
