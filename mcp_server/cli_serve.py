@@ -75,7 +75,12 @@ def http_app(settings: Settings, *, host: str, stateless: bool) -> Any:
     server = build_server(settings)
     security = loopback_security(host) if is_loopback(host) else None
     app = server.streamable_http_app(
-        streamable_http_path="/mcp", stateless_http=stateless, host=host, transport_security=security
+        streamable_http_path="/mcp",
+        stateless_http=stateless,
+        host=host,
+        transport_security=security,
+        session_idle_timeout=settings.http_session_idle_timeout,
+        max_sessions=settings.http_max_sessions,
     )
     return BearerTokenMiddleware(app, token) if token else app
 
@@ -115,8 +120,14 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
             "serving streamable HTTP on http://%s:%s/mcp (database %s)", args.host, args.port, settings.display_url
         )
         # log_config=None: uvicorn's default config prints access logs on stdout; ours go to stderr.
+        # timeout_graceful_shutdown: SIGTERM stops the server within seconds even with streams open.
         uvicorn.run(
-            app, host=args.host.strip("[]"), port=args.port, log_level=settings.log_level.lower(), log_config=None
+            app,
+            host=args.host.strip("[]"),
+            port=args.port,
+            log_level=settings.log_level.lower(),
+            log_config=None,
+            timeout_graceful_shutdown=2,
         )
         return 0
     if sys.stdin.isatty():

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     toolsets: str = ",".join(TOOLSETS)
     read_only: bool = False
     auth_token: SecretStr | None = None
+    # Streamable HTTP sessions (stateful mode): closed after this long idle, and at most this many open.
+    http_session_idle_timeout: float = Field(default=1800.0, gt=0, le=7 * 24 * 3600)
+    http_max_sessions: int = Field(default=1000, ge=1, le=100_000)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
     @field_validator("log_level", mode="before")

@@ -36,9 +36,9 @@ def _free_port(host: str) -> int:
         return port
 
 
-def _env(db_url: str, tmp_path: Path, token: str | None) -> dict[str, str]:
+def _env(db_url: str, tmp_path: Path, token: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("PIPELINE_STATE_")}
-    env |= {"PIPELINE_STATE_DATABASE_URL": db_url, "XDG_DATA_HOME": str(tmp_path / "data")}
+    env |= {"PIPELINE_STATE_DATABASE_URL": db_url, "XDG_DATA_HOME": str(tmp_path / "data"), **(extra or {})}
     if token is not None:
         env["PIPELINE_STATE_AUTH_TOKEN"] = token
     return env
@@ -46,14 +46,20 @@ def _env(db_url: str, tmp_path: Path, token: str | None) -> dict[str, str]:
 
 @asynccontextmanager
 async def _serve(
-    db_url: str, tmp_path: Path, *options: str, token: str | None = TOKEN, host: str = "127.0.0.1"
+    db_url: str,
+    tmp_path: Path,
+    *options: str,
+    token: str | None = TOKEN,
+    host: str = "127.0.0.1",
+    extra: dict[str, str] | None = None,
 ) -> AsyncIterator[str]:
     """Run ``pipeline-state-mcp serve --transport http`` until the block ends; yield its /mcp URL."""
     port = _free_port(host)
     command = [str(SCRIPT), "serve", "--transport", "http", "--host", host, "--port", str(port), *options]
     stdout_path, stderr_path = tmp_path / f"http-{port}.out", tmp_path / f"http-{port}.err"
     with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
-        process = await anyio.open_process(command, env=_env(db_url, tmp_path, token), stdout=stdout, stderr=stderr)
+        env = _env(db_url, tmp_path, token, extra)
+        process = await anyio.open_process(command, env=env, stdout=stdout, stderr=stderr)
         try:
             with anyio.fail_after(30):
                 while True:  # bounded poll: until the port accepts connections or the server dies
@@ -161,3 +167,59 @@ def test_a_non_loopback_bind_without_a_token_refuses_to_start(tmp_path: Path) ->
     assert "PIPELINE_STATE_AUTH_TOKEN" in done.stderr and "0.0.0.0" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "state.db").exists()  # refused before touching the database
+
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 0,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "flood", "version": "1"}},
+}
+
+
+async def test_idle_sessions_expire_and_open_sessions_are_capped(db_url: str, tmp_path: Path) -> None:
+    """A flood of stateful sessions cannot hold memory: past the cap new ones are refused, and idle ones
+    are closed after PIPELINE_STATE_HTTP_SESSION_IDLE_TIMEOUT (their id then answers 404)."""
+    extra = {"PIPELINE_STATE_HTTP_SESSION_IDLE_TIMEOUT": "1", "PIPELINE_STATE_HTTP_MAX_SESSIONS": "20"}
+    async with _serve(db_url, tmp_path, extra=extra) as url:
+        headers = MCP_HEADERS | {"Authorization": f"Bearer {TOKEN}"}
+        async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
+            opened: list[str] = []
+            refused = 0
+            for _ in range(30):
+                response = await http.post(url, json=INITIALIZE)
+                if response.status_code == 200:
+                    opened.append(response.headers["mcp-session-id"])
+                else:
+                    refused += 1
+            assert len(opened) <= 20 and refused >= 10, (len(opened), refused)
+            await anyio.sleep(3)  # past the idle timeout
+            listed = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+            gone = await http.post(url, json=listed, headers={"mcp-session-id": opened[0]})
+            assert gone.status_code == 404, gone.text
+            fresh = await http.post(url, json=INITIALIZE)  # room again once the idle ones are closed
+            assert fresh.status_code == 200, fresh.text
+
+
+async def test_sigterm_stops_the_http_server_within_5_s_with_a_stream_open(db_url: str, tmp_path: Path) -> None:
+    port = _free_port("127.0.0.1")
+    command = [str(SCRIPT), "serve", "--transport", "http", "--port", str(port)]
+    with (tmp_path / "err.log").open("wb") as stderr:
+        process = await anyio.open_process(command, env=_env(db_url, tmp_path, TOKEN), stderr=stderr)
+        async with process:
+            url = f"http://127.0.0.1:{port}/mcp"
+            headers = MCP_HEADERS | {"Authorization": f"Bearer {TOKEN}"}
+            async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
+                with anyio.fail_after(30):
+                    while True:
+                        try:
+                            response = await http.post(url, json=INITIALIZE)
+                            break
+                        except httpx2.TransportError:
+                            await anyio.sleep(0.05)
+                session = {"mcp-session-id": response.headers["mcp-session-id"]}
+                async with http.stream("GET", url, headers=session | {"Accept": "text/event-stream"}) as stream:
+                    assert stream.status_code == 200, stream.status_code  # the server holds this stream open
+                    process.terminate()
+                    with anyio.fail_after(5):
+                        await process.wait()
