@@ -124,7 +124,7 @@ async def generate() -> str:
         "Every tool returns structured content matching its output schema. A failure is a tool error",
         "whose text starts `Error executing tool <name>: <code>:` with one of the codes `not_found`,",
         "`invalid_argument`, `schema_violation`, `not_ready`, `conflict`, `invalid_transition`,",
-        "`read_only`, `unavailable` or `internal`. Null fields are left out of replies.",
+        "`read_only`, `busy`, `unavailable` or `internal`. Null fields are left out of replies.",
         "",
         "Input schemas are portable: google-genai's MCP conversion and MCP Inspector's portability check take",
         'them unchanged, and `null` for an optional argument means "not given" (that is how OpenAI strict mode',

@@ -50,7 +50,7 @@ Keeps the state of multi-step pipelines and the cost of your LLM calls.
 4. report_cost (or `usage` on record_execution) logs tokens and cost; get_cost_summary sums them.
 Optional arguments may be left out or sent as null (the same thing); replies leave out null fields.
 Errors start with a stable code (not_found, invalid_argument, schema_violation, not_ready, conflict,
-invalid_transition, read_only) and say what to do next."""
+invalid_transition, read_only, busy, unavailable) and say what to do next."""
 
 
 def _package_version() -> str:

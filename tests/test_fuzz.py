@@ -42,6 +42,7 @@ STABLE_CODES = (
     "conflict",
     "invalid_transition",
     "read_only",
+    "busy",
 )
 LEAKS = ("Traceback", 'File "', "sqlalchemy", "asyncpg", "aiosqlite", "sqlite3", "SELECT ", "INSERT ")
 TOOLS = CONTRACT_TOOLS
@@ -92,7 +93,9 @@ hostile = st.one_of(
 )
 money = st.one_of(
     st.decimals(min_value=0, max_value=10, places=6).map(str),
-    st.sampled_from(["0.0001", "-1", "1e400", "NaN", "Infinity", "0.00000000001", "900000001", "1,5", ""]),
+    st.sampled_from(
+        ["0.0001", "-1", "1e400", "NaN", "Infinity", "0.00000000001", "900000001", "899999999.9999999999", "1,5", ""]
+    ),
     st.floats(min_value=-1, max_value=1e12),
 )
 counts = st.one_of(
@@ -127,6 +130,15 @@ schemas = st.one_of(
             {"type": "object", "required": "q"},
             {"pattern": "["},
             {"minimum": "zero"},
+            # Hostile (the hostile-input issue): references out of the schema wherever they can hide,
+            # backtracking patterns, self-reference.
+            {"$dynamicRef": "file:///etc/passwd"},
+            {"properties": {"enum": {"$ref": "http://127.0.0.1:9/x.json"}}},
+            {"$defs": {"default": {"$ref": "file:///dev/zero"}}, "$ref": "#/$defs/default"},
+            {"type": "string", "pattern": "^(a+)+$"},
+            {"patternProperties": {"(x+x+)+y": {"type": "integer"}}},
+            {"type": "string", "pattern": "(?=a)b"},
+            {"$ref": "#"},
         ]
     ),
     st.dictionaries(
