@@ -52,7 +52,9 @@ async def test_list_is_topological_and_define_replaces(client: Client) -> None:
     await call_ok(client, "define_process", process_id="y", name="Y", depends_on=["z"])
     await call_ok(client, "define_process", process_id="x", name="X", order_index=-1)
     listed = await call_ok(client, "list_processes")
-    assert [p["id"] for p in listed["items"]] == ["x", "z", "y"]
+    assert [p["id"] for p in listed["items"]] == ["x", "z", "y"] and listed["total"] == 3
+    paged = await call_ok(client, "list_processes", page=2, page_size=2)
+    assert [p["id"] for p in paged["items"]] == ["y"] and paged["has_more"] is False
     replaced = await call_ok(client, "define_process", process_id="y", name="Y2", depends_on=[])
     assert replaced["created"] is False and replaced["process"]["name"] == "Y2"
 

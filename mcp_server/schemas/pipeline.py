@@ -31,6 +31,9 @@ class DefineProcessReply(BaseModel):
 class ProcessList(BaseModel):
     items: list[ProcessDefinitionOut] = Field(description="In topological order; ties by order_index.")
     schemas_included: bool = True
+    total: int = 0
+    page: int = 1
+    has_more: bool = False
 
 
 class DeletedProcess(BaseModel):

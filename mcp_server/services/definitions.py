@@ -82,12 +82,23 @@ async def define(
     return DefineProcessReply(process=ProcessDefinitionOut.model_validate(current), created=False)
 
 
-async def list_all(session: AsyncSession, *, include_schemas: bool = True) -> ProcessList:
+async def list_all(
+    session: AsyncSession, *, include_schemas: bool = True, page: int = 1, page_size: int | None = None
+) -> ProcessList:
+    """The catalogue in topological order: one page of it, or all of it when ``page_size`` is None."""
     rows = ordered(await ProcessDefinitionRepository(session).list_all())
-    items = [ProcessDefinitionOut.model_validate(d) for d in rows]
+    first = (page - 1) * page_size if page_size else 0
+    chosen = rows[first : first + page_size] if page_size else rows
+    items = [ProcessDefinitionOut.model_validate(d) for d in chosen]
     if not include_schemas:
         items = [item.model_copy(update={"input_schema": None, "output_schema": None}) for item in items]
-    return ProcessList(items=items, schemas_included=include_schemas)
+    return ProcessList(
+        items=items,
+        schemas_included=include_schemas,
+        total=len(rows),
+        page=page,
+        has_more=bool(page_size) and first + len(chosen) < len(rows),
+    )
 
 
 async def delete(session: AsyncSession, process_id: str) -> DeletedProcess:

@@ -86,13 +86,14 @@ def register(registrar: Registrar) -> None:  # noqa: C901 - one nested function 
     @tool(title="List processes", read_only=True)
     async def list_processes(
         ctx: Context[App],
-        include_schemas: Annotated[
-            bool, Field(description="False leaves input_schema and output_schema out (null): a smaller reply.")
-        ] = True,
+        include_schemas: Annotated[bool, Field(description="Also each step's input_schema and output_schema.")] = False,
+        page: Page = 1,
+        page_size: PageSize = 100,
     ) -> ProcessList:
-        """The pipeline's steps in dependency order (ties by order_index), with their dependencies."""
+        """The pipeline's steps in dependency order (ties by order_index), with their dependencies,
+        one page at a time."""
         async with app_of(ctx).db.unit_of_work(write=False) as session:
-            return await definitions.list_all(session, include_schemas=include_schemas)
+            return await definitions.list_all(session, include_schemas=include_schemas, page=page, page_size=page_size)
 
     @tool(title="Delete process", read_only=False, destructive=True)
     async def delete_process(process_id: ProcessId, ctx: Context[App]) -> DeletedProcess:
