@@ -123,3 +123,30 @@ async def test_concurrent_definitions_never_store_a_cycle_or_a_dangling_dependen
             assert outcomes["z"] != outcomes["w"], f"round {round_}: {outcomes}"
             ids = await _catalogue_is_sound(client)
             assert (z in ids) == outcomes["z"] and (w in ids) == (not outcomes["w"])
+
+
+async def _attempt_text(texts: dict[str, str], c: Client, tool: str, arguments: dict[str, Any], key: str) -> None:
+    result = await c.call_tool(tool, arguments)
+    texts[key] = result.content[0].text if result.is_error else "ok"  # type: ignore[union-attr]
+
+
+async def test_an_execution_racing_the_deletion_of_its_step_never_ends_internal(
+    settings: Settings, client: Client
+) -> None:
+    project = (await call_ok(client, "create_project", name="race delete"))["id"]
+    async with AsyncExitStack() as stack:
+        first, second = [await stack.enter_async_context(Client(build_server(settings))) for _ in range(2)]
+        for round_ in range(15):
+            step = f"doomed{round_}"
+            await call_ok(first, "define_process", process_id=step, name=step)
+            texts: dict[str, str] = {}
+            attempt = partial(_attempt_text, texts)
+
+            with anyio.fail_after(60):
+                async with anyio.create_task_group() as group:
+                    group.start_soon(
+                        attempt, first, "start_execution", {"project_id": project, "process_id": step}, "start"
+                    )
+                    group.start_soon(attempt, second, "delete_process", {"process_id": step}, "delete")
+            assert "internal" not in texts["start"] and "internal" not in texts["delete"], texts
+            assert (texts["start"] == "ok") != (texts["delete"] == "ok"), texts
