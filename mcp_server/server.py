@@ -75,6 +75,22 @@ def _describe_validation(exc: ValidationError) -> str:
 UNAVAILABLE_SQLSTATES = ("08", "28", "3D", "53", "57P")
 
 
+def _unlogged_usage(arguments: dict[str, Any]) -> str:
+    """For a refused call that carried `usage`: say it was not logged, and give the report_cost call that
+    logs it (the LLM call was paid for whatever happened to its output)."""
+    usage = arguments.get("usage")
+    if not isinstance(usage, dict) or not usage:
+        return ""
+    call = {key: value for key, value in usage.items() if value is not None}
+    for key in ("project_id", "process_id"):
+        if isinstance(arguments.get(key), str):
+            call[key] = arguments[key]
+    text = json.dumps(call, ensure_ascii=False, separators=(",", ":"))
+    if len(text) > 1_000:
+        text = text[:1_000] + "…"
+    return f". The `usage` was NOT logged; to log it, call report_cost with {text}"
+
+
 def _is_integrity_race(exc: BaseException) -> bool:
     from sqlalchemy.exc import IntegrityError
 
@@ -208,7 +224,7 @@ class PipelineStateServer(MCPServer[App]):
         except UnexpectedToolError as exc:
             cause = exc.__cause__
             if isinstance(cause, DomainError):
-                raise ToolError(f"{prefix}: {cause.render()}") from cause
+                raise ToolError(f"{prefix}: {cause.render()}{_unlogged_usage(arguments)}") from cause
             if cause is not None and _is_integrity_race(cause):
                 # Two calls raced past each other's checks (the same idempotency key at once, a step
                 # deleted while an execution of it was being written): the database kept the rule.
@@ -233,6 +249,7 @@ class PipelineStateServer(MCPServer[App]):
                 detail = _describe_validation(exc.__cause__)
                 raise ToolError(
                     f"{prefix}: invalid_argument: {detail}. Fix these arguments (see the input schema) and retry"
+                    + _unlogged_usage(arguments)
                 ) from exc.__cause__
             raise
         finally:

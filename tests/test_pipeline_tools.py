@@ -261,3 +261,39 @@ async def test_resources_show_catalogue_project_and_execution(client: Client) ->
         "pipeline://projects/{project_id}",
         "pipeline://executions/{execution_id}",
     }
+
+
+async def test_a_project_goes_in_progress_at_its_first_execution(client: Client) -> None:
+    await call_ok(client, "define_process", process_id="a", name="A")
+    started, recorded, finished = [
+        (await call_ok(client, "create_project", name=name))["id"] for name in ("started", "recorded", "finished")
+    ]
+    await call_ok(client, "start_execution", project_id=started, process_id="a")
+    await call_ok(client, "record_execution", project_id=recorded, process_id="a", output_data={})
+    for project in (started, recorded):
+        assert (await call_ok(client, "get_project", project_id=project))["status"] == "in_progress"
+    await call_ok(client, "update_project", project_id=finished, status="completed")
+    await call_ok(client, "record_execution", project_id=finished, process_id="a", output_data={})
+    assert (await call_ok(client, "get_project", project_id=finished))["status"] == "completed"  # set by hand
+
+
+async def test_a_refused_record_says_its_usage_was_not_logged_and_how_to_log_it(client: Client, db: Database) -> None:
+    import json
+
+    project = await diamond(client)
+    usage = {"provider": "openai", "model": "gpt-4o-mini", "prompt_tokens": 900, "completion_tokens": 100}
+    counts = await table_counts(db)
+    text = await call_error(client, "record_execution", "schema_violation", project_id=project, process_id="a",
+                            output_data={"v": "not an integer"}, usage=usage)  # fmt: skip
+    assert "was NOT logged" in text
+    logged_with = json.loads(text.split("call report_cost with ", 1)[1])
+    assert logged_with == usage | {"project_id": project, "process_id": "a"}
+    assert await table_counts(db) == counts
+    await call_ok(client, "report_cost", **logged_with)
+    assert (await call_ok(client, "get_cost_summary", project_id=project))["totals"]["calls"] == 1
+    refused = await call_error(client, "record_execution", "not_ready", project_id=project, process_id="d",
+                               output_data={"v": 1}, usage=usage)  # fmt: skip
+    assert "was NOT logged" in refused
+    plain = await call_error(client, "record_execution", "not_ready", project_id=project, process_id="d",
+                             output_data={"v": 1})  # fmt: skip
+    assert "NOT logged" not in plain

@@ -78,6 +78,17 @@ async def _current_hash(session: AsyncSession, pipeline: ProjectPipeline, proces
     return await ExecutionRepository(session).output_hash(row.current_execution_id)
 
 
+async def _starts_the_project(session: AsyncSession, pipeline: ProjectPipeline, actor: str | None) -> None:
+    """A project moves from draft to in_progress by itself at its first execution (SPEC §6)."""
+    from mcp_server.enums import ProjectStatus
+    from mcp_server.repositories import ProjectRepository
+
+    if pipeline.project.status == ProjectStatus.DRAFT:
+        await ProjectRepository(session).update(
+            pipeline.project, status=ProjectStatus.IN_PROGRESS.value, updated_by=actor
+        )
+
+
 async def start(
     session: AsyncSession,
     *,
@@ -120,6 +131,7 @@ async def start(
         created_by=actor,
         updated_by=actor,
     )
+    await _starts_the_project(session, pipeline, actor)
     await pipeline_state.apply(session, pipeline, process_id, target, **CLEARED)
     reply = StartReply(execution=ExecutionRef.model_validate(execution), state=_state_out(pipeline, process_id))
     if idempotency_key:
@@ -195,6 +207,7 @@ async def record(
             **outputs,
             **keyed,
         )
+        await _starts_the_project(session, pipeline, actor)
         late = False
     else:
         execution = await _running_execution(session, execution_id, project_id, process_id, input_data)
