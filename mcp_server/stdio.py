@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
+import mcp_types as types
+from pydantic import ValidationError
 
 if TYPE_CHECKING:
     from mcp_server.server import PipelineStateServer
@@ -113,9 +115,6 @@ class WireIn:
             return None
         if not raw.strip():
             return None
-        import mcp_types as types
-        from pydantic import ValidationError
-
         try:
             text = raw.decode("utf-8")
             types.jsonrpc_message_adapter.validate_json(text, by_name=False)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
-from functools import partial
 from typing import Any
 
 import anyio
@@ -86,8 +85,22 @@ async def _catalogue_is_sound(client: Client) -> set[str]:
     return ids
 
 
-async def _attempt(outcomes: dict[str, bool], c: Client, tool: str, key: str, **arguments: Any) -> None:
-    outcomes[key] = not (await c.call_tool(tool, arguments)).is_error
+Call = tuple[Client, str, dict[str, Any]]
+
+
+async def _race(*calls: Call) -> list[str]:
+    """Run the calls at once; each answers "ok" or its error text."""
+    texts = [""] * len(calls)
+
+    async def run(index: int, c: Client, tool: str, arguments: dict[str, Any]) -> None:
+        result = await c.call_tool(tool, arguments)
+        texts[index] = result.content[0].text if result.is_error else "ok"  # type: ignore[union-attr]
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as group:
+            for index, call in enumerate(calls):
+                group.start_soon(run, index, *call)
+    return texts
 
 
 async def test_concurrent_definitions_never_store_a_cycle_or_a_dangling_dependency(
@@ -99,35 +112,27 @@ async def test_concurrent_definitions_never_store_a_cycle_or_a_dangling_dependen
         first, second = [await stack.enter_async_context(Client(build_server(settings))) for _ in range(2)]
         for round_ in range(15):
             x, y, z, w = (f"{name}{round_}" for name in "xyzw")
-            await call_ok(first, "define_process", process_id=x, name=x)
-            await call_ok(first, "define_process", process_id=y, name=y)
-            await call_ok(first, "define_process", process_id=w, name=w)
-            outcomes: dict[str, bool] = {}
-            attempt = partial(_attempt, outcomes)
-
-            with anyio.fail_after(60):
-                async with anyio.create_task_group() as group:
-                    group.start_soon(
-                        partial(attempt, first, "define_process", "x", process_id=x, name=x, depends_on=[y])
-                    )
-                    group.start_soon(
-                        partial(attempt, second, "define_process", "y", process_id=y, name=y, depends_on=[x])
-                    )
-                async with anyio.create_task_group() as group:
-                    group.start_soon(
-                        partial(attempt, first, "define_process", "z", process_id=z, name=z, depends_on=[w])
-                    )
-                    group.start_soon(partial(attempt, second, "delete_process", "w", process_id=w))
-            assert not (outcomes["x"] and outcomes["y"]), f"round {round_}: both halves of a cycle were stored"
-            assert outcomes["x"] or outcomes["y"]
-            assert outcomes["z"] != outcomes["w"], f"round {round_}: {outcomes}"
+            for name in (x, y, w):
+                await call_ok(first, "define_process", process_id=name, name=name)
+            x_ok, y_ok = (
+                text == "ok"
+                for text in await _race(
+                    (first, "define_process", {"process_id": x, "name": x, "depends_on": [y]}),
+                    (second, "define_process", {"process_id": y, "name": y, "depends_on": [x]}),
+                )
+            )
+            z_ok, w_deleted = (
+                text == "ok"
+                for text in await _race(
+                    (first, "define_process", {"process_id": z, "name": z, "depends_on": [w]}),
+                    (second, "delete_process", {"process_id": w}),
+                )
+            )
+            assert not (x_ok and y_ok), f"round {round_}: both halves of a cycle were stored"
+            assert x_ok or y_ok
+            assert z_ok != w_deleted, f"round {round_}: {z_ok}, {w_deleted}"
             ids = await _catalogue_is_sound(client)
-            assert (z in ids) == outcomes["z"] and (w in ids) == (not outcomes["w"])
-
-
-async def _attempt_text(texts: dict[str, str], c: Client, tool: str, arguments: dict[str, Any], key: str) -> None:
-    result = await c.call_tool(tool, arguments)
-    texts[key] = result.content[0].text if result.is_error else "ok"  # type: ignore[union-attr]
+            assert (z in ids) == z_ok and (w in ids) == (not w_deleted)
 
 
 async def test_an_execution_racing_the_deletion_of_its_step_never_ends_internal(
@@ -139,14 +144,9 @@ async def test_an_execution_racing_the_deletion_of_its_step_never_ends_internal(
         for round_ in range(15):
             step = f"doomed{round_}"
             await call_ok(first, "define_process", process_id=step, name=step)
-            texts: dict[str, str] = {}
-            attempt = partial(_attempt_text, texts)
-
-            with anyio.fail_after(60):
-                async with anyio.create_task_group() as group:
-                    group.start_soon(
-                        attempt, first, "start_execution", {"project_id": project, "process_id": step}, "start"
-                    )
-                    group.start_soon(attempt, second, "delete_process", {"process_id": step}, "delete")
-            assert "internal" not in texts["start"] and "internal" not in texts["delete"], texts
-            assert (texts["start"] == "ok") != (texts["delete"] == "ok"), texts
+            start, delete = await _race(
+                (first, "start_execution", {"project_id": project, "process_id": step}),
+                (second, "delete_process", {"process_id": step}),
+            )
+            assert "internal" not in start and "internal" not in delete, (start, delete)
+            assert (start == "ok") != (delete == "ok"), (start, delete)

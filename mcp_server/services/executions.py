@@ -9,8 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mcp_server.db.types import utcnow
 from mcp_server.errors import InvalidArgument, InvalidTransition, NotFound
-from mcp_server.models import ExecutionStatus, ProcessExecution
-from mcp_server.repositories import ExecutionRepository, PromptRepository
+from mcp_server.models import ExecutionStatus, ProcessExecution, ProjectStatus
+from mcp_server.repositories import ExecutionRepository, ProjectRepository, PromptRepository
 from mcp_server.schemas.pipeline import (
     MAX_LISTED,
     ExecutionOut,
@@ -80,9 +80,6 @@ async def _current_hash(session: AsyncSession, pipeline: ProjectPipeline, proces
 
 async def _starts_the_project(session: AsyncSession, pipeline: ProjectPipeline, actor: str | None) -> None:
     """A project moves from draft to in_progress by itself at its first execution (SPEC §6)."""
-    from mcp_server.enums import ProjectStatus
-    from mcp_server.repositories import ProjectRepository
-
     if pipeline.project.status == ProjectStatus.DRAFT:
         await ProjectRepository(session).update(
             pipeline.project, status=ProjectStatus.IN_PROGRESS.value, updated_by=actor
