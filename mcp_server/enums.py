@@ -19,6 +19,8 @@ class ExecutionStatus(enum.StrEnum):
     FAILED = "failed"
     # Finished after its process had gone stale: its input was already outdated (SPEC §4).
     STALE = "stale"
+    # Finished after another execution had changed its process since it started: stored, not current.
+    SUPERSEDED = "superseded"
 
 
 class StateName(enum.StrEnum):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -18,10 +20,21 @@ class ExecutionRepository(Repository):
             query = query.with_for_update()
         return (await self.session.scalars(query)).first()
 
-    async def output_hash(self, execution_id: uuid.UUID) -> str | None:
-        """Only the output hash (the no-op check needs no more than this column)."""
-        query = select(ProcessExecution.output_hash).where(ProcessExecution.id == execution_id)
-        return (await self.session.execute(query)).scalar_one_or_none()
+    async def hash_and_completion(self, execution_id: uuid.UUID) -> tuple[str | None, datetime | None] | None:
+        """Only the output hash and completion time (the no-op and superseded checks need no more)."""
+        query = select(ProcessExecution.output_hash, ProcessExecution.completed_at).where(
+            ProcessExecution.id == execution_id
+        )
+        row = (await self.session.execute(query)).first()
+        return None if row is None else (row[0], row[1])
+
+    async def outputs(self, execution_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Any]:
+        """The output_data of these executions, by id."""
+        ids = list(execution_ids)
+        if not ids:
+            return {}
+        query = select(ProcessExecution.id, ProcessExecution.output_data).where(ProcessExecution.id.in_(ids))
+        return {row[0]: row[1] for row in await self.session.execute(query)}
 
     async def by_idempotency_key(self, key: str) -> ProcessExecution | None:
         query = select(ProcessExecution).where(ProcessExecution.idempotency_key == key)

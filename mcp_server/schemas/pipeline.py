@@ -96,7 +96,12 @@ class Blocker(BaseModel):
     state: str
 
 
-class StartReply(BaseModel):
+class HandedInputs(BaseModel):
+    inputs: dict[str, JsonObjectOut] | None = Field(None, description="Each dependency's current output, by id.")
+    inputs_omitted: dict[str, uuid.UUID] | None = Field(None, description="Over 64 KB in all: get_execution these.")
+
+
+class StartReply(HandedInputs):
     execution: ExecutionRef
     state: StateOut
     replayed: bool = False
@@ -116,6 +121,7 @@ class RecordReply(BaseModel):
     invalidated: list[InvalidatedOut] = Field(description="Steps made stale (first 100).")
     invalidated_count: int = 0
     late_finish: bool = Field(False, description="The step went stale while this ran: it stays stale.")
+    superseded_by: uuid.UUID | None = Field(None, description="Current execution that won; this one is superseded.")
     note: str | None = None
     cost: dict[str, Any] | None = Field(None, description="The cost row logged from `usage`.")
     budget: dict[str, Any] | None = Field(None, description="The project's budget after it.")
@@ -139,7 +145,7 @@ class DependencyState(BaseModel):
     version: int
 
 
-class ProcessStateDetail(StateOut):
+class ProcessStateDetail(HandedInputs, StateOut):
     name: str
     ready: bool = Field(description="Every dependency is completed.")
     blocked_by: list[Blocker]
@@ -173,6 +179,8 @@ class PipelineStatus(BaseModel):
     has_more: bool
     ready_processes: list[str] = Field(description="Ids that can run next (first 100).")
     ready_count: int
+    plan: list[str] = Field(description="Every step not completed, in the order to run them (first 100).")
+    plan_count: int
     counts: dict[str, int] = Field(description="Steps in each state.")
     complete: bool
     cost: dict[str, Any] | None = Field(None, description="LLM cost so far and budget.")

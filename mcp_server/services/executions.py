@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -71,11 +72,39 @@ async def _check_prompt(session: AsyncSession, prompt_version_id: uuid.UUID | No
         )
 
 
-async def _current_hash(session: AsyncSession, pipeline: ProjectPipeline, process_id: str) -> str | None:
+async def _current(
+    session: AsyncSession, pipeline: ProjectPipeline, process_id: str
+) -> tuple[uuid.UUID, str | None, datetime | None] | None:
+    """The step's current execution: its id, output hash and completion time."""
     row = pipeline.rows.get(process_id)
     if row is None or row.current_execution_id is None:
         return None
-    return await ExecutionRepository(session).output_hash(row.current_execution_id)
+    found = await ExecutionRepository(session).hash_and_completion(row.current_execution_id)
+    return None if found is None else (row.current_execution_id, *found)
+
+
+async def _refuse_over_running(session: AsyncSession, project_id: uuid.UUID, process_id: str) -> None:
+    """A one-call record on a running step would silently replace what that execution is computing."""
+    running = await ExecutionRepository(session).latest_running(project_id, process_id)
+    who = f" by {running.created_by}" if running is not None and running.created_by else ""
+    what = (
+        f"execution {running.id} (started {running.started_at.isoformat() if running.started_at else '?'}{who})"
+        if running is not None
+        else "an execution"
+    )
+    raise InvalidTransition(
+        f"process {process_id!r} is running {what}",
+        hint=(
+            "Finish it with record_execution(execution_id=…), fail_execution it if it was abandoned, or pass "
+            "force=true to record this output now (that execution then finishes as superseded)"
+        ),
+        details={
+            "process_id": process_id,
+            "running_execution_id": str(running.id) if running is not None else None,
+            "started_at": running.started_at.isoformat() if running is not None and running.started_at else None,
+            "created_by": running.created_by if running is not None else None,
+        },
+    )
 
 
 async def _starts_the_project(session: AsyncSession, pipeline: ProjectPipeline, actor: str | None) -> None:
@@ -130,7 +159,11 @@ async def start(
     )
     await _starts_the_project(session, pipeline, actor)
     await pipeline_state.apply(session, pipeline, process_id, target, **CLEARED)
-    reply = StartReply(execution=ExecutionRef.model_validate(execution), state=_state_out(pipeline, process_id))
+    reply = StartReply(
+        execution=ExecutionRef.model_validate(execution),
+        state=_state_out(pipeline, process_id),
+        **(await pipeline_state.inputs_of(session, pipeline, process_id)).fields(),
+    )
     if idempotency_key:
         execution.reply = reply.model_dump(mode="json")
         await session.flush()
@@ -176,7 +209,8 @@ async def record(
     validate(definition.output_schema, output_data, what="output_data", process_id=process_id)
     await _check_prompt(session, prompt_version_id)
     output_hash = json_hash(output_data)
-    current_hash = await _current_hash(session, pipeline, process_id)
+    current = await _current(session, pipeline, process_id)
+    current_hash = None if current is None else current[1]
     executions = ExecutionRepository(session)
     now = utcnow()
     keyed = {"idempotency_key": idempotency_key, "request_hash": args_hash} if idempotency_key else {}
@@ -189,7 +223,17 @@ async def record(
         "completed_at": now,
         "updated_by": actor,
     }
+    note: str | None = None
+    late = superseded = False
+    winner: uuid.UUID | None = None
     if execution_id is None:
+        if pipeline.state(process_id) == State.RUNNING:
+            if not force:
+                await _refuse_over_running(session, project_id, process_id)
+            note = (
+                f"process {process_id!r} had a running execution: it finishes as superseded unless finished "
+                "with force=true"
+            )
         pipeline.check_ready(process_id, force=force)
         input_data = {} if input_data is None else input_data
         validate(definition.input_schema, input_data, what="input_data", process_id=process_id)
@@ -205,15 +249,19 @@ async def record(
             **keyed,
         )
         await _starts_the_project(session, pipeline, actor)
-        late = False
     else:
         execution = await _running_execution(session, execution_id, project_id, process_id, input_data)
-        late = pipeline.state(process_id) == State.STALE
+        state = pipeline.state(process_id)
+        late = state == State.STALE
+        superseded = not late and not force and _changed_since(state, current, execution.started_at)
+        if superseded and current is not None:
+            winner = current[0]
         if execution.idempotency_key is not None:
             keyed = {}  # the start's key stays with the row; this call is not replayable by its own key
+        finished = ExecutionStatus.STALE if late else ExecutionStatus.COMPLETED
         await executions.update(
             execution,
-            status=(ExecutionStatus.STALE if late else ExecutionStatus.COMPLETED).value,
+            status=(ExecutionStatus.SUPERSEDED if superseded else finished).value,
             prompt_version_id=prompt_version_id or execution.prompt_version_id,
             **outputs,
             **keyed,
@@ -221,21 +269,26 @@ async def record(
 
     invalidated: list[InvalidatedOut] = []
     output_changed = output_hash != current_hash
-    note: str | None = None
     if late:
         row = pipeline.rows[process_id]
         note = (
             f"process {process_id!r} went stale while this execution ran (cause: "
             f"{row.invalidated_by_process_id}); the output is stored but the state stays stale: run it again"
         )
+    elif superseded:
+        output_changed = False
+        note = (
+            f"execution {winner or 'another execution'} changed {process_id!r} while this one ran and stays "
+            "current; this output is stored as superseded. To make it current, record it again with force=true"
+        )
     else:
         await pipeline_state.apply(
             session, pipeline, process_id, State.COMPLETED, current_execution_id=execution.id, **CLEARED
         )
         if output_changed:
-            reason = f"upstream {process_id!r} has a new output (execution {execution.id})"
+            reason = f"upstream {process_id!r} has a new output"
             invalidated = await pipeline_state.cascade(session, pipeline, process_id, reason)
-        else:
+        elif note is None:
             note = "the output equals the current one: nothing downstream was invalidated"
 
     cost: dict[str, Any] | None = None
@@ -263,6 +316,7 @@ async def record(
         invalidated=invalidated[:MAX_LISTED],
         invalidated_count=len(invalidated),
         late_finish=late,
+        superseded_by=winner,
         note=note,
         cost=cost,
         budget=budget,
@@ -271,6 +325,23 @@ async def record(
         execution.reply = reply.model_dump(mode="json")
         await session.flush()
     return reply
+
+
+def _changed_since(
+    state: State, current: tuple[uuid.UUID, str | None, datetime | None] | None, started_at: datetime | None
+) -> bool:
+    """Another execution changed the step after this one started: a newer result is current, or the step
+    is no longer running (only another execution's finish or failure takes it out of running, short of
+    going stale)."""
+    if state != State.RUNNING:
+        return True
+    if current is None or current[2] is None or started_at is None:
+        return False
+    return _aware(current[2]) > _aware(started_at)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 async def _running_execution(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,12 +13,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mcp_server.db.types import utcnow
 from mcp_server.errors import Conflict, NotFound, NotReady
 from mcp_server.models import ProcessState, Project
-from mcp_server.repositories import ProcessDefinitionRepository, StateRepository
+from mcp_server.repositories import ExecutionRepository, ProcessDefinitionRepository, StateRepository
 from mcp_server.repositories.processes import Node
 from mcp_server.schemas.pipeline import InvalidatedOut
-from mcp_server.services import rules
+from mcp_server.services import dag, rules
 from mcp_server.services.projects import load_project
 from mcp_server.services.rules import State
+
+# What start_execution and get_process_state hand over of the dependencies' outputs, in all.
+INPUTS_LIMIT = 64 * 1024
 
 CLEARED: dict[str, Any] = {"invalidated_at": None, "invalidated_by_process_id": None, "invalidation_reason": None}
 
@@ -31,9 +36,18 @@ class ProjectPipeline:
     def project_id(self) -> uuid.UUID:
         return self.project.id
 
-    @property
+    @cached_property
     def graph(self) -> dict[str, list[str]]:
         return {pid: list(d.depends_on) for pid, d in self.definitions.items()}
+
+    @cached_property
+    def order(self) -> list[str]:
+        """Process ids in the order to run them: topological, ties by order_index then id."""
+        return dag.topological_order(self.graph, {pid: d.order_index for pid, d in self.definitions.items()})
+
+    @cached_property
+    def position(self) -> dict[str, int]:
+        return {pid: i for i, pid in enumerate(self.order)}
 
     def state(self, process_id: str) -> State:
         row = self.rows.get(process_id)
@@ -107,11 +121,12 @@ async def apply(
 
 
 async def cascade(session: AsyncSession, pipeline: ProjectPipeline, root: str, reason: str) -> list[InvalidatedOut]:
-    """Every completed, failed or running transitive dependent of ``root`` goes stale, root cause kept.
+    """Every completed, failed or running transitive dependent of ``root`` goes stale, root cause kept;
+    listed in the order to redo them.
 
     One UPDATE for all of them: the project's writers are serialised, so the rows read at the start of
     this call are the rows updated, and each version still rises by exactly one."""
-    hits = rules.cascade(pipeline.graph, pipeline.states(), root)
+    hits = sorted(rules.cascade(pipeline.graph, pipeline.states(), root), key=lambda h: pipeline.position[h.process_id])
     if not hits:
         return []
     rows = [pipeline.rows[hit.process_id] for hit in hits]
@@ -127,3 +142,37 @@ async def cascade(session: AsyncSession, pipeline: ProjectPipeline, root: str, r
         InvalidatedOut(process_id=hit.process_id, previous_state=hit.previous.value, version=row.version)
         for hit, row in zip(hits, rows, strict=True)
     ]
+
+
+@dataclass
+class Inputs:
+    """The dependencies' current outputs by process id, and those too large to hand over (their executions)."""
+
+    outputs: dict[str, Any] = field(default_factory=dict)
+    omitted: dict[str, uuid.UUID] = field(default_factory=dict)
+
+    def fields(self) -> dict[str, Any]:
+        """As HandedInputs' fields: absent rather than empty."""
+        return {"inputs": self.outputs or None, "inputs_omitted": self.omitted or None}
+
+
+async def inputs_of(session: AsyncSession, pipeline: ProjectPipeline, process_id: str) -> Inputs:
+    """Each dependency's current output_data (SPEC §6), in dependency order while they fit in INPUTS_LIMIT
+    together; the rest are named with their execution ids, to fetch with get_execution."""
+    current = {
+        dep: row.current_execution_id
+        for dep in sorted(pipeline.definition(process_id).depends_on, key=lambda d: pipeline.position.get(d, 0))
+        if (row := pipeline.rows.get(dep)) is not None and row.current_execution_id is not None
+    }
+    outputs = await ExecutionRepository(session).outputs(current.values())
+    handed = Inputs()
+    room = INPUTS_LIMIT
+    for dep, execution_id in current.items():
+        output = outputs.get(execution_id)
+        size = len(json.dumps(output, separators=(",", ":"), ensure_ascii=False).encode())
+        if size <= room:
+            handed.outputs[dep] = output
+            room -= size
+        else:
+            handed.omitted[dep] = execution_id
+    return handed

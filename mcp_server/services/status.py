@@ -20,7 +20,6 @@ from mcp_server.schemas.pipeline import (
 )
 from mcp_server.schemas.portable import reply_data
 from mcp_server.services import costs, pipeline_state, rules
-from mcp_server.services.definitions import ordered
 from mcp_server.services.rules import State
 
 
@@ -46,13 +45,16 @@ async def pipeline_status(
     processes: list[ProcessStatus] = []
     counts = dict.fromkeys((s.value for s in State), 0)
     ready: list[str] = []
+    plan: list[str] = []
     matching = 0
     first = (page - 1) * (page_size or 0)
-    for definition in ordered(list(pipeline.definitions.values())):
-        pid = definition.id
+    for pid in pipeline.order:
+        definition = pipeline.definitions[pid]
         counts[states[pid].value] += 1
         if rules.can_run_next(graph, states, pid):
             ready.append(pid)
+        if states[pid] != State.COMPLETED:
+            plan.append(pid)
         if state is not None and states[pid].value != state:
             continue
         matching += 1
@@ -87,6 +89,8 @@ async def pipeline_status(
         has_more=page_size is not None and first + page_size < matching,
         ready_processes=ready[:MAX_LISTED],
         ready_count=len(ready),
+        plan=plan[:MAX_LISTED],
+        plan_count=len(plan),
         counts=counts,
         complete=steps > 0 and counts[State.COMPLETED.value] == steps,
         cost=await project_cost(session, project_id),
@@ -123,4 +127,5 @@ async def process_state(session: AsyncSession, project_id: uuid.UUID, process_id
         ],
         current_output=current_output,
         running_execution_id=running.id if running else None,
+        **(await pipeline_state.inputs_of(session, pipeline, process_id)).fields(),
     )
