@@ -44,10 +44,16 @@ log = logging.getLogger(__name__)
 INSTRUCTIONS = """\
 Keeps the state of multi-step pipelines and the cost of your LLM calls.
 1. create_project once per unit of work; define_process once per pipeline step (depends_on makes a DAG).
-2. get_pipeline_status shows each step's state and `ready_processes`: the steps you can run next.
-3. For a step: start_execution, then record_execution with its output (or one record_execution call
-   alone), or fail_execution. A new output makes every completed step downstream `stale`: re-run them.
+2. get_pipeline_status shows each step's state, `ready_processes` (the steps you can run now) and
+   `plan` (every step not completed, in the order to run them).
+3. For a step: start_execution (it hands over `inputs`: each dependency's current output), then
+   record_execution with its output (or one record_execution call alone), or fail_execution. A new
+   output makes every completed step downstream `stale`: re-run them in `plan` order.
 4. report_cost (or `usage` on record_execution) logs tokens and cost; get_cost_summary sums them.
+A step's `version` rises by 1 at every state change (start, record, fail, invalidate, going stale):
+pass the one you last read as expected_version. Agents sharing a step never overwrite each other
+silently: recording while another execution runs needs force, and a finish that another execution's
+result overtook is kept as `superseded`.
 Optional arguments may be left out or sent as null (the same thing); replies leave out null fields.
 Errors start with a stable code (not_found, invalid_argument, schema_violation, not_ready, conflict,
 invalid_transition, read_only, busy, unavailable) and say what to do next."""

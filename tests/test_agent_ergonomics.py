@@ -3,6 +3,7 @@ finishes never overwrite silently, dependency outputs are handed over, and a red
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -118,8 +119,54 @@ async def test_invalidated_comes_in_dependency_order_and_the_plan_lists_what_to_
     assert status["plan"] == ["y", "m", "a"] and status["plan_count"] == 3
     assert status["ready_processes"] == ["y", "m"]
     rows = await status_of(client, project)
-    assert rows["a"]["blocked_by"] == [{"process_id": "m", "state": "stale"}]
+    assert rows["a"]["blocked_by"] == ["m"] and "blocked_by" not in rows["m"]
     hand = await call_ok(client, "invalidate_process", project_id=project, process_id="z")
     assert [i["process_id"] for i in hand["invalidated"]] == []  # already stale below
     fresh = str((await call_ok(client, "create_project", name="fresh"))["id"])
     assert (await call_ok(client, "get_pipeline_status", project_id=fresh))["plan"] == ["z", "y", "m", "a"]
+
+
+def _text(result: Any) -> bytes:
+    return str(result.content[0].text).encode()
+
+
+async def test_replies_are_compact_on_the_text_a_model_reads(client: Client) -> None:
+    ids = [f"step_{i}" for i in range(20)]
+    for i, pid in enumerate(ids):
+        await call_ok(
+            client, "define_process", process_id=pid, name=f"Step number {i}", depends_on=ids[max(0, i - 2) : i]
+        )
+    project = str((await call_ok(client, "create_project", name="compact", budget_usd="5"))["id"])
+    prompt = (await call_ok(client, "save_prompt_version", prompt_id="p", user_template="Do {{x}}"))["id"]
+    usage = {"provider": "openai", "model": "gpt-4o-mini", "prompt_tokens": 1200, "completion_tokens": 300}
+    arguments = {"project_id": project, "output_data": {"summary": "short"}, "usage": usage}
+    first = await client.call_tool("record_execution", {**arguments, "process_id": ids[0]})
+    assert len(_text(first)) <= 700, _text(first)
+    for pid in ids[1:]:
+        await call_ok(
+            client, "record_execution", **arguments, process_id=pid, input_data={"q": "x" * 200},
+            reasoning="because " * 50, prompt_version_id=prompt,
+        )  # fmt: skip
+    started = await call_ok(client, "start_execution", project_id=project, process_id=ids[5])
+    await call_ok(client, "fail_execution", execution_id=started["execution"]["id"], error_message="timed out")
+    changed = await client.call_tool("record_execution", {**arguments, "process_id": ids[0], "output_data": {"s": 2}})
+    assert len(_text(changed)) <= 700 + 60 * 19  # each invalidated step adds one short entry
+
+    listed = await client.call_tool("list_executions", {"project_id": project, "page_size": 100})
+    rows = listed.structured_content["items"]  # type: ignore[index]
+    assert len(rows) == 22 and all("output_data" not in row and "reasoning" not in row for row in rows)
+    assert all(len(json.dumps(row, separators=(",", ":")).encode()) <= 300 for row in rows), rows
+    assert len(_text(listed)) <= 300 * len(rows)
+    whole = await call_ok(client, "list_executions", project_id=project, include_data=True, page_size=1)
+    assert whole["items"][0]["output_data"] == {"s": 2}
+
+    status = await client.call_tool("get_pipeline_status", {"project_id": project})
+    steps = status.structured_content["processes"]  # type: ignore[index]
+    assert len(steps) == 20 and len(_text(status)) <= 300 * len(steps)
+    assert all(len(json.dumps(row, separators=(",", ":")).encode()) <= 300 for row in steps)
+
+    summary = await call_ok(client, "get_cost_summary", project_id=project, group_by=["process"])
+    assert all(None not in group.values() for group in summary["groups"])
+    one = next(row for row in rows if row["process_id"] == ids[1])
+    full = await call_ok(client, "get_execution", execution_id=one["id"])
+    assert "input_data" in full and "output_hash" in full and "reasoning" in full

@@ -83,7 +83,7 @@ async def test_unknown_model_is_stored_unpriced_with_a_null_cost(client: Client)
     assert "cost_usd" not in cost and cost["cost_source"] == "unpriced" and cost["priced"] is False
     assert "unpriced" in cost["note"] and "mystery-1" in cost["note"]
     totals = (await _summary(client))["totals"]
-    assert totals["calls"] == 1 and totals["unpriced_calls"] == 1 and _usd(totals["cost_usd"]) == 0
+    assert totals["calls"] == 1 and totals["unpriced_calls"] == 1 and "cost_usd" not in totals  # unknown, not 0
 
 
 async def test_reported_costs_are_kept_and_summed_exactly(client: Client) -> None:
@@ -307,8 +307,16 @@ async def _scenario(client: Client, db: Database) -> tuple[str, str]:
     return p1, p2
 
 
-def _costs_by(groups: list[dict[str, Any]], *keys: str) -> dict[tuple[Any, ...], tuple[Decimal, int, int]]:
-    return {tuple(g.get(k) for k in keys): (_usd(g["cost_usd"]), g["calls"], g["unpriced_calls"]) for g in groups}
+def _costs_by(groups: list[dict[str, Any]], *keys: str) -> dict[tuple[Any, ...], tuple[Decimal | None, int, int]]:
+    """Cost (None when left out: every call unpriced), calls and unpriced calls by the groups' keys."""
+    return {
+        tuple(g.get(k) for k in keys): (
+            _usd(g["cost_usd"]) if "cost_usd" in g else None,
+            g["calls"],
+            g["unpriced_calls"],
+        )
+        for g in groups
+    }
 
 
 async def test_groupings_and_filters_match_hand_computed_figures(client: Client, db: Database) -> None:
@@ -325,13 +333,13 @@ async def test_groupings_and_filters_match_hand_computed_figures(client: Client,
     assert _costs_by(by_day["groups"], "day") == {
         ("2024-03-01",): (Decimal("0.10"), 1, 0),
         ("2024-03-02",): (Decimal("0.26"), 3, 0),
-        ("2024-03-03",): (Decimal("0"), 1, 1),
+        ("2024-03-03",): (None, 1, 1),
     }
     by_model = await _summary(client, group_by=["model"])
     assert _costs_by(by_model["groups"], "model") == {
         ("claude-3-5-sonnet-20241022",): (Decimal("0.05"), 1, 0),
         ("gpt-4o",): (Decimal("0.31"), 3, 0),
-        ("mystery-1",): (Decimal("0"), 1, 1),
+        ("mystery-1",): (None, 1, 1),
     }
     gpt = next(g for g in by_model["groups"] if g["model"] == "gpt-4o")
     assert gpt["mean_inference_time_ms"] == 200.0 and "project_id" not in gpt
@@ -340,22 +348,22 @@ async def test_groupings_and_filters_match_hand_computed_figures(client: Client,
     assert _costs_by(by_pair["groups"], "project_id", "process_id") == {
         (p1, "code"): (Decimal("0.05"), 1, 0),
         (p1, "plan"): (Decimal("0.30"), 2, 0),
-        (p2, "code"): (Decimal("0"), 1, 1),
+        (p2, "code"): (None, 1, 1),
         (p2, None): (Decimal("0.01"), 1, 0),
     }
 
     by_process = (await _summary(client, group_by=["process"]))["groups"]
     assert [g.get("process_id") for g in by_process] == ["code", "plan", None]  # unassigned last on both databases
 
-    async def cost(**filters: Any) -> tuple[Decimal, int]:
+    async def cost(**filters: Any) -> tuple[Decimal | None, int]:
         figures = (await _summary(client, **filters))["totals"]
-        return _usd(figures["cost_usd"]), figures["calls"]
+        return (_usd(figures["cost_usd"]) if "cost_usd" in figures else None), figures["calls"]
 
     # since inclusive, until exclusive; a zone-less time is UTC, an offset is converted.
     assert await cost(since="2024-03-02T00:00:00Z", until="2024-03-03T00:00:00Z") == (Decimal("0.26"), 3)
     assert await cost(since="2024-03-02T09:00:00+09:00", until="2024-03-03T00:00:00") == (Decimal("0.26"), 3)
     assert await cost(until="2024-03-02T00:00:00Z") == (Decimal("0.10"), 1)
-    assert await cost(since="2024-03-03T00:00:00Z") == (Decimal("0"), 1)
+    assert await cost(since="2024-03-03T00:00:00Z") == (None, 1)  # its only call is unpriced
     assert await cost(project_id=p1) == (Decimal("0.35"), 3)
     assert await cost(project_id=p1, process_id="plan", since="2024-03-02T00:00:00Z") == (Decimal("0.20"), 1)
     assert await cost(provider="OpenAI") == (Decimal("0.31"), 3)
@@ -374,7 +382,7 @@ async def test_days_are_utc_dates_whatever_the_session_time_zone(client: Client,
     assert [(g.day.isoformat() if g.day else None, g.cost_usd) for g in result.groups] == [
         ("2024-03-01", Decimal("0.10")),
         ("2024-03-02", Decimal("0.26")),
-        ("2024-03-03", Decimal("0")),
+        ("2024-03-03", None),
     ]
 
 
@@ -464,7 +472,8 @@ async def test_usage_on_record_execution_and_the_cost_of_rework_through_the_pipe
     first = await call_ok(
         client, "record_execution", project_id=project, process_id="a", output_data={"v": 1}, usage=usage("1")
     )
-    assert first["cost"]["execution_id"] == first["execution"]["id"] and first["cost"]["process_id"] == "a"
+    assert _usd(first["cost"]["cost_usd"]) == 1 and first["cost"]["cost_source"] == "reported"
+    assert set(first["cost"]) == {"id", "cost_usd", "cost_source"}  # not the row the agent just sent
     assert _usd(first["budget"]["spent_usd"]) == 1
     after = await table_counts(db)
     assert after["process_executions"] - before["process_executions"] == 1

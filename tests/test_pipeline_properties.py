@@ -2,7 +2,8 @@
 
 Invariants after every operation: a refused operation changes nothing; every version rises by exactly
 one per state change; every stale state's invalidated_by_process_id is the process itself (manual) or an
-ancestor; the status says ready iff every dependency is completed; `empty` never becomes `stale`.
+ancestor; the status lists no blockers iff every dependency is completed, and can_run and plan agree
+with the states; `empty` never becomes `stale`.
 Runs on SQLite (one file; each example gets its own processes and project).
 """
 
@@ -93,7 +94,10 @@ async def run(db: Database, graph: dict[int, list[int]], ops: list[tuple[str, in
         for p in pipeline.processes:
             if p.process_id not in deps:  # the catalogue is shared with earlier examples
                 continue
-            assert p.ready == all(states[d] == "completed" for d in deps[p.process_id])
+            ready = all(states[d] == "completed" for d in deps[p.process_id])
+            assert (not p.blocked_by) == ready
+            assert p.can_run == (ready and p.state not in ("completed", "running"))
+            assert (p.process_id in pipeline.plan) == (p.state != "completed")
 
 
 def check_invariants(graph: dict[str, list[str]], before: Snapshot, after: Snapshot, *, target: str) -> None:

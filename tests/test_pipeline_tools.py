@@ -240,7 +240,7 @@ async def test_list_executions_newest_first_with_filters(client: Client) -> None
     project = await diamond(client)
     for v in range(3):
         await record(client, project, "a", v)
-    page = await call_ok(client, "list_executions", project_id=project, process_id="a", page_size=2)
+    page = await call_ok(client, "list_executions", project_id=project, process_id="a", page_size=2, include_data=True)
     assert [e["output_data"]["v"] for e in page["items"]] == [2, 1] and page["has_more"] is True
     assert page["total"] == 3
     completed = await call_ok(client, "list_executions", project_id=project, status="completed")

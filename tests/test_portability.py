@@ -174,7 +174,8 @@ async def test_input_schemas_keep_to_the_portable_subset(sqlite_template: Path, 
             branches = prop.get("anyOf", [prop])
             assert all("type" in branch for branch in branches), (tool.name, name)
             if name not in schema.get("required", []):
-                assert {"type": "null"} in branches, (tool.name, name)  # strict mode can say "not given"
+                # Strict mode can say "not given"; the non-strict tools spare the model the null branches.
+                assert ({"type": "null"} in branches) is (tool.name not in NON_STRICT), (tool.name, name)
 
 
 async def test_unknown_arguments_are_refused_by_name_and_write_nothing(client: Client, db: Any) -> None:
@@ -254,7 +255,7 @@ async def test_strict_shaped_calls_of_every_tool_through_openai_agents_over_stdi
                 output_data={"v": None},
                 usage={"provider": "openai", "model": "gpt-4o", "completion_tokens": 10, **usage},
             )
-            assert recorded["state"]["state"] == "completed" and recorded["cost"]["completion_tokens"] == 10
+            assert recorded["state"]["state"] == "completed" and recorded["cost"]["cost_source"] == "computed"
             execution = recorded["execution"]["id"]
             assert (await call("get_execution", execution_id=execution))["output_data"] == {"v": None}
             await call("list_executions")
@@ -292,7 +293,8 @@ async def test_rows_written_before_data_had_to_be_objects_read_back_wrapped(clie
     assert execution["missing_info"] == {"value": "the budget"}
     state = await call_ok(client, "get_process_state", project_id=project, process_id="a")
     assert state["current_output"] == {"value": 3}
-    assert (await call_ok(client, "list_executions", project_id=project))["items"][0]["output_data"] == {"value": 3}
+    listed = await call_ok(client, "list_executions", project_id=project, include_data=True)
+    assert listed["items"][0]["output_data"] == {"value": 3}
 
 
 def _nulls(value: Any, path: str = "$") -> list[str]:
@@ -312,7 +314,8 @@ async def test_replies_leave_out_null_fields_but_keep_the_callers_data(client: C
     recorded = await call_ok(
         client, "record_execution", project_id=project, process_id="a", output_data={"kept": None}, usage=usage
     )
-    assert _nulls(recorded) == [] and "cost_usd" not in recorded["cost"] and recorded["cost"]["priced"] is False
+    assert _nulls(recorded) == [] and "cost_usd" not in recorded["cost"]
+    assert recorded["cost"]["cost_source"] == "unpriced" and "unpriced" in recorded["cost"]["note"]
     status = await call_ok(client, "get_pipeline_status", project_id=project)
     assert _nulls(status) == []
     execution = await call_ok(client, "get_execution", execution_id=recorded["execution"]["id"])

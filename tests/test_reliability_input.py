@@ -53,7 +53,7 @@ async def _world(client: Client) -> tuple[str, str]:
 async def test_size_limits_are_enforced_with_invalid_argument_naming_the_field(client: Client, db: Database) -> None:
     project, execution = await _world(client)
     start = {"project_id": project, "process_id": "a"}
-    record = {**start, "output_data": {}}
+    record = {**start, "output_data": {}, "force": True}  # `a` is running: a one-call record needs force
     cases: list[tuple[str, dict[str, Any], str, str]] = [
         ("create_project", {"name": "x" * 201}, "name", "at most 200"),
         ("create_project", {"name": "ok", "description": "x" * BIG}, "description", f"at most {MAX_TEXT}"),
@@ -87,7 +87,7 @@ async def test_nul_characters_are_refused_on_every_database_because_postgresql_c
 ) -> None:
     project, execution = await _world(client)
     start = {"project_id": project, "process_id": "a"}
-    record = {**start, "output_data": {}}
+    record = {**start, "output_data": {}, "force": True}  # `a` is running: a one-call record needs force
     cases: list[tuple[str, dict[str, Any], str]] = [
         ("create_project", {"name": "a\x00b"}, "name"),
         ("create_project", {"name": "ok", "description": "\x00"}, "description"),

@@ -13,6 +13,7 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     CompoundSelect,
+    Select,
     String,
     and_,
     case,
@@ -29,7 +30,15 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from mcp_server.db.types import money_to_units, units_to_money
-from mcp_server.models import CostSource, ExecutionStatus, LLMMetrics, ProcessExecution, ProcessState, StateName
+from mcp_server.models import (
+    CostSource,
+    ExecutionStatus,
+    LLMMetrics,
+    ProcessExecution,
+    ProcessState,
+    PromptVersion,
+    StateName,
+)
 from mcp_server.repositories.base import Repository
 from mcp_server.repositories.projects import ProjectRepository
 
@@ -58,12 +67,15 @@ def _utc_day_postgresql(element: UtcDay, compiler: SQLCompiler, **kw: Any) -> st
 # Summing the raw integer (1e-10 USD units) is exact on both databases; units_to_money converts.
 _UNITS = type_coerce(LLMMetrics.cost_usd, BigInteger())
 _TOKENS = ("prompt_tokens", "completion_tokens", "total_tokens", "cache_read_tokens", "cache_write_tokens")
-_GROUP_COLUMNS: dict[str, ColumnElement[Any]] = {
-    "project": LLMMetrics.__table__.c.project_id,
-    "process": LLMMetrics.__table__.c.process_id,
-    "provider": LLMMetrics.__table__.c.provider,
-    "model": LLMMetrics.__table__.c.model,
-    "day": UtcDay(LLMMetrics.created_at),
+# Each group_by name → the reply fields it fills and their columns; `prompt` is a pair, reached through
+# the execution a row is linked to (outer joins: rows without one form the group with no prompt).
+_GROUP_COLUMNS: dict[str, dict[str, ColumnElement[Any]]] = {
+    "project": {"project_id": LLMMetrics.__table__.c.project_id},
+    "process": {"process_id": LLMMetrics.__table__.c.process_id},
+    "provider": {"provider": LLMMetrics.__table__.c.provider},
+    "model": {"model": LLMMetrics.__table__.c.model},
+    "day": {"day": UtcDay(LLMMetrics.created_at)},
+    "prompt": {"prompt_id": PromptVersion.__table__.c.prompt_id, "prompt_version": PromptVersion.__table__.c.version},
 }
 
 
@@ -98,16 +110,19 @@ def _live_executions() -> CompoundSelect[Any]:
 
 @dataclass(frozen=True)
 class CostAggregate:
-    """Sums for one group (``key`` maps each group_by name to its value) or for everything."""
+    """Sums for one group (``key`` maps each reply field of the group_by names to its value) or for
+    everything. Money is in exact integer units (see db.types); a call is unpriced when its cost is null."""
 
     key: Mapping[str, Any]
     calls: int
     tokens: Mapping[str, int]
-    cost_usd: Decimal
+    cost_units: int
     unpriced_calls: int
     inference_ms_sum: int
     inference_ms_count: int
-    superseded_cost_usd: Decimal
+    superseded_calls: int
+    superseded_units: int
+    superseded_unpriced_calls: int
 
 
 def _int(value: Any) -> int:
@@ -220,9 +235,11 @@ class MetricsRepository(Repository):
         """One aggregate per group (one in all without group_by), ordered by the group keys.
 
         ``since`` is inclusive and ``until`` exclusive. Two statements: the figures in one pass over
-        the matching rows with no join, then the cost of the live executions (see _live_executions).
+        the matching rows (joined to their execution and prompt version only to group by prompt),
+        then the cost of the live executions (see _live_executions).
         """
-        keys = [_GROUP_COLUMNS[name].label(f"g_{name}") for name in group_by]
+        columns = {field: column for name in group_by for field, column in _GROUP_COLUMNS[name].items()}
+        keys = [column.label(f"g_{field}") for field, column in columns.items()]
         conditions: list[ColumnElement[bool]] = []
         if project_id is not None:
             conditions.append(LLMMetrics.project_id == project_id)
@@ -237,19 +254,29 @@ class MetricsRepository(Repository):
         if until is not None:
             conditions.append(LLMMetrics.created_at < until)
 
+        linked = LLMMetrics.execution_id.is_not(None)
         figures = select(
             *keys,
             func.count().label("calls"),
             *(func.sum(getattr(LLMMetrics, name)).label(name) for name in _TOKENS),
             *_money_sum(_UNITS, "cost"),
-            func.sum(case((LLMMetrics.cost_source == CostSource.UNPRICED.value, 1), else_=0)).label("unpriced"),
+            func.count(LLMMetrics.cost_usd).label("priced"),
             func.sum(LLMMetrics.inference_time_ms).label("ms_sum"),
             func.count(LLMMetrics.inference_time_ms).label("ms_count"),
-            *_money_sum(case((LLMMetrics.execution_id.is_not(None), _UNITS), else_=None), "linked"),
-        ).where(*conditions)
-        live = select(*keys, *_money_sum(_UNITS, "live")).where(
-            *conditions, LLMMetrics.execution_id.in_(_live_executions())
+            func.count(LLMMetrics.execution_id).label("linked_calls"),
+            func.count(case((linked, LLMMetrics.cost_usd), else_=None)).label("linked_priced"),
+            *_money_sum(case((linked, _UNITS), else_=None), "linked"),
         )
+        live = select(
+            *keys,
+            func.count().label("live_calls"),
+            func.count(LLMMetrics.cost_usd).label("live_priced"),
+            *_money_sum(_UNITS, "live"),
+        )
+        if "prompt" in group_by:
+            figures, live = _with_prompt(figures), _with_prompt(live)
+        figures = figures.where(*conditions)
+        live = live.where(*conditions, LLMMetrics.execution_id.in_(_live_executions()))
         if keys:
             # NULLS LAST on both databases (SQLite would put them first): unassigned groups come last.
             figures = figures.group_by(*keys).order_by(*(key.asc().nulls_last() for key in keys))
@@ -259,22 +286,35 @@ class MetricsRepository(Repository):
         rows = (await self.session.execute(figures)).mappings().all()
         if not rows:
             return []
-        live_units = {
-            tuple(row[f"g_{name}"] for name in group_by): _money_units(row, "live")
-            for row in (await self.session.execute(live)).mappings()
+        lives = {
+            tuple(row[f"g_{field}"] for field in columns): row for row in (await self.session.execute(live)).mappings()
         }
-        return [
-            CostAggregate(
-                key={name: row[f"g_{name}"] for name in group_by},
-                calls=_int(row["calls"]),
-                tokens={name: _int(row[name]) for name in _TOKENS},
-                cost_usd=units_to_money(_money_units(row, "cost")),
-                unpriced_calls=_int(row["unpriced"]),
-                inference_ms_sum=_int(row["ms_sum"]),
-                inference_ms_count=_int(row["ms_count"]),
-                superseded_cost_usd=units_to_money(
-                    _money_units(row, "linked") - live_units.get(tuple(row[f"g_{name}"] for name in group_by), 0)
-                ),
-            )
-            for row in rows
-        ]
+        return [_aggregate(row, lives.get(tuple(row[f"g_{field}"] for field in columns)), columns) for row in rows]
+
+
+def _with_prompt(statement: Select[Any]) -> Select[Any]:
+    """The statement over metric rows outer-joined to their execution and its prompt version."""
+    return statement.select_from(
+        LLMMetrics.__table__.outerjoin(
+            ProcessExecution.__table__, LLMMetrics.execution_id == ProcessExecution.id
+        ).outerjoin(PromptVersion.__table__, ProcessExecution.prompt_version_id == PromptVersion.id)
+    )
+
+
+def _aggregate(row: Any, live: Any, columns: Mapping[str, Any]) -> CostAggregate:
+    calls, priced = _int(row["calls"]), _int(row["priced"])
+    # Superseded = linked minus live: the live rows are a subset of the linked ones.
+    superseded_calls = _int(row["linked_calls"]) - (0 if live is None else _int(live["live_calls"]))
+    superseded_priced = _int(row["linked_priced"]) - (0 if live is None else _int(live["live_priced"]))
+    return CostAggregate(
+        key={field: row[f"g_{field}"] for field in columns},
+        calls=calls,
+        tokens={name: _int(row[name]) for name in _TOKENS},
+        cost_units=_money_units(row, "cost"),
+        unpriced_calls=calls - priced,
+        inference_ms_sum=_int(row["ms_sum"]),
+        inference_ms_count=_int(row["ms_count"]),
+        superseded_calls=superseded_calls,
+        superseded_units=_money_units(row, "linked") - (0 if live is None else _money_units(live, "live")),
+        superseded_unpriced_calls=superseded_calls - superseded_priced,
+    )

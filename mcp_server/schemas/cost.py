@@ -34,7 +34,7 @@ ModelName = Annotated[
 ]
 Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
 InferenceMs = Annotated[int, Field(ge=0, le=MAX_INFERENCE_MS)]
-GroupKey = Literal["project", "process", "provider", "model", "day"]
+GroupKey = Literal["project", "process", "provider", "model", "day", "prompt"]
 
 PROMPT_CONVENTION = (
     "prompt_tokens counts ALL input tokens, cached ones included (OpenAI's prompt_tokens; for Anthropic "
@@ -169,10 +169,13 @@ class CostFigures(BaseModel):
     total_tokens: int
     cache_read_tokens: int
     cache_write_tokens: int
-    cost_usd: DecimalOut = Field(description="Exact sum of priced costs.")
+    # Both sums are absent when every call in them is unpriced (an unknown cost is not 0); the tool's
+    # description says what superseded means, so the schema spends no characters on it.
+    cost_usd: DecimalOut | None = Field(description="Exact sum of priced costs.")
     unpriced_calls: int
     mean_inference_time_ms: float | None
-    superseded_cost_usd: DecimalOut = Field(description="Spent on executions no longer current: rework.")
+    superseded_cost_usd: DecimalOut | None
+    superseded_unpriced_calls: int = 0
 
 
 class CostGroup(CostFigures):
@@ -181,6 +184,8 @@ class CostGroup(CostFigures):
     provider: str | None = None
     model: str | None = None
     day: date | None = Field(None, description="UTC date.")
+    prompt_id: str | None = None
+    prompt_version: int | None = None
 
 
 class CostSummary(BaseModel):

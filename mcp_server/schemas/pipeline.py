@@ -70,8 +70,27 @@ class ExecutionRef(Out):
     error_message: str | None = None
 
 
+class ExecutionRow(Out):
+    # A listed execution: its data (input, output, hash, reasoning, missing info) only with include_data,
+    # and its project only when the list is not of one project.
+    id: uuid.UUID
+    project_id: uuid.UUID | None = None
+    process_id: str
+    status: str
+    started_at: datetime | None
+    completed_at: datetime | None
+    created_by: str | None
+    error_message: str | None = None
+    prompt_version_id: uuid.UUID | None = None
+    input_data: JsonObjectOut | None = None
+    output_data: JsonObjectOut | None = None
+    output_hash: str | None = None
+    reasoning: str | None = None
+    missing_info: JsonObjectOut | None = None
+
+
 class ExecutionPage(PageInfo):
-    items: list[ExecutionOut]
+    items: list[ExecutionRow]
 
 
 class StateOut(Out):
@@ -79,10 +98,8 @@ class StateOut(Out):
     state: str
     version: int = Field(description="Pass as expected_version.")
     current_execution_id: uuid.UUID | None
-    invalidated_at: datetime | None
     invalidated_by_process_id: str | None = Field(description="Root cause.")
     invalidation_reason: str | None
-    last_updated_at: datetime | None
 
 
 class InvalidatedOut(BaseModel):
@@ -91,9 +108,7 @@ class InvalidatedOut(BaseModel):
     version: int = Field(description="The stale state's new version.")
 
 
-class Blocker(BaseModel):
-    process_id: str
-    state: str
+CAN_RUN = "Run it next: every dependency completed, and it is neither completed nor running."
 
 
 class HandedInputs(BaseModel):
@@ -120,8 +135,8 @@ class RecordReply(BaseModel):
     output_changed: bool = Field(description="False: same output as before, nothing invalidated.")
     invalidated: list[InvalidatedOut] = Field(description="Steps made stale (first 100).")
     invalidated_count: int = 0
-    late_finish: bool = Field(False, description="The step went stale while this ran: it stays stale.")
-    superseded_by: uuid.UUID | None = Field(None, description="Current execution that won; this one is superseded.")
+    late_finish: bool = Field(False, description="Went stale while running: stays stale.")
+    superseded_by: uuid.UUID | None = Field(None, description="The winner: this one is superseded.")
     note: str | None = None
     cost: dict[str, Any] | None = Field(None, description="The cost row logged from `usage`.")
     budget: dict[str, Any] | None = Field(None, description="The project's budget after it.")
@@ -146,9 +161,11 @@ class DependencyState(BaseModel):
 
 
 class ProcessStateDetail(HandedInputs, StateOut):
+    invalidated_at: datetime | None
+    last_updated_at: datetime | None
     name: str
-    ready: bool = Field(description="Every dependency is completed.")
-    blocked_by: list[Blocker]
+    can_run: bool = Field(description=CAN_RUN)
+    blocked_by: list[str] = Field(description="Dependencies not completed.")
     dependencies: list[DependencyState]
     current_output: JsonObjectOut | None = Field(None, description="output_data of the current execution.")
     running_execution_id: uuid.UUID | None = None
@@ -159,15 +176,12 @@ class ProcessStatus(BaseModel):
     name: str
     state: str
     version: int
-    ready: bool
-    can_run: bool = Field(description="Ready and not completed or running: it can run next.")
-    blocked_by: list[Blocker] = Field(description="Up to 10; blocked_count says when more.")
+    can_run: bool = Field(description=CAN_RUN)
+    blocked_by: list[str] | None = Field(None, description="Unfinished dependencies (up to 10).")
     blocked_count: int | None = None
-    invalidated_by_process_id: str | None
-    invalidation_reason: str | None
-    invalidated_at: datetime | None
-    current_execution_id: uuid.UUID | None
-    last_updated_at: datetime | None
+    invalidated_by_process_id: str | None = Field(None, description="Root cause of stale.")
+    invalidation_reason: str | None = None
+    last_updated_at: datetime | None = None
 
 
 class PipelineStatus(BaseModel):

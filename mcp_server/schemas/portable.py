@@ -11,7 +11,8 @@ portability check accept:
   refused by the server instead, see ``checked_arguments``);
 - a required argument is its plain typed schema; an optional one is ``anyOf [X, {"type": "null"}]``
   with the description inside X, so that OpenAI strict mode (which makes every key required) can send
-  ``null``, and ``null`` means "not given";
+  ``null``, and ``null`` means "not given". A tool with a free-form object argument cannot be strict
+  for OpenAI anyway: its optional arguments stay plain X (null is still taken as "not given");
 - free-form JSON is ``{"type": "object"}``; size bounds the server enforces anyway are left out.
 
 ``compact_output_schema`` keeps output schemas exact but small: no titles, no ``additionalProperties:
@@ -49,8 +50,9 @@ def _null_branch(branch: Any) -> bool:
     return isinstance(branch, dict) and branch == NULL
 
 
-def _clean(node: dict[str, Any]) -> dict[str, Any]:
-    """One schema node without server-only keywords, its sub-schemas cleaned and its optional properties nullable."""
+def _clean(node: dict[str, Any], *, nullable: bool = True) -> dict[str, Any]:
+    """One schema node without server-only keywords, its sub-schemas cleaned and its optional properties
+    nullable (or, with ``nullable`` false, plain)."""
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key in SERVER_ONLY_KEYWORDS or (key == "additionalProperties" and value is not False):
@@ -60,11 +62,11 @@ def _clean(node: dict[str, Any]) -> dict[str, Any]:
         if key == "minimum" and value == 0:  # counts, versions, durations: never negative, obviously
             continue
         if key == "properties":
-            out[key] = {name: _clean(sub) for name, sub in value.items()}
+            out[key] = {name: _clean(sub, nullable=nullable) for name, sub in value.items()}
         elif key == "items" and isinstance(value, dict):
-            out[key] = _clean(value)
+            out[key] = _clean(value, nullable=nullable)
         elif key in ("anyOf", "oneOf", "allOf"):
-            out[key] = [_clean(branch) for branch in value]
+            out[key] = [_clean(branch, nullable=nullable) for branch in value]
         else:
             out[key] = value
     if out.get("type") == "object" or "properties" in out:
@@ -72,8 +74,14 @@ def _clean(node: dict[str, Any]) -> dict[str, Any]:
         required = set(out.get("required", ()))
         for name, prop in out.get("properties", {}).items():
             if name not in required:
-                out["properties"][name] = _nullable(prop)
+                out["properties"][name] = _nullable(prop) if nullable else _not_null(prop)
     return out
+
+
+def _not_null(prop: dict[str, Any]) -> dict[str, Any]:
+    """X with its description: the optional property without its null branch."""
+    inner: dict[str, Any] = _nullable(prop)["anyOf"][0]
+    return inner
 
 
 def _nullable(prop: dict[str, Any]) -> dict[str, Any]:
@@ -96,6 +104,10 @@ def portable_input_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """The input schema in the portable subset described in the module docstring."""
     inlined = _inline(schema, schema.get("$defs", {}))
     cleaned = _clean(inlined)
+    if free_form_arguments(cleaned):
+        # OpenAI cannot call this tool in strict mode anyway, so nothing needs to send null for "not given":
+        # the optional arguments stay plain, which saves the model a dozen tokens each.
+        cleaned = _clean(inlined, nullable=False)
     cleaned.setdefault("properties", {})
     if not cleaned.get("required"):
         cleaned.pop("required", None)

@@ -216,28 +216,30 @@ async def report_cost(
     return reply
 
 
+def _money(units: int, calls: int, unpriced: int) -> Decimal | None:
+    """A sum of costs, or None when every call in it is unpriced: an unknown cost is never 0."""
+    return None if calls and unpriced == calls else units_to_money(units)
+
+
 def _figures(aggregate: CostAggregate) -> dict[str, Any]:
     count = aggregate.inference_ms_count
     return {
         "calls": aggregate.calls,
         **aggregate.tokens,
-        "cost_usd": aggregate.cost_usd,
+        "cost_usd": _money(aggregate.cost_units, aggregate.calls, aggregate.unpriced_calls),
         "unpriced_calls": aggregate.unpriced_calls,
         "mean_inference_time_ms": round(aggregate.inference_ms_sum / count, 3) if count else None,
-        "superseded_cost_usd": aggregate.superseded_cost_usd,
+        "superseded_cost_usd": _money(
+            aggregate.superseded_units, aggregate.superseded_calls, aggregate.superseded_unpriced_calls
+        ),
+        "superseded_unpriced_calls": aggregate.superseded_unpriced_calls,
     }
 
 
-_KEY_FIELDS = {"project": "project_id", "process": "process_id", "provider": "provider", "model": "model"}
-
-
 def _group(aggregate: CostAggregate) -> CostGroup:
-    keys: dict[str, Any] = {}
-    for name, value in aggregate.key.items():
-        if name == "day":
-            keys["day"] = None if value is None else date.fromisoformat(value)
-        else:
-            keys[_KEY_FIELDS[name]] = value
+    keys = dict(aggregate.key)
+    if keys.get("day") is not None:
+        keys["day"] = date.fromisoformat(keys["day"])
     return CostGroup(**_figures(aggregate), **keys)
 
 
@@ -277,9 +279,11 @@ def _sum(groups: list[CostAggregate]) -> CostAggregate:
         key={},
         calls=sum(g.calls for g in groups),
         tokens={name: sum(g.tokens[name] for g in groups) for name in groups[0].tokens},
-        cost_usd=units_to_money(sum(money_to_units(g.cost_usd) for g in groups)),
+        cost_units=sum(g.cost_units for g in groups),
         unpriced_calls=sum(g.unpriced_calls for g in groups),
         inference_ms_sum=sum(g.inference_ms_sum for g in groups),
         inference_ms_count=sum(g.inference_ms_count for g in groups),
-        superseded_cost_usd=units_to_money(sum(money_to_units(g.superseded_cost_usd) for g in groups)),
+        superseded_calls=sum(g.superseded_calls for g in groups),
+        superseded_units=sum(g.superseded_units for g in groups),
+        superseded_unpriced_calls=sum(g.superseded_unpriced_calls for g in groups),
     )

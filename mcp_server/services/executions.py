@@ -17,6 +17,7 @@ from mcp_server.schemas.pipeline import (
     ExecutionOut,
     ExecutionPage,
     ExecutionRef,
+    ExecutionRow,
     FailReply,
     InvalidatedOut,
     InvalidateReply,
@@ -29,6 +30,7 @@ from mcp_server.services import pipeline_state, rules
 from mcp_server.services.idempotency import check_replay, request_hash
 from mcp_server.services.pipeline_state import CLEARED, ProjectPipeline
 from mcp_server.services.rules import Event, State
+from mcp_server.services.status import budget_data
 from mcp_server.services.validation import json_hash, validate
 
 if TYPE_CHECKING:
@@ -43,10 +45,8 @@ def _state_out(pipeline: ProjectPipeline, process_id: str) -> StateOut:
             state=State.EMPTY.value,
             version=0,
             current_execution_id=None,
-            invalidated_at=None,
             invalidated_by_process_id=None,
             invalidation_reason=None,
-            last_updated_at=None,
         )
     return StateOut.model_validate(row)
 
@@ -305,12 +305,15 @@ async def record(
             actor=actor,
             links_checked=True,  # this call just checked the project and process and created the execution
         )
-        cost = reply_data(logged)
+        # The row echoes what the agent just sent: the reply keeps what it did not know.
+        cost = {key: value for key, value in reply_data(logged).items() if key in _COST_KEPT}
+        if logged.priced:
+            cost.pop("note", None)  # only why a cost is missing is news
         status = await costs.budget_status(session, project_id)
-        budget = None if status is None else reply_data(status)
+        budget = None if status is None else budget_data(status)
 
     reply = RecordReply(
-        execution=ExecutionRef.model_validate(execution),
+        execution=_finished_ref(execution),
         state=_state_out(pipeline, process_id),
         output_changed=output_changed,
         invalidated=invalidated[:MAX_LISTED],
@@ -325,6 +328,17 @@ async def record(
         execution.reply = reply.model_dump(mode="json")
         await session.flush()
     return reply
+
+
+_COST_KEPT = frozenset({"id", "cost_usd", "cost_source", "note"})
+
+
+def _finished_ref(execution: ProcessExecution) -> ExecutionRef:
+    """The execution as a record reply names it: a one-call record started when it completed."""
+    ref = ExecutionRef.model_validate(execution)
+    if ref.started_at == ref.completed_at:
+        ref.started_at = None
+    return ref
 
 
 def _changed_since(
@@ -430,6 +444,30 @@ async def get(session: AsyncSession, execution_id: uuid.UUID) -> ExecutionOut:
     return ExecutionOut.model_validate(execution)
 
 
+ERROR_IN_ROW = 100
+
+
+def _row(execution: ProcessExecution, include_data: bool, *, one_project: bool) -> ExecutionRow:
+    row = ExecutionRow.model_validate(execution)
+    if one_project:
+        row.project_id = None
+    if include_data:
+        return row
+    error = row.error_message
+    if error is not None and len(error) > ERROR_IN_ROW:
+        error = error[: ERROR_IN_ROW - 1] + "…"
+    return row.model_copy(
+        update={
+            "error_message": error,
+            "input_data": None,
+            "output_data": None,
+            "output_hash": None,
+            "reasoning": None,
+            "missing_info": None,
+        }
+    )
+
+
 async def list_page(
     session: AsyncSession,
     *,
@@ -438,12 +476,13 @@ async def list_page(
     status: str | None,
     page: int,
     page_size: int,
+    include_data: bool = False,
 ) -> ExecutionPage:
     result = await ExecutionRepository(session).list(
         project_id=project_id, process_id=process_id, status=status, page=page, page_size=page_size
     )
     return ExecutionPage(
-        items=[ExecutionOut.model_validate(e) for e in result.items],
+        items=[_row(e, include_data, one_project=project_id is not None) for e in result.items],
         total=result.total,
         page=result.page,
         page_size=result.page_size,

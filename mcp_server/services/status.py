@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mcp_server.repositories import ExecutionRepository
@@ -12,7 +13,6 @@ from mcp_server.schemas.pipeline import (
     DEFAULT_STATUS_PAGE,
     MAX_BLOCKERS,
     MAX_LISTED,
-    Blocker,
     DependencyState,
     PipelineStatus,
     ProcessStateDetail,
@@ -26,7 +26,14 @@ from mcp_server.services.rules import State
 async def project_cost(session: AsyncSession, project_id: uuid.UUID) -> dict[str, Any] | None:
     """The project's cost so far and budget status (from its running totals: one row, no SUM)."""
     status = await costs.budget_status(session, project_id)
-    return None if status is None else reply_data(status)
+    return None if status is None else budget_data(status)
+
+
+def budget_data(status: BaseModel) -> dict[str, Any]:
+    """A budget as a reply about one project carries it: without the project id it already names."""
+    data: dict[str, Any] = reply_data(status)
+    data.pop("project_id", None)
+    return data
 
 
 async def pipeline_status(
@@ -61,21 +68,18 @@ async def pipeline_status(
         if page_size is not None and not first < matching <= first + page_size:
             continue
         row = pipeline.rows.get(pid)
-        blocking = rules.blockers(graph, states, pid)
+        blocking = list(rules.blockers(graph, states, pid))
         processes.append(
             ProcessStatus(
                 process_id=pid,
                 name=definition.name,
                 state=states[pid].value,
                 version=pipeline.version(pid),
-                ready=not blocking,
                 can_run=rules.can_run_next(graph, states, pid),
-                blocked_by=[Blocker(process_id=d, state=s.value) for d, s in list(blocking.items())[:MAX_BLOCKERS]],
+                blocked_by=blocking[:MAX_BLOCKERS] or None,
                 blocked_count=len(blocking) if len(blocking) > MAX_BLOCKERS else None,
                 invalidated_by_process_id=row.invalidated_by_process_id if row else None,
-                invalidation_reason=row.invalidation_reason if row else None,
-                invalidated_at=row.invalidated_at if row else None,
-                current_execution_id=row.current_execution_id if row else None,
+                invalidation_reason=_clipped(row.invalidation_reason) if row else None,
                 last_updated_at=row.last_updated_at if row else None,
             )
         )
@@ -95,6 +99,16 @@ async def pipeline_status(
         complete=steps > 0 and counts[State.COMPLETED.value] == steps,
         cost=await project_cost(session, project_id),
     )
+
+
+REASON_IN_ROW = 100
+
+
+def _clipped(reason: str | None) -> str | None:
+    """A status row's reason, shortened (get_process_state has it whole)."""
+    if reason is None or len(reason) <= REASON_IN_ROW:
+        return reason
+    return reason[: REASON_IN_ROW - 1] + "…"
 
 
 async def process_state(session: AsyncSession, project_id: uuid.UUID, process_id: str) -> ProcessStateDetail:
@@ -119,8 +133,8 @@ async def process_state(session: AsyncSession, project_id: uuid.UUID, process_id
         invalidated_by_process_id=row.invalidated_by_process_id if row else None,
         invalidation_reason=row.invalidation_reason if row else None,
         last_updated_at=row.last_updated_at if row else None,
-        ready=not blocking,
-        blocked_by=[Blocker(process_id=d, state=s.value) for d, s in blocking.items()],
+        can_run=rules.can_run_next(graph, states, process_id),
+        blocked_by=list(blocking),
         dependencies=[
             DependencyState(process_id=dep, state=states.get(dep, State.EMPTY).value, version=pipeline.version(dep))
             for dep in definition.depends_on

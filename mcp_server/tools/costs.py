@@ -104,13 +104,13 @@ def register(registrar: Registrar) -> None:
         since: Annotated[UtcDatetime | None, Field(description="From this time on (ISO 8601, UTC by default).")] = None,
         until: Annotated[UtcDatetime | None, Field(description="Before this time.")] = None,
         group_by: Annotated[
-            list[GroupKey] | None, Field(max_length=5, description="Group keys; `day` is the UTC date.")
+            list[GroupKey] | None, Field(max_length=6, description="Group by the tuple of these; `day` is UTC.")
         ] = None,
     ) -> CostSummary:
-        """What did this project, step or model cost? Totals of logged calls: count, tokens by kind,
-        cost_usd (exact decimal string; unpriced calls counted apart), mean inference time and
-        superseded_cost_usd (spent on executions no longer current: the cost of rework). Filters
-        combine; group_by adds one row per group (up to 1000)."""
+        """What did this project, step, model or prompt cost? Totals of logged calls: count, tokens by kind,
+        cost_usd (exact decimal string, absent if unknown; unpriced_calls apart), mean inference time and
+        superseded_cost_usd (spent on executions no longer current: rework). Filters combine; group_by
+        adds one row per group (up to 1000)."""
         filters = CostFilters(
             project_id=project_id, process_id=process_id, provider=provider, model=model, since=since, until=until
         )

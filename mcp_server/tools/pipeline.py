@@ -48,7 +48,9 @@ IdempotencyKey = Annotated[
     ShortText | None,
     Field(min_length=1, description="Retry-safe key: a repeat returns the first reply (`replayed`)."),
 ]
-Force = Annotated[bool, Field(description="Go ahead although dependencies are unfinished.")]
+Force = Annotated[
+    bool, Field(description="Go ahead despite unfinished dependencies, or another execution's run or result.")
+]
 
 
 def register(registrar: Registrar) -> None:  # noqa: C901 - one nested function per tool
@@ -112,9 +114,9 @@ def register(registrar: Registrar) -> None:  # noqa: C901 - one nested function 
         idempotency_key: IdempotencyKey = None,
         force: Force = False,
     ) -> StartReply:
-        """Open an execution of a step: its state becomes `running` (version + 1: the version to pass
-        as expected_version when finishing). Finish it with record_execution(execution_id=…) or
-        fail_execution. Returns the execution and the state. Errors: `not_ready` (names the unfinished
+        """Open an execution of a step: its state becomes `running` (version + 1). Returns the execution,
+        the state and `inputs`: each dependency's current output. Finish it with
+        record_execution(execution_id=…) or fail_execution. Errors: `not_ready` (names the unfinished
         dependencies) unless force; `invalid_transition` if already running; `schema_violation`; `conflict`."""
         async with app_of(ctx).db.unit_of_work() as session:
             return await executions.start(
@@ -152,11 +154,12 @@ def register(registrar: Registrar) -> None:  # noqa: C901 - one nested function 
         idempotency_key: IdempotencyKey = None,
         force: Force = False,
     ) -> RecordReply:
-        """Record a step's output: the step becomes `completed` (version + 1) and every completed, failed
-        or running step downstream `stale` (listed in `invalidated`) unless the output is unchanged.
-        Returns the execution, state, invalidated steps and logged cost. If the step went stale while a
-        started execution ran, it is stored but the state stays stale (`late_finish`). Errors:
-        `not_ready`, `schema_violation` (each with its path), `conflict`, `invalid_transition`."""
+        """Record a step's output: the step becomes `completed` (version + 1) and completed, failed or
+        running steps downstream `stale` (`invalidated`, in the order to redo them) unless the output is
+        unchanged. Returns the execution, state and logged cost. A started execution that finishes after
+        its step went stale leaves it stale (`late_finish`); after another execution changed the step, it
+        is stored `superseded` (`superseded_by`) unless force. Errors: `not_ready`, `schema_violation`
+        (each with its path), `conflict`, `invalid_transition` (e.g. the step is running: finish that)."""
         async with app_of(ctx).db.unit_of_work() as session:
             return await executions.record(
                 session,
@@ -200,10 +203,11 @@ def register(registrar: Registrar) -> None:  # noqa: C901 - one nested function 
         project_id: Annotated[uuid.UUID | None, Field(description="Only this project's.")] = None,
         process_id: Annotated[SlugRef | None, Field(description="Only this step's.")] = None,
         status: Annotated[ExecutionStatus | None, Field(description="Only in this status.")] = None,
+        include_data: Annotated[bool, Field(description="Also inputs, outputs and reasoning.")] = False,
         page: Page = 1,
         page_size: PageSize = 20,
     ) -> ExecutionPage:
-        """Executions, newest first, one page at a time."""
+        """Executions, newest first, one page at a time; get_execution gives one whole."""
         async with app_of(ctx).db.unit_of_work(write=False) as session:
             return await executions.list_page(
                 session,
@@ -212,12 +216,13 @@ def register(registrar: Registrar) -> None:  # noqa: C901 - one nested function 
                 status=status.value if status else None,
                 page=page,
                 page_size=page_size,
+                include_data=include_data,
             )
 
     @tool(title="Get process state", read_only=True)
     async def get_process_state(project_id: ProjectId, process_id: ProcessId, ctx: Context[App]) -> ProcessStateDetail:
-        """One step's state in a project: state, version, `ready` (every dependency completed), the
-        dependencies' states, the current output and, when stale, the root cause."""
+        """One step in a project: state, version, `can_run`, `blocked_by`, the dependencies' states,
+        `inputs` (each dependency's current output), its current output and, when stale, the root cause."""
         async with app_of(ctx).db.unit_of_work(write=False) as session:
             return await status.process_state(session, project_id, process_id)
 
@@ -231,10 +236,9 @@ def register(registrar: Registrar) -> None:  # noqa: C901 - one nested function 
             int, Field(ge=1, le=MAX_STATUS_PAGE, description="Step rows per page, default 100.")
         ] = DEFAULT_STATUS_PAGE,
     ) -> PipelineStatus:
-        """A project's pipeline: counts by state (empty, running, completed, failed, stale);
-        `ready_processes` (= steps with `can_run`): the steps to run next, their dependencies completed
-        and they themselves not completed or running; the cost so far; and a page of step rows (state,
-        version, blockers, invalidation cause), in dependency order."""
+        """A project's pipeline: counts by state; `ready_processes`: the steps that can run now (each
+        dependency completed, the step not completed or running); `plan`: every step not completed, in
+        the order to run them; the cost so far; and a page of step rows, in dependency order."""
         async with app_of(ctx).db.unit_of_work(write=False) as session:
             return await status.pipeline_status(
                 session, project_id, state=state.value if state else None, page=page, page_size=page_size
