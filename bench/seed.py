@@ -124,6 +124,7 @@ def _project(rng: random.Random, name: str, when: datetime) -> dict[str, Any]:
         "created_at": ts(when),
         "updated_at": ts(when),
         "is_deleted": 0,
+        "pipeline_id": "default",
         "created_by": "bench/1",
         "updated_by": "bench/1",
     }
@@ -131,6 +132,7 @@ def _project(rng: random.Random, name: str, when: datetime) -> dict[str, Any]:
 
 def _definition(process_id: str, index: int, depends_on: list[str], when: datetime) -> dict[str, Any]:
     return {
+        "pipeline_id": "default",
         "id": process_id,
         "name": f"Process {index}",
         "order_index": index,

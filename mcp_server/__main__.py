@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     from mcp_server.cli_views import add_parsers
 
     add_parsers(commands)
+    from mcp_server.cli_pipeline import add_parsers as add_pipeline_parsers
+
+    add_pipeline_parsers(commands)
     commands.add_parser("demo", help="run an example pipeline end to end over stdio on a temporary database")
     return parser
 
@@ -77,13 +80,17 @@ def _run_db(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _offline_command(settings: Settings, args: argparse.Namespace) -> int:
-    """``db``, ``status`` and ``costs``: an unreachable database is one clear line, not a traceback."""
+    """``db``, ``status``, ``costs`` and ``pipeline``: an unreachable database is one clear line, not a traceback."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import DBAPIError
 
     try:
         if args.command == "db":
             return _run_db(settings, args)
+        if args.command == "pipeline":
+            from mcp_server.cli_pipeline import run_pipeline
+
+            return run_pipeline(settings, args)
         from mcp_server.cli_views import run_view
 
         return run_view(settings, args)
@@ -108,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"pipeline-state-mcp: PIPELINE_STATE_{field.upper()}: {error['msg']}\n")
         return 2
     configure_logging(settings.log_level)
-    if args.command in ("db", "status", "costs"):
+    if args.command in ("db", "status", "costs", "pipeline"):
         return _offline_command(settings, args)
     if args.command == "demo":
         from mcp_server.cli_demo import main_demo

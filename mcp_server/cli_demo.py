@@ -67,13 +67,17 @@ async def run_demo(console: Console) -> None:
             tools = await client.list_tools()
             demo.say(f"The client connects and lists {len(tools.tools)} tools.")
 
-            demo.say("Define a four-step pipeline (a DAG) with an output schema on every step.")
-            for pid, name, deps, _, _ in PIPELINE:
-                await demo.call("define_process", process_id=pid, name=name, depends_on=deps, output_schema=TEXT_OUT)
+            demo.say("Define pipeline 'app' in one call: four steps (a DAG), an output schema on each.")
+            steps = [
+                {"process_id": pid, "name": name, "depends_on": deps, "output_schema": TEXT_OUT}
+                for pid, name, deps, _, _ in PIPELINE
+            ]
+            await demo.call("apply_pipeline", pipeline_id="app", processes=steps)
+            for pid, _, deps, _, _ in PIPELINE:
                 console.print(f"   {pid}" + (f"  ← {', '.join(deps)}" if deps else ""))
 
-            project = (await demo.call("create_project", name="todo-app", budget_usd="0.05"))["id"]
-            demo.say(f"Create project 'todo-app' with a $0.05 budget: {project}")
+            project = (await demo.call("create_project", name="todo-app", budget_usd="0.05", pipeline_id="app"))["id"]
+            demo.say(f"Create project 'todo-app' on pipeline 'app' with a $0.05 budget: {project}")
 
             demo.say("Run every step in order, reporting each LLM call's tokens (priced automatically).")
             for pid, _, _, provider, model in PIPELINE:
@@ -92,7 +96,10 @@ async def run_demo(console: Console) -> None:
                 console.print(f"   [red]invalidated[/] {hit['process_id']} (was {hit['previous_state']})")
 
             status = await demo.call("get_pipeline_status", project_id=project)
-            demo.say(f"The status says what can run next: {', '.join(status['ready_processes'])}.")
+            demo.say(
+                f"The status says what can run next ({', '.join(status['ready_processes'])}) and the plan to "
+                f"redo: {' → '.join(status['plan'])}."
+            )
             console.print(status_table(status))
 
             demo.say("Re-run the stale steps; the re-runs are the cost of rework.")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import enum
 
+# The pipeline every database has: where projects and processes go when none is named.
+DEFAULT_PIPELINE = "default"
+
 
 class ProjectStatus(enum.StrEnum):
     DRAFT = "draft"

@@ -24,6 +24,8 @@ CONTRACT_TOOLSETS: dict[str, tuple[str, ...]] = {
     "pipeline": (
         "define_process",
         "list_processes",
+        "list_pipelines",
+        "apply_pipeline",
         "delete_process",
         "start_execution",
         "record_execution",

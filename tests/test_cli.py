@@ -1,4 +1,5 @@
-"""The human commands: demo, status and costs (tables and --json matching the tools' answers)."""
+"""The human commands: demo, status and costs (tables and --json matching the tools' answers), and
+pipelines as files (apply, export)."""
 
 from __future__ import annotations
 
@@ -82,3 +83,60 @@ def test_an_unreachable_database_is_one_clear_line_without_the_password() -> Non
         assert result.returncode == 1, result.stderr
         assert "cannot use the database postgresql://someone:***@127.0.0.1:1/nowhere" in result.stderr
         assert "Traceback" not in result.stderr and "hunter2-secret" not in result.stderr
+
+
+PIPELINE_YAML = """\
+pipeline_id: review
+processes:
+  - process_id: spec
+    name: Spec
+    output_schema: {type: object, required: [summary], properties: {summary: {type: string}}}
+  - process_id: review
+    name: Review
+    depends_on: [spec]
+    description: Read the spec and list the risks.
+"""
+
+
+async def test_pipeline_apply_and_export_round_trip_with_a_plan_and_a_dry_run(
+    client: Client, db_url: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "review.yaml"
+    source.write_text(PIPELINE_YAML)
+    dry = run_cli("pipeline", "apply", str(source), "--dry-run", url=db_url)
+    assert dry.returncode == 0, dry.stderr
+    assert "dry run: nothing changed" in dry.stdout and "spec, review" in dry.stdout
+    assert (await call_ok(client, "list_pipelines"))["items"] == [
+        {"pipeline_id": "default", "processes": 0, "projects": 0}
+    ]
+
+    applied = run_cli("pipeline", "apply", str(source), url=db_url)
+    assert applied.returncode == 0, applied.stderr
+    listed = await call_ok(client, "list_processes", pipeline_id="review", include_schemas=True)
+    assert [p["id"] for p in listed["items"]] == ["spec", "review"]
+    assert listed["items"][0]["output_schema"]["required"] == ["summary"]
+
+    # export prints the file apply reads back unchanged: applying it changes nothing.
+    exported = run_cli("pipeline", "export", "review", url=db_url)
+    assert exported.returncode == 0, exported.stderr
+    again = tmp_path / "again.yaml"
+    again.write_text(exported.stdout)
+    as_json = run_cli("pipeline", "export", "review", "--json", url=db_url)
+    assert json.loads(as_json.stdout)["processes"][1]["depends_on"] == ["spec"]
+    project = (await call_ok(client, "create_project", name="r", pipeline_id="review"))["id"]
+    await call_ok(client, "record_execution", project_id=project, process_id="spec", output_data={"summary": "s"})
+    reapplied = run_cli("pipeline", "apply", str(again), url=db_url)
+    assert reapplied.returncode == 0 and "unchanged    2" in reapplied.stdout, reapplied.stdout
+
+    # Removing a step with executions is refused by name; nothing changes.
+    source.write_text("pipeline_id: review\nprocesses:\n  - {process_id: review, name: Review}\n")
+    refused = run_cli("pipeline", "apply", str(source), url=db_url)
+    assert refused.returncode == 1 and "conflict" in refused.stderr and "['spec']" in refused.stderr
+    assert "Nothing was changed" in refused.stderr
+    assert len((await call_ok(client, "list_processes", pipeline_id="review"))["items"]) == 2
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pipeline_id: Not A Slug\nprocesses: []\n")
+    assert run_cli("pipeline", "apply", str(bad), url=db_url).returncode == 2
+    bad.write_text("pipeline_id: ok\nprocesses:\n  - {process_id: x}\n")
+    failed = run_cli("pipeline", "apply", str(bad), url=db_url)
+    assert failed.returncode == 2 and "processes[0]" in failed.stderr and "name" in failed.stderr

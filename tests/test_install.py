@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from mcp_server.db.migrate import SCHEMA_HEAD
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -71,5 +73,5 @@ def test_installed_wheel_runs_db_upgrade(tmp_path: Path) -> None:
         text=True,
         timeout=120,
     )
-    assert "0001 (head)" in current.stdout
+    assert f"{SCHEMA_HEAD} (head)" in current.stdout
     assert database.is_file()

@@ -258,6 +258,7 @@ async def test_resources_show_catalogue_project_and_execution(client: Client) ->
     assert '"status": "completed"' in execution.contents[0].text  # type: ignore[union-attr]
     templates = await client.list_resource_templates()
     assert {t.uri_template for t in templates.resource_templates} == {
+        "pipeline://pipelines/{pipeline_id}",
         "pipeline://projects/{project_id}",
         "pipeline://executions/{execution_id}",
     }

@@ -41,7 +41,14 @@ pytestmark = pytest.mark.anyio
 TOKEN_BUDGET = 4_500
 OUTPUT_SCHEMA_BUDGET = 43_838 // 2  # characters: half the first release's output schemas
 # The tools with a free-form JSON object argument: the only ones that may stay non-strict for OpenAI.
-NON_STRICT = {"create_project", "update_project", "define_process", "start_execution", "record_execution"}
+NON_STRICT = {
+    "create_project",
+    "update_project",
+    "define_process",
+    "apply_pipeline",
+    "start_execution",
+    "record_execution",
+}
 OPENAI_FORMATS = {"date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid"}
 SCRIPT = Path(sys.executable).parent / "pipeline-state-mcp"
 # Every toolset combination, each with and without read-only mode.
@@ -244,6 +251,9 @@ async def test_strict_shaped_calls_of_every_tool_through_openai_agents_over_stdi
             await call("define_process", process_id="b", name="B", depends_on=["a"])
             await call("define_process", process_id="gone", name="Gone")
             assert len((await call("list_processes"))["items"]) == 3
+            assert (await call("list_pipelines"))["items"][0]["pipeline_id"] == "default"
+            planned = await call("apply_pipeline", pipeline_id="side", processes=[{"process_id": "x", "name": "X"}])
+            assert planned["added"] == ["x"]
             await call("delete_process", process_id="gone")
             started = (await call("start_execution", project_id=project, process_id="a"))["execution"]["id"]
             await call("fail_execution", execution_id=started, error_message="boom")

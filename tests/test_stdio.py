@@ -269,7 +269,7 @@ def test_mcp_inspector_finds_every_schema_portable(server_env: dict[str, str], r
     env = server_env | {"PIPELINE_STATE_READ_ONLY": read_only, "PIPELINE_STATE_LOG_LEVEL": "WARNING"}
     done = _inspector_run(env, "--method", "tools/list", "--strict", "--format", "json")
     envelope = json.loads(done.stdout)
-    assert len(envelope["result"]["tools"]) == (10 if read_only == "true" else len(CONTRACT_TOOLS))
+    assert len(envelope["result"]["tools"]) == (11 if read_only == "true" else len(CONTRACT_TOOLS))
     # --strict with --format json puts every finding (warnings included) in the envelope.
     assert "schemaFindings" not in envelope, json.dumps(envelope["schemaFindings"], indent=1)
     assert "Schema portability" not in done.stderr, done.stderr

@@ -22,6 +22,7 @@ READERS = {
     "get_project",
     "list_projects",
     "list_processes",
+    "list_pipelines",
     "get_execution",
     "list_executions",
     "get_process_state",

@@ -35,8 +35,8 @@ async def test_arrays_and_null_json_round_trip(db: Database) -> None:
         session.add(ProcessDefinition(id="a", name="A", depends_on=[], input_schema=None))
         session.add(ProcessDefinition(id="b", name="B", depends_on=["a", "ä-ß"], output_schema={"type": "object"}))
     async with db.unit_of_work(write=False) as session:
-        a = await session.get(ProcessDefinition, "a")
-        b = await session.get(ProcessDefinition, "b")
+        a = await session.get(ProcessDefinition, ("default", "a"))
+        b = await session.get(ProcessDefinition, ("default", "b"))
         assert a is not None and b is not None
         assert a.depends_on == [] and a.input_schema is None
         assert b.depends_on == ["a", "ä-ß"] and b.output_schema == {"type": "object"}

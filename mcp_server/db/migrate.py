@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # The newest revision in migrations/versions; tests/test_migrations.py checks it against Alembic.
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0002"
 # pg_advisory_xact_lock key: "pipeline-state-mcp migrate", any constant shared by all instances.
 PG_MIGRATION_LOCK = 0x7073_6D63_7000_0001
 
@@ -70,14 +70,25 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 @asynccontextmanager
 async def _migration_lock(conn: AsyncConnection) -> AsyncIterator[None]:
     """A transaction that holds the migration lock until it commits or rolls back."""
-    if conn.dialect.name == "sqlite":
-        # One exclusive transaction holds the whole migration: the other processes wait on
-        # busy_timeout, then find the schema at head and do nothing.
-        await conn.execution_options(**{SQLITE_BEGIN: "EXCLUSIVE"})
-    async with conn.begin():
-        if conn.dialect.name == "postgresql":
+    if conn.dialect.name != "sqlite":
+        async with conn.begin():
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_MIGRATION_LOCK})
-        yield
+            yield
+        return
+    # One exclusive transaction holds the whole migration: the other processes wait on busy_timeout,
+    # then find the schema at head and do nothing. SQLite rebuilds a table to change it (batch mode),
+    # and dropping the old copy of a table that others reference fails while foreign keys are enforced:
+    # they are switched off for the migration (only possible outside a transaction) and each migration
+    # that rebuilds tables runs PRAGMA foreign_key_check before it commits.
+    await conn.execution_options(**{SQLITE_BEGIN: "EXCLUSIVE"})
+    raw = (await conn.get_raw_connection()).driver_connection
+    assert raw is not None
+    await raw.execute("PRAGMA foreign_keys = OFF")
+    try:
+        async with conn.begin():
+            yield
+    finally:
+        await raw.execute("PRAGMA foreign_keys = ON")
 
 
 def _upgrade_locked(connection: Connection, url: str) -> bool:

@@ -20,9 +20,7 @@ class ProcessExecution(AuditMixin, Base):
 
     id: Mapped[uuid.UUID] = mapped_column(GUID(), primary_key=True, default=uuid.uuid4)
     project_id: Mapped[uuid.UUID] = mapped_column(GUID(), ForeignKey("projects.id"), nullable=False, index=True)
-    process_id: Mapped[str] = mapped_column(
-        String(PROCESS_ID_LENGTH), ForeignKey("process_definitions.id"), nullable=False, index=True
-    )
+    process_id: Mapped[str] = mapped_column(String(PROCESS_ID_LENGTH), nullable=False, index=True)
     prompt_version_id: Mapped[uuid.UUID | None] = mapped_column(GUID(), ForeignKey("prompt_versions.id"))
 
     input_data: Mapped[Any] = mapped_column(JSONType(), nullable=False)

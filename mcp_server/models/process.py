@@ -1,4 +1,4 @@
-"""ProcessDefinition: one step of the pipeline catalogue (one catalogue per database)."""
+"""ProcessDefinition: one step of a pipeline (a named catalogue of processes; `default` always exists)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from mcp_server.db.base import AuditMixin, Base
 from mcp_server.db.types import ArrayType, JSONType
+from mcp_server.enums import DEFAULT_PIPELINE
 
 PROCESS_ID_LENGTH = 100
 
@@ -16,6 +17,10 @@ PROCESS_ID_LENGTH = 100
 class ProcessDefinition(AuditMixin, Base):
     __tablename__ = "process_definitions"
 
+    # A process is identified within its pipeline: the same id may exist in several pipelines.
+    pipeline_id: Mapped[str] = mapped_column(
+        String(PROCESS_ID_LENGTH), primary_key=True, default=DEFAULT_PIPELINE, server_default=DEFAULT_PIPELINE
+    )
     id: Mapped[str] = mapped_column(String(PROCESS_ID_LENGTH), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     description: Mapped[str | None] = mapped_column(Text())
@@ -25,4 +30,4 @@ class ProcessDefinition(AuditMixin, Base):
     depends_on: Mapped[list[str]] = mapped_column(ArrayType(String(PROCESS_ID_LENGTH)), default=list, nullable=False)
 
     def __repr__(self) -> str:
-        return f"<ProcessDefinition id={self.id!r}>"
+        return f"<ProcessDefinition {self.pipeline_id}/{self.id}>"

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from mcp_server.db.base import AuditMixin, Base, SoftDeleteMixin
 from mcp_server.db.types import GUID, JSONType, Money
-from mcp_server.enums import ProjectStatus
+from mcp_server.enums import DEFAULT_PIPELINE, ProjectStatus
+from mcp_server.models.process import PROCESS_ID_LENGTH
 
 
 class Project(AuditMixin, SoftDeleteMixin, Base):
@@ -38,8 +39,15 @@ class Project(AuditMixin, SoftDeleteMixin, Base):
     # usage row, so that a budget or status reply costs one row, not a SUM over the whole history.
     spent_usd: Mapped[Decimal] = mapped_column(Money(), default=Decimal(0), server_default="0", nullable=False)
     unpriced_calls: Mapped[int] = mapped_column(BigInteger(), default=0, server_default="0", nullable=False)
+    # The pipeline whose processes this project runs; fixed once the project has executions.
+    pipeline_id: Mapped[str] = mapped_column(
+        String(PROCESS_ID_LENGTH), default=DEFAULT_PIPELINE, server_default=DEFAULT_PIPELINE, nullable=False
+    )
 
-    __table_args__ = (Index("ix_projects_status_created", "is_deleted", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_projects_status_created", "is_deleted", "status", "created_at"),
+        Index("ix_projects_pipeline_id", "pipeline_id"),
+    )
 
     def __repr__(self) -> str:
         return f"<Project id={self.id} name={self.name!r}>"

@@ -19,9 +19,7 @@ class ProcessState(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(GUID(), primary_key=True, default=uuid.uuid4)
     project_id: Mapped[uuid.UUID] = mapped_column(GUID(), ForeignKey("projects.id"), nullable=False)
-    process_id: Mapped[str] = mapped_column(
-        String(PROCESS_ID_LENGTH), ForeignKey("process_definitions.id"), nullable=False
-    )
+    process_id: Mapped[str] = mapped_column(String(PROCESS_ID_LENGTH), nullable=False)
     state: Mapped[str] = mapped_column(String(50), default=StateName.EMPTY.value, nullable=False)
     version: Mapped[int] = mapped_column(Integer(), default=0, nullable=False)
     current_execution_id: Mapped[uuid.UUID | None] = mapped_column(GUID(), ForeignKey("process_executions.id"))

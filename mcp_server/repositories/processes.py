@@ -1,13 +1,14 @@
-"""Process definitions: the pipeline catalogue."""
+"""Process definitions: the catalogue of each pipeline."""
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from sqlalchemy import case, delete, exists, select, text
+from sqlalchemy import case, delete, exists, func, select, text
 
-from mcp_server.models import ProcessDefinition, ProcessExecution, ProcessState
+from mcp_server.models import ProcessDefinition, ProcessExecution, ProcessState, Project
 from mcp_server.repositories.base import Repository
+from mcp_server.repositories.states import catalogue_lock_key
 
 
 class Node(NamedTuple):
@@ -22,34 +23,67 @@ class Node(NamedTuple):
 
 
 class ProcessDefinitionRepository(Repository):
-    async def lock_catalogue(self) -> None:
-        """Serialise the writers of the catalogue (define, delete) until the transaction ends, so that
-        its invariants (a DAG, no dependency on a missing process) hold under concurrency.
+    async def lock_catalogue(self, pipeline_id: str) -> None:
+        """Serialise the writers of a pipeline's catalogue (define, apply, delete) until the transaction
+        ends, so that its invariants (a DAG, no dependency on a missing process, no execution of a
+        deleted one) hold under concurrency.
 
-        PostgreSQL: a transaction-scoped advisory lock; two definitions read the catalogue one after
-        the other, never both before either writes. SQLite: BEGIN IMMEDIATE already serialises writers.
+        PostgreSQL: a transaction-scoped advisory lock, exclusive here and shared for the writers of
+        executions (StateRepository.lock_project). SQLite: BEGIN IMMEDIATE already serialises writers.
         """
         if self.session.get_bind().dialect.name == "postgresql":
-            await self.session.execute(text("SELECT pg_advisory_xact_lock(hashtext('catalogue'))"))
+            lock = text("SELECT pg_advisory_xact_lock(hashtext(:key))")
+            await self.session.execute(lock, {"key": catalogue_lock_key(pipeline_id)})
 
-    async def list_nodes(self, *, schemas_of: str | None = None) -> list[Node]:
-        """Every process's id, name, order and dependencies, in one query; the JSON schemas are read
-        (and decoded) for the process ``schemas_of`` only."""
+    async def list_nodes(self, pipeline_id: str, *, schemas_of: str | None = None) -> list[Node]:
+        """Every process of the pipeline: id, name, order and dependencies, in one query; the JSON schemas
+        are read (and decoded) for the process ``schemas_of`` only."""
         definition = ProcessDefinition
         columns: list[Any] = [definition.id, definition.name, definition.order_index, definition.depends_on]
         if schemas_of is not None:
             target = definition.id == schemas_of
             columns += [case((target, definition.input_schema)), case((target, definition.output_schema))]
-        return [Node(*row) for row in await self.session.execute(select(*columns))]
+        query = select(*columns).where(definition.pipeline_id == pipeline_id)
+        return [Node(*row) for row in await self.session.execute(query)]
 
-    async def get(self, process_id: str) -> ProcessDefinition | None:
-        return await self.session.get(ProcessDefinition, process_id)
+    async def get(self, pipeline_id: str, process_id: str) -> ProcessDefinition | None:
+        return await self.session.get(ProcessDefinition, (pipeline_id, process_id))
 
-    async def list_all(self) -> list[ProcessDefinition]:
+    async def defined(self, process_id: str, pipeline_id: str | None) -> bool:
+        """Whether the process is defined in the pipeline (in any pipeline, for None)."""
+        query = exists().where(ProcessDefinition.id == process_id)
+        if pipeline_id is not None:
+            query = query.where(ProcessDefinition.pipeline_id == pipeline_id)
+        return bool(await self.session.scalar(select(query)))
+
+    async def list_all(self, pipeline_id: str) -> list[ProcessDefinition]:
         rows = await self.session.scalars(
-            select(ProcessDefinition).order_by(ProcessDefinition.order_index, ProcessDefinition.id)
+            select(ProcessDefinition)
+            .where(ProcessDefinition.pipeline_id == pipeline_id)
+            .order_by(ProcessDefinition.order_index, ProcessDefinition.id)
         )
         return list(rows)
+
+    async def pipelines(self) -> dict[str, tuple[int, int]]:
+        """Every pipeline that has processes or (not deleted) projects: (process count, project count)."""
+        processes = select(ProcessDefinition.pipeline_id, func.count()).group_by(ProcessDefinition.pipeline_id)
+        projects = (
+            select(Project.pipeline_id, func.count()).where(Project.is_deleted.is_(False)).group_by(Project.pipeline_id)
+        )
+        counts: dict[str, tuple[int, int]] = {}
+        for pipeline_id, count in await self.session.execute(processes):
+            counts[pipeline_id] = (int(count), 0)
+        for pipeline_id, count in await self.session.execute(projects):
+            counts[pipeline_id] = (counts.get(pipeline_id, (0, 0))[0], int(count))
+        return counts
+
+    async def exists(self, pipeline_id: str) -> bool:
+        """A pipeline exists once it has a process or a project (``default`` always does)."""
+        query = select(
+            exists().where(ProcessDefinition.pipeline_id == pipeline_id)
+            | exists().where(Project.pipeline_id == pipeline_id)
+        )
+        return bool(await self.session.scalar(query))
 
     async def create(self, **fields: Any) -> ProcessDefinition:
         definition = ProcessDefinition(**fields)
@@ -63,13 +97,45 @@ class ProcessDefinitionRepository(Repository):
         await self.session.flush()
         return definition
 
-    async def has_executions(self, process_id: str) -> bool:
-        found = await self.session.scalar(select(exists().where(ProcessExecution.process_id == process_id)))
-        return bool(found)
+    def _in_pipeline(self, pipeline_id: str) -> Any:
+        return select(Project.id).where(Project.pipeline_id == pipeline_id)
 
-    async def delete_states(self, process_id: str) -> None:
-        """Drop the (never run) state rows that reference a process, so it can be deleted."""
-        await self.session.execute(delete(ProcessState).where(ProcessState.process_id == process_id))
+    async def with_executions(self, pipeline_id: str, process_ids: list[str]) -> list[str]:
+        """Those of the processes that have executions in the pipeline's projects."""
+        if not process_ids:
+            return []
+        query = (
+            select(ProcessExecution.process_id)
+            .where(
+                ProcessExecution.process_id.in_(process_ids),
+                ProcessExecution.project_id.in_(self._in_pipeline(pipeline_id)),
+            )
+            .distinct()
+        )
+        return sorted(await self.session.scalars(query))
 
-    async def delete(self, process_id: str) -> None:
-        await self.session.execute(delete(ProcessDefinition).where(ProcessDefinition.id == process_id))
+    async def projects_with_states(self, pipeline_id: str, process_ids: list[str], states: list[str]) -> list[Any]:
+        """Ids of the pipeline's projects where one of the processes is in one of the states, in id order."""
+        query = (
+            select(ProcessState.project_id)
+            .where(
+                ProcessState.process_id.in_(process_ids),
+                ProcessState.state.in_(states),
+                ProcessState.project_id.in_(self._in_pipeline(pipeline_id)),
+            )
+            .distinct()
+        )
+        return sorted(await self.session.scalars(query))
+
+    async def delete(self, pipeline_id: str, process_ids: list[str]) -> None:
+        """Delete the definitions and the (never run) state rows that name them in the pipeline's projects."""
+        await self.session.execute(
+            delete(ProcessState).where(
+                ProcessState.process_id.in_(process_ids), ProcessState.project_id.in_(self._in_pipeline(pipeline_id))
+            )
+        )
+        await self.session.execute(
+            delete(ProcessDefinition).where(
+                ProcessDefinition.pipeline_id == pipeline_id, ProcessDefinition.id.in_(process_ids)
+            )
+        )

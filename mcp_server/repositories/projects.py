@@ -5,13 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import BigInteger, select, type_coerce, update
+from sqlalchemy import BigInteger, exists, select, type_coerce, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
 from mcp_server.db.types import units_to_money, utcnow
 from mcp_server.errors import InvalidArgument
-from mcp_server.models import Project, ProjectStatus
+from mcp_server.models import ProcessExecution, Project, ProjectStatus
 from mcp_server.repositories.base import Page, Repository
 
 # The most a project's running total holds: 900 million USD in 1e-10 units, inside a signed 64-bit integer.
@@ -40,6 +40,10 @@ class ProjectRepository(Repository):
             query = query.where(Project.status == status)
         query = query.order_by(Project.created_at.desc(), Project.id)
         return await self._page(query, page=page, page_size=page_size)
+
+    async def has_executions(self, project_id: uuid.UUID) -> bool:
+        query = select(exists().where(ProcessExecution.project_id == project_id))
+        return bool(await self.session.scalar(query))
 
     async def create(self, **fields: Any) -> Project:
         project = Project(**fields)

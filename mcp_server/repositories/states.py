@@ -62,12 +62,29 @@ class StateRepository(Repository):
             for key, value in fields.items():
                 set_committed_value(row, key, value)
 
-    async def lock_project(self, project_id: uuid.UUID) -> None:
-        """Serialise the pipeline writers of one project until the transaction ends.
+    async def lock_project(self, project_id: uuid.UUID, *, pipeline_id: str | None = None) -> None:
+        """Serialise the pipeline writers of one project until the transaction ends; with ``pipeline_id``,
+        also hold that pipeline's catalogue in shared mode, so that no definition of it changes or goes
+        away under an execution being written (no foreign key can say so: a process id is unique only
+        within its pipeline).
 
-        PostgreSQL: a transaction-scoped advisory lock (it also covers state rows not created yet).
+        PostgreSQL: transaction-scoped advisory locks (they also cover state rows not created yet), the
+        catalogue's first (the OFFSET 0 subquery runs before the outer lock), in one round trip. The
+        catalogue's writers take it exclusively, then project locks: one order, no deadlock.
         SQLite: writers already hold the database's write lock from BEGIN IMMEDIATE.
         """
-        if self.session.get_bind().dialect.name == "postgresql":
-            lock = text("SELECT pg_advisory_xact_lock(hashtext(:key))")
-            await self.session.execute(lock, {"key": f"project:{project_id}"})
+        if self.session.get_bind().dialect.name != "postgresql":
+            return
+        key = {"key": f"project:{project_id}"}
+        if pipeline_id is None:
+            await self.session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), key)
+            return
+        both = text(
+            "SELECT pg_advisory_xact_lock(hashtext(:key)) FROM "
+            "(SELECT pg_advisory_xact_lock_shared(hashtext(:catalogue)) OFFSET 0) AS catalogue"
+        )
+        await self.session.execute(both, {**key, "catalogue": catalogue_lock_key(pipeline_id)})
+
+
+def catalogue_lock_key(pipeline_id: str) -> str:
+    return f"catalogue:{pipeline_id}"

@@ -139,11 +139,11 @@ class CostRecord(Out):
 
 class BudgetStatus(BaseModel):
     project_id: uuid.UUID
-    budget_usd: DecimalOut | None = Field(description="Absent when no budget is set.")
-    spent_usd: DecimalOut = Field(description="Every priced cost logged for the project.")
-    remaining_usd: DecimalOut | None = Field(description="budget - spent; negative once over.")
+    budget_usd: DecimalOut | None = Field(description="Absent: no budget.")
+    spent_usd: DecimalOut
+    remaining_usd: DecimalOut | None = Field(description="budget - spent.")
     exceeded: bool
-    unpriced_calls: int = Field(description="Calls of unknown cost (not in spent_usd).")
+    unpriced_calls: int = Field(description="Not in spent_usd.")
     note: str | None = None
 
 
@@ -171,7 +171,7 @@ class CostFigures(BaseModel):
     cache_write_tokens: int
     # Both sums are absent when every call in them is unpriced (an unknown cost is not 0); the tool's
     # description says what superseded means, so the schema spends no characters on it.
-    cost_usd: DecimalOut | None = Field(description="Exact sum of priced costs.")
+    cost_usd: DecimalOut | None = None
     unpriced_calls: int
     mean_inference_time_ms: float | None
     superseded_cost_usd: DecimalOut | None

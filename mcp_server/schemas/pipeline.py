@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from mcp_server.schemas.common import JsonObjectOut, Out, PageInfo
+from mcp_server.schemas.common import JsonObject, JsonObjectOut, Name, Out, PageInfo, SlugRef, Text
+
+
+class ProcessSpec(BaseModel):
+    # One process as define_process takes it: apply_pipeline's items and a pipeline file's processes.
+    model_config = ConfigDict(extra="forbid")
+
+    process_id: SlugRef
+    name: Name
+    depends_on: Annotated[list[SlugRef], Field(max_length=100)] = []
+    order_index: Annotated[int, Field(ge=-1_000_000, le=1_000_000)] = 0
+    description: Text | None = None
+    input_schema: JsonObject | None = None
+    output_schema: JsonObject | None = None
 
 
 class ProcessDefinitionOut(Out):
@@ -24,11 +37,15 @@ class ProcessDefinitionOut(Out):
 
 
 class DefineProcessReply(BaseModel):
+    pipeline_id: str
     process: ProcessDefinitionOut
     created: bool = Field(description="False: an existing definition was replaced.")
+    stale_states: int | None = Field(None, description="States made stale: depends_on or a schema changed.")
+    stale_projects: int | None = None
 
 
 class ProcessList(BaseModel):
+    pipeline_id: str
     items: list[ProcessDefinitionOut] = Field(description="In topological order; ties by order_index.")
     schemas_included: bool = True
     total: int = 0
@@ -36,7 +53,29 @@ class ProcessList(BaseModel):
     has_more: bool = False
 
 
+class PipelineOut(BaseModel):
+    pipeline_id: str
+    processes: int
+    projects: int
+
+
+class PipelineList(PageInfo):
+    items: list[PipelineOut]
+
+
+class ApplyReply(BaseModel):
+    pipeline_id: str
+    dry_run: bool
+    added: list[str]
+    changed: list[str] = Field(description="Replaced (name, description or order only, or what they compute).")
+    removed: list[str]
+    unchanged: int
+    stale_states: int = Field(description="States made stale by changed depends_on or schemas.")
+    stale_projects: int
+
+
 class DeletedProcess(BaseModel):
+    pipeline_id: str
     process_id: str
     deleted: bool
 
@@ -187,6 +226,7 @@ class ProcessStatus(BaseModel):
 class PipelineStatus(BaseModel):
     project_id: uuid.UUID
     project_name: str
+    pipeline_id: str
     processes: list[ProcessStatus] = Field(description="This page, in topological order.")
     total: int
     page: int

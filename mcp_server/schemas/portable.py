@@ -16,7 +16,7 @@ portability check accept:
 - free-form JSON is ``{"type": "object"}``; size bounds the server enforces anyway are left out.
 
 ``compact_output_schema`` keeps output schemas exact but small: no titles, no ``additionalProperties:
-true``, no defaults (the reply always carries every field).
+true``, no defaults (the reply always carries every field), no formats (annotations only).
 """
 
 from __future__ import annotations
@@ -55,12 +55,12 @@ def _clean(node: dict[str, Any], *, nullable: bool = True) -> dict[str, Any]:
     nullable (or, with ``nullable`` false, plain)."""
     out: dict[str, Any] = {}
     for key, value in node.items():
-        if key in SERVER_ONLY_KEYWORDS or (key == "additionalProperties" and value is not False):
+        if key in SERVER_ONLY_KEYWORDS or key == "additionalProperties":  # google-genai fails on any boolean
             continue
         if key == "maximum" and isinstance(value, int | float) and value > GUIDING_MAXIMUM:
             continue
-        if key == "minimum" and value == 0:  # counts, versions, durations: never negative, obviously
-            continue
+        if key == "minimum" and (value == 0 or (isinstance(value, int | float) and value < -GUIDING_MAXIMUM)):
+            continue  # counts, versions, durations are never negative, obviously; a far floor guides nothing
         if key == "properties":
             out[key] = {name: _clean(sub, nullable=nullable) for name, sub in value.items()}
         elif key == "items" and isinstance(value, dict):
@@ -121,8 +121,8 @@ def _compact(node: Any) -> Any:
         return node
     out: dict[str, Any] = {}
     for key, value in node.items():
-        if key in ("title", "default") and not isinstance(value, dict):
-            continue
+        if key in ("title", "default", "format") and not isinstance(value, dict):
+            continue  # "format" only annotates (JSON Schema 2020-12 does not assert it): the reply's text says it
         if key == "additionalProperties" and value is True:
             continue
         if key in ("properties", "$defs"):
@@ -193,14 +193,20 @@ def _object_branch(schema: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def free_form_arguments(schema: dict[str, Any]) -> list[str]:
-    """Arguments that take any JSON object (no declared properties): OpenAI strict mode cannot express them."""
-    found = []
-    for name, prop in schema.get("properties", {}).items():
-        for branch in [prop, *prop.get("anyOf", ())]:
-            if branch.get("type") == "object" and not branch.get("properties"):
-                found.append(name)
-                break
-    return found
+    """Arguments that take any JSON object (no declared properties) anywhere inside them, e.g. a list of
+    objects with a free-form field: OpenAI strict mode cannot express them."""
+    return [name for name, prop in schema.get("properties", {}).items() if _free_form(prop)]
+
+
+def _free_form(node: Any) -> bool:
+    if not isinstance(node, dict):
+        return False
+    if node.get("type") == "object" and not node.get("properties"):
+        return True
+    nested = [*node.get("anyOf", ()), *node.get("properties", {}).values()]
+    if isinstance(node.get("items"), dict):
+        nested.append(node["items"])
+    return any(_free_form(sub) for sub in nested)
 
 
 def unknown_arguments(arguments: dict[str, Any], schema: dict[str, Any], path: str = "") -> list[str]:

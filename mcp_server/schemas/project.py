@@ -17,6 +17,7 @@ class ProjectOut(Out):
     name: str
     description: str | None
     status: ProjectStatus
+    pipeline_id: str
     metadata: dict[str, Any]
     budget_usd: UsdOut | None
     spent_usd: UsdOut

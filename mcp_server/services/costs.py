@@ -57,10 +57,10 @@ async def _resolve_links(
                     hint=f"Omit {name}: it is taken from the execution",
                 )
         project_id, process_id = execution.project_id, execution.process_id
-    if project_id is not None:
-        await load_project(session, project_id)
-    if process_id is not None and await ProcessDefinitionRepository(session).get(process_id) is None:
-        raise NotFound(f"process {process_id!r} is not defined", hint="Call list_processes to see the pipeline's ids")
+    pipeline_id = None if project_id is None else (await load_project(session, project_id)).pipeline_id
+    if process_id is not None and not await ProcessDefinitionRepository(session).defined(process_id, pipeline_id):
+        where = "any pipeline" if pipeline_id is None else f"the project's pipeline {pipeline_id!r}"
+        raise NotFound(f"process {process_id!r} is not defined in {where}", hint="list_processes shows the ids")
     return project_id, process_id, execution_id
 
 

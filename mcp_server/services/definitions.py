@@ -1,15 +1,28 @@
-"""Process definitions: define (create or replace), list in topological order, delete."""
+"""Process definitions, pipeline by pipeline: define (create or replace), apply a whole pipeline, list in
+topological order, delete; a definition that changes what a step computes makes its results stale."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mcp_server.enums import DEFAULT_PIPELINE
 from mcp_server.errors import Conflict, InvalidArgument, NotFound
+from mcp_server.models import ProcessDefinition
 from mcp_server.repositories import ProcessDefinitionRepository
-from mcp_server.schemas.pipeline import DefineProcessReply, DeletedProcess, ProcessDefinitionOut, ProcessList
-from mcp_server.services import dag
+from mcp_server.schemas.pipeline import (
+    ApplyReply,
+    DefineProcessReply,
+    DeletedProcess,
+    PipelineList,
+    PipelineOut,
+    ProcessDefinitionOut,
+    ProcessList,
+    ProcessSpec,
+)
+from mcp_server.services import dag, pipeline_state, rules
 from mcp_server.services.validation import check_schema
 
 
@@ -33,66 +46,208 @@ def ordered(definitions: list[T]) -> list[T]:
     return [by_id[pid] for pid in order]
 
 
-async def define(
+# What a process computes: a change to any of these makes its results (and everything downstream) stale.
+COMPUTING = ("depends_on", "input_schema", "output_schema")
+
+
+@dataclass
+class _Plan:
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    recomputing: list[str] = field(default_factory=list)  # changed in what they compute
+    removed: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    stale_states: int = 0
+    stale_projects: int = 0
+
+
+def _fields(spec: ProcessSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "depends_on": list(dict.fromkeys(spec.depends_on)),
+        "order_index": spec.order_index,
+        "description": spec.description,
+        "input_schema": spec.input_schema,
+        "output_schema": spec.output_schema,
+    }
+
+
+def _check_specs(specs: list[ProcessSpec]) -> None:
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.process_id in seen:
+            raise InvalidArgument(f"process {spec.process_id!r} is given twice", hint="Give each process once")
+        seen.add(spec.process_id)
+        for name, schema in (("input_schema", spec.input_schema), ("output_schema", spec.output_schema)):
+            if schema is not None:
+                check_schema(schema, field=name if len(specs) == 1 else f"{spec.process_id}.{name}")
+        if spec.process_id in spec.depends_on:
+            pid = spec.process_id
+            raise InvalidArgument(f"process {pid!r} cannot depend on itself: {pid} -> {pid}")
+
+
+async def _check_pipeline_exists(repo: ProcessDefinitionRepository, pipeline_id: str) -> None:
+    if pipeline_id != DEFAULT_PIPELINE and not await repo.exists(pipeline_id):
+        raise NotFound(
+            f"pipeline {pipeline_id!r} does not exist",
+            hint=f"Known pipelines: {', '.join(sorted({DEFAULT_PIPELINE, *await repo.pipelines()}))}; "
+            "define a process in a new pipeline to create it",
+        )
+
+
+async def _apply(
     session: AsyncSession,
+    pipeline_id: str,
+    specs: list[ProcessSpec],
     *,
-    process_id: str,
-    name: str,
-    depends_on: list[str],
-    order_index: int,
-    description: str | None,
-    input_schema: dict[str, Any] | None,
-    output_schema: dict[str, Any] | None,
+    complete: bool,
+    dry_run: bool,
     actor: str | None,
-) -> DefineProcessReply:
-    for field, schema in (("input_schema", input_schema), ("output_schema", output_schema)):
-        if schema is not None:
-            check_schema(schema, field=field)
-    deps = list(dict.fromkeys(depends_on))
-    if process_id in deps:
-        raise InvalidArgument(f"process {process_id!r} cannot depend on itself: {process_id} -> {process_id}")
+) -> tuple[_Plan, dict[str, ProcessDefinition]]:
+    """Bring the pipeline's catalogue to ``specs`` (with ``complete``, deleting the processes they leave
+    out) in this transaction: checked as a whole first (schemas, dependencies in the same pipeline, a DAG,
+    no removal of what has executions or dependents), then written, then every project state the changed
+    definitions make stale goes stale with its cascade. With ``dry_run`` only the plan is computed."""
+    _check_specs(specs)
     repo = ProcessDefinitionRepository(session)
-    await repo.lock_catalogue()
-    existing = {node.id: node for node in await repo.list_nodes()}  # the DAG only: no schemas decoded
-    unknown = [dep for dep in deps if dep not in existing]
+    await repo.lock_catalogue(pipeline_id)
+    existing = {node.id: node for node in await repo.list_nodes(pipeline_id)}  # the DAG only: no schemas decoded
+    wanted = {spec.process_id: spec for spec in specs}
+    plan = _Plan(removed=sorted(set(existing) - set(wanted)) if complete else [])
+    graph = {pid: list(node.depends_on) for pid, node in existing.items() if pid not in plan.removed}
+    graph.update({pid: _fields(spec)["depends_on"] for pid, spec in wanted.items()})
+    unknown = sorted({dep for deps in graph.values() for dep in deps if dep not in graph} - set(plan.removed))
     if unknown:
         raise InvalidArgument(
-            f"unknown dependencies {unknown}",
-            hint="Define those processes first (or fix the ids); list_processes shows the catalogue",
+            f"unknown dependencies {unknown} in pipeline {pipeline_id!r}",
+            hint="Dependencies name processes of the same pipeline: define those first (or fix the ids); "
+            "list_processes shows the catalogue",
         )
-    graph = {pid: list(d.depends_on) for pid, d in existing.items()}
-    graph[process_id] = deps
     cycle = dag.find_cycle(graph)
     if cycle is not None:
         raise InvalidArgument(f"depends_on would create a cycle: {' -> '.join(cycle)}", hint="A pipeline must be a DAG")
-    fields = {
-        "name": name,
-        "depends_on": deps,
-        "order_index": order_index,
-        "description": description,
-        "input_schema": input_schema,
-        "output_schema": output_schema,
-        "updated_by": actor,
-    }
-    current = await repo.get(process_id) if process_id in existing else None
-    if current is None:
-        row = await repo.create(id=process_id, created_by=actor, **fields)
-        return DefineProcessReply(process=ProcessDefinitionOut.model_validate(row), created=True)
-    await repo.update(current, **fields)
-    return DefineProcessReply(process=ProcessDefinitionOut.model_validate(current), created=False)
+    if plan.removed:
+        needed = sorted({pid for pid in plan.removed for deps in graph.values() if pid in deps})
+        if needed:
+            raise Conflict(f"processes {needed} are still dependencies of others", hint="Remove their dependents too")
+        used = await repo.with_executions(pipeline_id, plan.removed)
+        if used:
+            raise Conflict(
+                f"processes {used} have executions; their history cannot be deleted",
+                hint="Keep them in the pipeline (a definition can be replaced, not its history)",
+            )
+
+    current = {pid: await repo.get(pipeline_id, pid) for pid in wanted if pid in existing}
+    for pid, spec in wanted.items():
+        row = current.get(pid)
+        if row is None:
+            plan.added.append(pid)
+            continue
+        new = _fields(spec)
+        if any(getattr(row, name) != new[name] for name in new):
+            plan.changed.append(pid)
+            if any(getattr(row, name) != new[name] for name in COMPUTING):
+                plan.recomputing.append(pid)
+        else:
+            plan.unchanged += 1
+
+    written: dict[str, ProcessDefinition] = {}
+    if not dry_run:
+        if plan.removed:
+            await repo.delete(pipeline_id, plan.removed)
+        for pid, spec in wanted.items():
+            row = current.get(pid)
+            if row is None:
+                written[pid] = await repo.create(
+                    pipeline_id=pipeline_id, id=pid, created_by=actor, updated_by=actor, **_fields(spec)
+                )
+            elif pid in plan.changed:
+                written[pid] = await repo.update(row, updated_by=actor, **_fields(spec))
+            else:
+                written[pid] = row
+    if plan.recomputing:
+        await _mark_stale(session, repo, pipeline_id, graph, plan, dry_run=dry_run)
+    return plan, written
+
+
+async def _mark_stale(
+    session: AsyncSession,
+    repo: ProcessDefinitionRepository,
+    pipeline_id: str,
+    graph: dict[str, list[str]],
+    plan: _Plan,
+    *,
+    dry_run: bool,
+) -> None:
+    """Every state of a recomputing process that is completed, failed or running goes stale (cause: the
+    process itself), and the usual cascade runs downstream, project by project."""
+    reach = sorted(set(plan.recomputing) | set(dag.descendants(graph, plan.recomputing)))
+    cascade_from = [state.value for state in rules.CASCADE_FROM]
+    # The new catalogue's graph (a dry run has not written it), each project's states read under its lock.
+    order = dag.topological_order(graph, {})
+    for project_id in await repo.projects_with_states(pipeline_id, reach, cascade_from):
+        pipeline = await pipeline_state.load(session, project_id, lock=True, include_deleted=True)
+        states = {pid: pipeline.state(pid) for pid in graph}
+        hits = rules.stale_after_redefinition(graph, states, order, plan.recomputing)
+        if not hits:
+            continue
+        plan.stale_states += len(hits)
+        plan.stale_projects += 1
+        if not dry_run:
+            await pipeline_state.mark_stale(session, pipeline, hits)
+
+
+async def define(
+    session: AsyncSession, *, pipeline_id: str, spec: ProcessSpec, actor: str | None
+) -> DefineProcessReply:
+    plan, written = await _apply(session, pipeline_id, [spec], complete=False, dry_run=False, actor=actor)
+    recomputed = bool(plan.recomputing)
+    return DefineProcessReply(
+        pipeline_id=pipeline_id,
+        process=ProcessDefinitionOut.model_validate(written[spec.process_id]),
+        created=bool(plan.added),
+        stale_states=plan.stale_states if recomputed else None,
+        stale_projects=plan.stale_projects if recomputed else None,
+    )
+
+
+async def apply(
+    session: AsyncSession, *, pipeline_id: str, specs: list[ProcessSpec], dry_run: bool, actor: str | None
+) -> ApplyReply:
+    """The whole pipeline at once: add, replace, and delete what ``specs`` leave out (SPEC §6 apply_pipeline)."""
+    plan, _ = await _apply(session, pipeline_id, specs, complete=True, dry_run=dry_run, actor=actor)
+    return ApplyReply(
+        pipeline_id=pipeline_id,
+        dry_run=dry_run,
+        added=plan.added,
+        changed=plan.changed,
+        removed=plan.removed,
+        unchanged=plan.unchanged,
+        stale_states=plan.stale_states,
+        stale_projects=plan.stale_projects,
+    )
 
 
 async def list_all(
-    session: AsyncSession, *, include_schemas: bool = True, page: int = 1, page_size: int | None = None
+    session: AsyncSession,
+    pipeline_id: str = DEFAULT_PIPELINE,
+    *,
+    include_schemas: bool = True,
+    page: int = 1,
+    page_size: int | None = None,
 ) -> ProcessList:
     """The catalogue in topological order: one page of it, or all of it when ``page_size`` is None."""
-    rows = ordered(await ProcessDefinitionRepository(session).list_all())
+    repo = ProcessDefinitionRepository(session)
+    rows = ordered(await repo.list_all(pipeline_id))
+    if not rows:
+        await _check_pipeline_exists(repo, pipeline_id)
     first = (page - 1) * page_size if page_size else 0
     chosen = rows[first : first + page_size] if page_size else rows
     items = [ProcessDefinitionOut.model_validate(d) for d in chosen]
     if not include_schemas:
         items = [item.model_copy(update={"input_schema": None, "output_schema": None}) for item in items]
     return ProcessList(
+        pipeline_id=pipeline_id,
         items=items,
         schemas_included=include_schemas,
         total=len(rows),
@@ -101,23 +256,49 @@ async def list_all(
     )
 
 
-async def delete(session: AsyncSession, process_id: str) -> DeletedProcess:
+async def pipelines(session: AsyncSession, *, page: int = 1, page_size: int = 100) -> PipelineList:
+    """Every pipeline (``default`` always), by id, one page at a time."""
+    counts = await ProcessDefinitionRepository(session).pipelines()
+    counts.setdefault(DEFAULT_PIPELINE, (0, 0))
+    first = (page - 1) * page_size
+    chosen = sorted(counts.items())[first : first + page_size]
+    return PipelineList(
+        items=[
+            PipelineOut(pipeline_id=pid, processes=processes, projects=projects)
+            for pid, (processes, projects) in chosen
+        ],
+        total=len(counts),
+        page=page,
+        page_size=page_size,
+        has_more=first + len(chosen) < len(counts),
+    )
+
+
+async def check_pipeline(session: AsyncSession, pipeline_id: str) -> None:
+    """``not_found`` naming the known pipelines, unless this one exists."""
+    await _check_pipeline_exists(ProcessDefinitionRepository(session), pipeline_id)
+
+
+async def delete(session: AsyncSession, process_id: str, pipeline_id: str = DEFAULT_PIPELINE) -> DeletedProcess:
     repo = ProcessDefinitionRepository(session)
-    await repo.lock_catalogue()
-    definitions = await repo.list_nodes()
+    await repo.lock_catalogue(pipeline_id)
+    definitions = await repo.list_nodes(pipeline_id)
     if not any(d.id == process_id for d in definitions):
-        raise NotFound(f"process {process_id!r} is not defined", hint="list_processes shows the catalogue")
+        await _check_pipeline_exists(repo, pipeline_id)
+        raise NotFound(
+            f"process {process_id!r} is not defined in pipeline {pipeline_id!r}",
+            hint="list_processes shows the catalogue",
+        )
     dependents = sorted(d.id for d in definitions if process_id in d.depends_on)
     if dependents:
         raise Conflict(
             f"process {process_id!r} has dependents {dependents}",
             hint="Delete or redefine the dependents without it first",
         )
-    if await repo.has_executions(process_id):
+    if await repo.with_executions(pipeline_id, [process_id]):
         raise Conflict(
             f"process {process_id!r} has executions; its history cannot be deleted",
             hint="Keep it, or redefine it (define_process replaces name, schemas and dependencies)",
         )
-    await repo.delete_states(process_id)
-    await repo.delete(process_id)
-    return DeletedProcess(process_id=process_id, deleted=True)
+    await repo.delete(pipeline_id, [process_id])
+    return DeletedProcess(pipeline_id=pipeline_id, process_id=process_id, deleted=True)

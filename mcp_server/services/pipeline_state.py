@@ -63,7 +63,10 @@ class ProjectPipeline:
     def definition(self, process_id: str) -> Node:
         definition = self.definitions.get(process_id)
         if definition is None:
-            raise NotFound(f"process {process_id!r} is not defined", hint="list_processes shows the catalogue")
+            raise NotFound(
+                f"process {process_id!r} is not defined in pipeline {self.project.pipeline_id!r}",
+                hint=f"list_processes(pipeline_id={self.project.pipeline_id!r}) shows the project's pipeline",
+            )
         return definition
 
     def check_version(self, process_id: str, expected_version: int | None) -> None:
@@ -87,18 +90,23 @@ class ProjectPipeline:
 
 
 async def load(
-    session: AsyncSession, project_id: uuid.UUID, *, lock: bool, schemas_of: str | None = None
+    session: AsyncSession,
+    project_id: uuid.UUID,
+    *,
+    lock: bool,
+    schemas_of: str | None = None,
+    include_deleted: bool = False,
 ) -> ProjectPipeline:
-    """The project (not deleted), every definition and this project's state rows.
+    """The project (not deleted, unless asked), every definition of its pipeline and its state rows.
 
     With ``lock`` the project's pipeline writers are serialised first, so what is read here cannot
     change before this transaction commits (version and cascade are applied atomically).
     """
-    project = await load_project(session, project_id)
+    project = await load_project(session, project_id, include_deleted=include_deleted)
     states = StateRepository(session)
     if lock:
-        await states.lock_project(project_id)
-    nodes = await ProcessDefinitionRepository(session).list_nodes(schemas_of=schemas_of)
+        await states.lock_project(project_id, pipeline_id=project.pipeline_id)
+    nodes = await ProcessDefinitionRepository(session).list_nodes(project.pipeline_id, schemas_of=schemas_of)
     definitions = {node.id: node for node in nodes}
     rows = {row.process_id: row for row in await states.list_for_project(project_id)}
     return ProjectPipeline(project=project, definitions=definitions, rows=rows)
@@ -142,6 +150,24 @@ async def cascade(session: AsyncSession, pipeline: ProjectPipeline, root: str, r
         InvalidatedOut(process_id=hit.process_id, previous_state=hit.previous.value, version=row.version)
         for hit, row in zip(hits, rows, strict=True)
     ]
+
+
+async def mark_stale(session: AsyncSession, pipeline: ProjectPipeline, hits: list[rules.Invalidation]) -> None:
+    """Apply what ``rules.stale_after_redefinition`` decided: one UPDATE per cause (and per reason)."""
+    now = utcnow()
+    groups: dict[tuple[str, bool], list[ProcessState]] = {}
+    for hit in hits:
+        groups.setdefault((hit.cause, hit.process_id == hit.cause), []).append(pipeline.rows[hit.process_id])
+    for (cause, itself), rows in groups.items():
+        reason = f"the definition of {cause!r} changed" if itself else f"upstream {cause!r} definition changed"
+        await StateRepository(session).bump_all(
+            rows,
+            state=State.STALE.value,
+            last_updated_at=now,
+            invalidated_at=now,
+            invalidated_by_process_id=cause,
+            invalidation_reason=reason,
+        )
 
 
 @dataclass

@@ -8,9 +8,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mcp_server.errors import NotFound
+from mcp_server.enums import DEFAULT_PIPELINE
+from mcp_server.errors import Conflict, NotFound
 from mcp_server.models import Project, ProjectStatus
-from mcp_server.repositories import ProjectRepository
+from mcp_server.repositories import ProjectRepository, StateRepository
 from mcp_server.schemas.project import ProjectOut, ProjectPage
 
 
@@ -32,8 +33,13 @@ async def create(
     metadata: dict[str, Any] | None,
     budget_usd: Decimal | None,
     actor: str | None,
+    pipeline_id: str = DEFAULT_PIPELINE,
 ) -> ProjectOut:
+    from mcp_server.services import definitions
+
+    await definitions.check_pipeline(session, pipeline_id)
     project = await ProjectRepository(session).create(
+        pipeline_id=pipeline_id,
         name=name,
         description=description,
         metadata_=metadata or {},
@@ -68,9 +74,25 @@ async def update(
     session: AsyncSession, project_id: uuid.UUID, *, changes: dict[str, Any], actor: str | None
 ) -> ProjectOut:
     project = await load_project(session, project_id)
+    if changes.get("pipeline_id", project.pipeline_id) != project.pipeline_id:
+        await _check_pipeline_change(session, project, changes["pipeline_id"])
     fields = {("metadata_" if key == "metadata" else key): value for key, value in changes.items()}
     await ProjectRepository(session).update(project, updated_by=actor, **fields)
     return ProjectOut.model_validate(project)
+
+
+async def _check_pipeline_change(session: AsyncSession, project: Project, pipeline_id: str) -> None:
+    """A project may change pipelines only before it has executions: its states and history name the
+    processes of the pipeline it ran through."""
+    from mcp_server.services import definitions
+
+    await definitions.check_pipeline(session, pipeline_id)
+    await StateRepository(session).lock_project(project.id)  # no first execution can slip in meanwhile
+    if await ProjectRepository(session).has_executions(project.id):
+        raise Conflict(
+            f"project {project.id} already has executions in pipeline {project.pipeline_id!r}",
+            hint="A project's pipeline is fixed once it has run; create a new project for the other pipeline",
+        )
 
 
 async def delete(session: AsyncSession, project_id: uuid.UUID, *, actor: str | None) -> ProjectOut:

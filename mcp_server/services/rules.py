@@ -85,6 +85,7 @@ def can_run_next(graph: Graph, states: Mapping[str, State], process_id: str) -> 
 class Invalidation:
     process_id: str
     previous: State
+    cause: str = ""  # the root cause, when one change has several (a redefined pipeline)
 
 
 def cascade(graph: Graph, states: Mapping[str, State], root: str) -> list[Invalidation]:
@@ -94,3 +95,22 @@ def cascade(graph: Graph, states: Mapping[str, State], root: str) -> list[Invali
         for node in descendants(graph, [root])
         if states.get(node, State.EMPTY) in CASCADE_FROM
     ]
+
+
+def stale_after_redefinition(
+    graph: Graph, states: Mapping[str, State], order: list[str], redefined: list[str]
+) -> list[Invalidation]:
+    """What goes stale when the definitions of ``redefined`` change what they compute: each of them that
+    is completed, failed or running (its own cause), then the usual cascade from it; roots taken in
+    dependency order, and a step already made stale keeps its first cause."""
+    current = dict(states)
+    position = {pid: i for i, pid in enumerate(order)}
+    hits: list[Invalidation] = []
+    for root in sorted(redefined, key=lambda pid: position.get(pid, len(position))):
+        if current.get(root, State.EMPTY) in CASCADE_FROM:
+            hits.append(Invalidation(process_id=root, previous=current[root], cause=root))
+            current[root] = State.STALE
+        for hit in cascade(graph, current, root):
+            hits.append(Invalidation(process_id=hit.process_id, previous=hit.previous, cause=root))
+            current[hit.process_id] = State.STALE
+    return hits

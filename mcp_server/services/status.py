@@ -87,6 +87,7 @@ async def pipeline_status(
     return PipelineStatus(
         project_id=project_id,
         project_name=pipeline.project.name,
+        pipeline_id=pipeline.project.pipeline_id,
         processes=processes,
         total=matching,
         page=page,

@@ -9,6 +9,7 @@ from mcp.server.mcpserver import Context
 from pydantic import Field
 
 from mcp_server.app import App
+from mcp_server.enums import DEFAULT_PIPELINE as DEFAULT
 from mcp_server.enums import ExecutionStatus, StateName
 from mcp_server.lazy import lazy_module
 from mcp_server.schemas.common import JsonObject, Name, Page, PageSize, ShortText, Slug, SlugRef, Text
@@ -16,14 +17,17 @@ from mcp_server.schemas.cost import UsageIn
 from mcp_server.schemas.pipeline import (
     DEFAULT_STATUS_PAGE,
     MAX_STATUS_PAGE,
+    ApplyReply,
     DefineProcessReply,
     DeletedProcess,
     ExecutionOut,
     ExecutionPage,
     FailReply,
     InvalidateReply,
+    PipelineList,
     PipelineStatus,
     ProcessList,
+    ProcessSpec,
     ProcessStateDetail,
     RecordReply,
     StartReply,
@@ -37,17 +41,19 @@ else:  # loaded on the first call: start-up does not import the database layer
     executions = lazy_module("mcp_server.services.executions")
     status = lazy_module("mcp_server.services.status")
 
-ProjectId = Annotated[uuid.UUID, Field(description="Project id (from create_project).")]
+MAX_APPLIED = 2_000  # steps in one apply_pipeline call
+ProjectId = Annotated[uuid.UUID, Field(description="From create_project.")]
 ProcessId = Annotated[SlugRef, Field(description="Step id, e.g. `design`.")]
-ExecutionId = Annotated[uuid.UUID, Field(description="Execution id (from start_execution or record_execution).")]
+ExecutionId = Annotated[uuid.UUID, Field(description="From start_execution or record_execution.")]
 ExpectedVersion = Annotated[
     int | None,
-    Field(ge=0, description="Optimistic lock: `conflict` unless the state's version is this."),
+    Field(ge=0, description="`conflict` unless the state's version is this."),
 ]
 IdempotencyKey = Annotated[
     ShortText | None,
     Field(min_length=1, description="Retry-safe key: a repeat returns the first reply (`replayed`)."),
 ]
+PipelineId = Annotated[SlugRef, Field(description="Pipeline, default `default`.")]
 Force = Annotated[
     bool, Field(description="Go ahead despite unfinished dependencies, or another execution's run or result.")
 ]
@@ -68,40 +74,67 @@ def register(registrar: Registrar) -> None:  # noqa: C901 - one nested function 
         description: Annotated[Text | None, Field(description="What this step does.")] = None,
         input_schema: Annotated[JsonObject | None, Field(description="JSON Schema 2020-12 for input_data.")] = None,
         output_schema: Annotated[JsonObject | None, Field(description="JSON Schema 2020-12 for output_data.")] = None,
+        pipeline_id: PipelineId = DEFAULT,
     ) -> DefineProcessReply:
-        """Create or replace a pipeline step (one catalogue shared by all projects). Returns the definition
-        and `created`. Errors: `invalid_argument` for an unknown dependency, a cycle (named) or an invalid
-        schema; inputs and outputs are later checked against the schemas."""
+        """Create or replace a step of a pipeline. Changing depends_on or a schema makes the step `stale`
+        wherever it ran, with the cascade (`stale_states`). Errors: `invalid_argument` for an unknown
+        dependency, a cycle (named) or an invalid schema."""
+        spec = ProcessSpec(
+            process_id=process_id,
+            name=name,
+            depends_on=depends_on,
+            order_index=order_index,
+            description=description,
+            input_schema=input_schema,
+            output_schema=output_schema,
+        )
         async with app_of(ctx).db.unit_of_work() as session:
-            return await definitions.define(
-                session,
-                process_id=process_id,
-                name=name,
-                depends_on=depends_on,
-                order_index=order_index,
-                description=description,
-                input_schema=input_schema,
-                output_schema=output_schema,
-                actor=actor_of(ctx),
-            )
+            return await definitions.define(session, pipeline_id=pipeline_id, spec=spec, actor=actor_of(ctx))
 
     @tool(title="List processes", read_only=True)
     async def list_processes(
         ctx: Context[App],
+        pipeline_id: PipelineId = DEFAULT,
         include_schemas: Annotated[bool, Field(description="Also each step's input_schema and output_schema.")] = False,
         page: Page = 1,
         page_size: PageSize = 100,
     ) -> ProcessList:
-        """The pipeline's steps in dependency order (ties by order_index), with their dependencies,
+        """A pipeline's steps in dependency order (ties by order_index), with their dependencies,
         one page at a time."""
         async with app_of(ctx).db.unit_of_work(write=False) as session:
-            return await definitions.list_all(session, include_schemas=include_schemas, page=page, page_size=page_size)
+            return await definitions.list_all(
+                session, pipeline_id, include_schemas=include_schemas, page=page, page_size=page_size
+            )
+
+    @tool(title="List pipelines", read_only=True)
+    async def list_pipelines(ctx: Context[App], page: Page = 1, page_size: PageSize = 20) -> PipelineList:
+        """Every pipeline with its number of steps and projects, by id, one page at a time."""
+        async with app_of(ctx).db.unit_of_work(write=False) as session:
+            return await definitions.pipelines(session, page=page, page_size=page_size)
+
+    @tool(title="Apply pipeline", read_only=False, destructive=True, idempotent=True)
+    async def apply_pipeline(
+        processes: Annotated[
+            list[ProcessSpec], Field(max_length=MAX_APPLIED, description="Every step, with define_process's fields.")
+        ],
+        ctx: Context[App],
+        pipeline_id: PipelineId = DEFAULT,
+        dry_run: Annotated[bool, Field(description="Only say what would change.")] = False,
+    ) -> ApplyReply:
+        """Make a pipeline exactly these steps in one call: adds, replaces, and deletes the steps left out
+        (`conflict` if they have executions). Returns the plan and how many states go stale."""
+        async with app_of(ctx).db.unit_of_work() as session:
+            return await definitions.apply(
+                session, pipeline_id=pipeline_id, specs=processes, dry_run=dry_run, actor=actor_of(ctx)
+            )
 
     @tool(title="Delete process", read_only=False, destructive=True)
-    async def delete_process(process_id: ProcessId, ctx: Context[App]) -> DeletedProcess:
+    async def delete_process(
+        process_id: ProcessId, ctx: Context[App], pipeline_id: PipelineId = DEFAULT
+    ) -> DeletedProcess:
         """Delete a step's definition. `conflict` while it has executions or dependents."""
         async with app_of(ctx).db.unit_of_work() as session:
-            return await definitions.delete(session, process_id)
+            return await definitions.delete(session, process_id, pipeline_id)
 
     @tool(title="Start execution", read_only=False)
     async def start_execution(

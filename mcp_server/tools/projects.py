@@ -9,9 +9,10 @@ from mcp.server.mcpserver import Context
 from pydantic import Field
 
 from mcp_server.app import App
+from mcp_server.enums import DEFAULT_PIPELINE as DEFAULT
 from mcp_server.enums import ProjectStatus
 from mcp_server.lazy import lazy_module
-from mcp_server.schemas.common import JsonObject, Name, Page, PageSize, Text, Usd
+from mcp_server.schemas.common import JsonObject, Name, Page, PageSize, SlugRef, Text, Usd
 from mcp_server.schemas.project import ProjectOut, ProjectPage
 from mcp_server.tools.base import Registrar, actor_of, app_of
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 else:  # loaded on the first call: start-up does not import the database layer
     projects = lazy_module("mcp_server.services.projects")
 
-ProjectId = Annotated[uuid.UUID, Field(description="Project id (from create_project or list_projects).")]
+ProjectId = Annotated[uuid.UUID, Field(description="From create_project or list_projects.")]
 
 
 def register(registrar: Registrar) -> None:
@@ -33,8 +34,9 @@ def register(registrar: Registrar) -> None:
         description: Annotated[Text | None, Field(description="What the project is about.")] = None,
         metadata: Annotated[JsonObject | None, Field(description="Any JSON object to keep with it.")] = None,
         budget_usd: Annotated[Usd | None, Field(description='LLM spending limit in USD, e.g. "5.00".')] = None,
+        pipeline_id: Annotated[SlugRef, Field(description="Its pipeline, default `default`.")] = DEFAULT,
     ) -> ProjectOut:
-        """Create a project: one unit of work that runs through the pipeline and accrues LLM cost.
+        """Create a project: one unit of work that runs through a pipeline and accrues LLM cost.
         Returns it with its `id` (pass it to the pipeline and cost tools); status starts `draft`. With
         `budget_usd`, cost replies report spent, remaining and exceeded."""
         async with app_of(ctx).db.unit_of_work() as session:
@@ -44,6 +46,7 @@ def register(registrar: Registrar) -> None:
                 description=description,
                 metadata=metadata,
                 budget_usd=budget_usd,
+                pipeline_id=pipeline_id,
                 actor=actor_of(ctx),
             )
 
@@ -77,6 +80,7 @@ def register(registrar: Registrar) -> None:
         status: ProjectStatus | None = None,
         metadata: Annotated[JsonObject | None, Field(description="Replaces the whole metadata object.")] = None,
         budget_usd: Annotated[Usd | None, Field(description="Budget in USD.")] = None,
+        pipeline_id: Annotated[SlugRef | None, Field(description="Another pipeline (before any execution).")] = None,
     ) -> ProjectOut:
         """Change a project; only the fields you pass (not null) change. Returns the project."""
         given: dict[str, Any] = {
@@ -85,6 +89,7 @@ def register(registrar: Registrar) -> None:
             "status": status,
             "metadata": metadata,
             "budget_usd": budget_usd,
+            "pipeline_id": pipeline_id,
         }
         changes = {key: value for key, value in given.items() if value is not None}
         async with app_of(ctx).db.unit_of_work() as session:

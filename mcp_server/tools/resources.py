@@ -1,4 +1,4 @@
-"""Resources: the process catalogue, a project's pipeline snapshot, one execution (JSON)."""
+"""Resources: pipeline catalogues, a project's pipeline snapshot, one execution (JSON)."""
 
 from __future__ import annotations
 
@@ -45,8 +45,22 @@ def register(server: PipelineStateServer) -> None:
         "pipeline://processes",
         processes_json,
         name="processes",
-        description="The pipeline's process catalogue in topological order (as list_processes).",
+        description="The `default` pipeline's process catalogue in topological order (as list_processes).",
     )
+
+    @server.resource(
+        "pipeline://pipelines/{pipeline_id}",
+        name="pipeline",
+        description="One pipeline's process catalogue in topological order (as list_processes).",
+        mime_type=JSON,
+    )
+    async def pipeline(pipeline_id: str, ctx: Context[App]) -> str:
+        async with app_of(ctx).db.unit_of_work(write=False) as session:
+            try:
+                catalogue = await definitions.list_all(session, pipeline_id)
+            except NotFound as exc:
+                raise ResourceNotFoundError(exc.render()) from None
+        return json.dumps(reply_data(catalogue), indent=2, ensure_ascii=False)
 
     @server.resource(
         "pipeline://projects/{project_id}",
