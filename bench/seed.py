@@ -125,6 +125,8 @@ def _project(rng: random.Random, name: str, when: datetime) -> dict[str, Any]:
         "updated_at": ts(when),
         "is_deleted": 0,
         "pipeline_id": "default",
+        "budget_policy": "warn",
+        "reserved_usd": 0,
         "created_by": "bench/1",
         "updated_by": "bench/1",
     }

@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     from mcp_server.cli_pipeline import add_parsers as add_pipeline_parsers
 
     add_pipeline_parsers(commands)
+    from mcp_server.cli_prices import add_parsers as add_price_parsers
+
+    add_price_parsers(commands)
     commands.add_parser("demo", help="run an example pipeline end to end over stdio on a temporary database")
     return parser
 
@@ -80,7 +83,7 @@ def _run_db(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _offline_command(settings: Settings, args: argparse.Namespace) -> int:
-    """``db``, ``status``, ``costs`` and ``pipeline``: an unreachable database is one clear line, not a traceback."""
+    """The database commands: an unreachable database is one clear line, not a traceback."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import DBAPIError
 
@@ -91,6 +94,10 @@ def _offline_command(settings: Settings, args: argparse.Namespace) -> int:
             from mcp_server.cli_pipeline import run_pipeline
 
             return run_pipeline(settings, args)
+        if args.command == "prices":
+            from mcp_server.cli_prices import run_prices
+
+            return run_prices(settings, args)
         from mcp_server.cli_views import run_view
 
         return run_view(settings, args)
@@ -115,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"pipeline-state-mcp: PIPELINE_STATE_{field.upper()}: {error['msg']}\n")
         return 2
     configure_logging(settings.log_level)
-    if args.command in ("db", "status", "costs", "pipeline"):
+    if args.command in ("db", "status", "costs", "pipeline", "prices"):
         return _offline_command(settings, args)
     if args.command == "demo":
         from mcp_server.cli_demo import main_demo

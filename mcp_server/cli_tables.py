@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.table import Table
 
-GROUP_FIELDS = {"project": "project_id", "process": "process_id"}
+GROUP_FIELDS = {"project": "project_id", "process": "process_id", "source": "cost_source"}
 NONE = "—"  # a group without that key (e.g. calls linked to no process)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from mcp_server.settings import Settings
 
-GROUPS = ("project", "process", "provider", "model", "day", "prompt")
+GROUPS = ("project", "process", "provider", "model", "day", "prompt", "source")
 
 
 def add_parsers(commands: Any) -> None:
@@ -99,7 +99,12 @@ def run_view(settings: Settings, args: argparse.Namespace) -> int:
             cost = data["cost"]
             console.print(
                 f"cost so far ${cost.get('spent_usd')}"
-                + (f" of ${cost['budget_usd']} (remaining ${cost['remaining_usd']})" if cost.get("budget_usd") else "")
+                + (
+                    f" of ${cost['budget_usd']} (reserved ${cost.get('reserved_usd')}, remaining "
+                    f"${cost['remaining_usd']}, policy {cost.get('policy')})"
+                    if cost.get("budget_usd")
+                    else ""
+                )
             )
         if args.command == "status":
             console.print(f"ready to run: {', '.join(data['ready_processes']) or '(nothing)'}")

@@ -37,4 +37,10 @@ class StateName(enum.StrEnum):
 class CostSource(enum.StrEnum):
     REPORTED = "reported"
     COMPUTED = "computed"
+    CUSTOM = "custom"  # priced from the team's own price (`prices set`)
     UNPRICED = "unpriced"
+
+
+class BudgetPolicy(enum.StrEnum):
+    WARN = "warn"  # report exceeded, refuse nothing
+    BLOCK = "block"  # refuse a start that would pass the budget (costs already incurred are always stored)

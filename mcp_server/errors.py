@@ -58,6 +58,12 @@ class ReadOnly(DomainError):
     code = "read_only"
 
 
+class BudgetExceeded(DomainError):
+    """A start refused under the `block` budget policy: it would pass the project's budget."""
+
+    code = "budget_exceeded"
+
+
 class Unavailable(DomainError):
     """The database could not be reached; the call wrote nothing and can be retried."""
 
@@ -74,6 +80,7 @@ ERROR_CODES = tuple(
         Conflict,
         InvalidTransition,
         ReadOnly,
+        BudgetExceeded,
         Unavailable,
     )
 )

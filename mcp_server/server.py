@@ -55,8 +55,12 @@ pass the one you last read as expected_version. Agents sharing a step never over
 silently: recording while another execution runs needs force, and a finish that another execution's
 result overtook is kept as `superseded`.
 Optional arguments may be left out or sent as null (the same thing); replies leave out null fields.
+A project's budget (budget_usd) is checked at start_execution: reserve_usd holds the step's expected
+cost until it finishes, and under budget_policy `block` a start that would pass the budget is refused
+(budget_exceeded); costs already incurred are always logged, and replies say which threshold
+(50/80/100 %) a call crossed.
 Errors start with a stable code (not_found, invalid_argument, schema_violation, not_ready, conflict,
-invalid_transition, read_only, busy, unavailable) and say what to do next."""
+invalid_transition, read_only, budget_exceeded, busy, unavailable) and say what to do next."""
 
 
 def _package_version() -> str:
@@ -88,7 +92,7 @@ def _unlogged_usage(arguments: dict[str, Any]) -> str:
     if not isinstance(usage, dict) or not usage:
         return ""
     call = {key: value for key, value in usage.items() if value is not None}
-    for key in ("project_id", "process_id"):
+    for key in ("project_id", "process_id", "execution_id"):
         if isinstance(arguments.get(key), str):
             call[key] = arguments[key]
     text = json.dumps(call, ensure_ascii=False, separators=(",", ":"))
@@ -209,7 +213,8 @@ class PipelineStateServer(MCPServer[App]):
             raise ToolError(f"{prefix}: not_found: there is no tool named {name!r}. Call tools/list")
         unknown = unknown_arguments(arguments, registered.parameters)
         if unknown:
-            raise ToolError(f"{prefix}: invalid_argument: {describe_unknown(unknown, registered.parameters)}")
+            described = describe_unknown(unknown, registered.parameters)
+            raise ToolError(f"{prefix}: invalid_argument: {described}{_unlogged_usage(arguments)}")
         # null for an optional argument means "not given" (OpenAI strict mode sends every key).
         arguments = without_null_optionals(arguments, registered.parameters)
         if self._waiting >= MAX_WAITING_CALLS:

@@ -170,3 +170,20 @@ async def test_replies_are_compact_on_the_text_a_model_reads(client: Client) -> 
     one = next(row for row in rows if row["process_id"] == ids[1])
     full = await call_ok(client, "get_execution", execution_id=one["id"])
     assert "input_data" in full and "output_hash" in full and "reasoning" in full
+
+
+async def test_a_second_start_names_the_running_execution_and_a_misnamed_argument_keeps_the_usage(
+    client: Client, db: Database
+) -> None:
+    project = await diamond(client)
+    running = (await _start(client, project, "a"))["execution"]["id"]
+    text = await call_error(client, "start_execution", "invalid_transition", project_id=project, process_id="a")
+    assert running in text and "fail_execution" in text
+    before = await table_counts(db)
+    usage = {"provider": "openai", "model": "gpt-4o", "prompt_tokens": 10}
+    text = await call_error(
+        client, "record_execution", "invalid_argument", project_id=project, process_id="a", output={"v": 1},
+        execution_id=running, usage=usage,
+    )  # fmt: skip
+    assert "did you mean 'output_data'" in text and "NOT logged" in text and running in text
+    assert await table_counts(db) == before

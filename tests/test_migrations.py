@@ -29,6 +29,7 @@ TABLES = {
     "process_states",
     "prompt_versions",
     "llm_metrics",
+    "llm_prices",
     "alembic_version",
 }
 

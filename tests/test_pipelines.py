@@ -91,11 +91,14 @@ async def test_a_changed_definition_makes_its_results_stale_everywhere_it_ran(cl
 
     cosmetic = await _define(client, "p", "a", output_schema=V, description="now described", order_index=3)
     assert cosmetic["created"] is False and "stale_states" not in cosmetic
+    assert cosmetic["changed"] == ["order_index", "description"]
     same = await _define(client, "p", "a", output_schema=V, description="now described", order_index=3)
-    assert "stale_states" not in same
+    assert "stale_states" not in same and "changed" not in same
 
     changed = await _define(client, "p", "b", ["a"], output_schema=V)  # b now has an output schema
-    assert changed["stale_states"] == 4 and changed["stale_projects"] == 2  # b and c in both projects
+    assert (
+        changed["changed"] == ["output_schema"] and changed["stale_states"] == 4 and changed["stale_projects"] == 2
+    )  # b and c in both projects
     for project in ran:
         status = {
             p["process_id"]: p for p in (await call_ok(client, "get_pipeline_status", project_id=project))["processes"]

@@ -2,7 +2,7 @@
 
 from mcp_server.enums import CostSource, ExecutionStatus, ProjectStatus, StateName
 from mcp_server.models.execution import ProcessExecution
-from mcp_server.models.metrics import LLMMetrics
+from mcp_server.models.metrics import LLMMetrics, LLMPrice
 from mcp_server.models.process import ProcessDefinition
 from mcp_server.models.project import Project
 from mcp_server.models.prompt import PromptVersion
@@ -12,6 +12,7 @@ __all__ = [
     "CostSource",
     "ExecutionStatus",
     "LLMMetrics",
+    "LLMPrice",
     "ProcessDefinition",
     "ProcessExecution",
     "ProcessState",

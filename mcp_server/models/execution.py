@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mcp_server.db.base import AuditMixin, Base
-from mcp_server.db.types import GUID, JSONType, UTCDateTime
+from mcp_server.db.types import GUID, JSONType, Money, UTCDateTime
 from mcp_server.enums import ExecutionStatus
 from mcp_server.models.process import PROCESS_ID_LENGTH
 
@@ -32,6 +33,9 @@ class ProcessExecution(AuditMixin, Base):
     reasoning: Mapped[str | None] = mapped_column(Text())
     missing_info: Mapped[Any | None] = mapped_column(JSONType())
 
+    # The budget this execution holds while it runs (start_execution's reserve_usd); released (None)
+    # when it is recorded or failed.
+    reserved_usd: Mapped[Decimal | None] = mapped_column(Money())
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 

@@ -47,3 +47,17 @@ class LLMMetrics(AuditMixin, Base):
 
     def __repr__(self) -> str:
         return f"<LLMMetrics {self.provider}/{self.model} cost={self.cost_usd}>"
+
+
+class LLMPrice(AuditMixin, Base):
+    """The team's own price for a model (fine-tunes, self-hosted, negotiated rates): preferred over
+    genai-prices. USD per million tokens, exact (Money)."""
+
+    __tablename__ = "llm_prices"
+
+    provider: Mapped[str] = mapped_column(String(50), primary_key=True)
+    model: Mapped[str] = mapped_column(String(100), primary_key=True)
+    input_per_mtok: Mapped[Decimal] = mapped_column(Money(), nullable=False)
+    output_per_mtok: Mapped[Decimal] = mapped_column(Money(), nullable=False)
+    cache_read_per_mtok: Mapped[Decimal | None] = mapped_column(Money())
+    cache_write_per_mtok: Mapped[Decimal | None] = mapped_column(Money())

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from mcp_server.db.base import AuditMixin, Base, SoftDeleteMixin
 from mcp_server.db.types import GUID, JSONType, Money
-from mcp_server.enums import DEFAULT_PIPELINE, ProjectStatus
+from mcp_server.enums import DEFAULT_PIPELINE, BudgetPolicy, ProjectStatus
 from mcp_server.models.process import PROCESS_ID_LENGTH
 
 
@@ -39,6 +39,12 @@ class Project(AuditMixin, SoftDeleteMixin, Base):
     # usage row, so that a budget or status reply costs one row, not a SUM over the whole history.
     spent_usd: Mapped[Decimal] = mapped_column(Money(), default=Decimal(0), server_default="0", nullable=False)
     unpriced_calls: Mapped[int] = mapped_column(BigInteger(), default=0, server_default="0", nullable=False)
+    budget_policy: Mapped[str] = mapped_column(
+        String(10), default=BudgetPolicy.WARN.value, server_default=BudgetPolicy.WARN.value, nullable=False
+    )
+    # What the project's running executions hold against the budget (start_execution's reserve_usd),
+    # kept in the same transaction as each start and finish.
+    reserved_usd: Mapped[Decimal] = mapped_column(Money(), default=Decimal(0), server_default="0", nullable=False)
     # The pipeline whose processes this project runs; fixed once the project has executions.
     pipeline_id: Mapped[str] = mapped_column(
         String(PROCESS_ID_LENGTH), default=DEFAULT_PIPELINE, server_default=DEFAULT_PIPELINE, nullable=False

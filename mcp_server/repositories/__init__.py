@@ -3,6 +3,7 @@
 from mcp_server.repositories.base import Page
 from mcp_server.repositories.executions import ExecutionRepository
 from mcp_server.repositories.metrics import MetricsRepository
+from mcp_server.repositories.prices import PriceRepository
 from mcp_server.repositories.processes import ProcessDefinitionRepository
 from mcp_server.repositories.projects import ProjectRepository
 from mcp_server.repositories.prompts import PromptRepository
@@ -12,6 +13,7 @@ __all__ = [
     "ExecutionRepository",
     "MetricsRepository",
     "Page",
+    "PriceRepository",
     "ProcessDefinitionRepository",
     "ProjectRepository",
     "PromptRepository",

@@ -76,6 +76,7 @@ _GROUP_COLUMNS: dict[str, dict[str, ColumnElement[Any]]] = {
     "model": {"model": LLMMetrics.__table__.c.model},
     "day": {"day": UtcDay(LLMMetrics.created_at)},
     "prompt": {"prompt_id": PromptVersion.__table__.c.prompt_id, "prompt_version": PromptVersion.__table__.c.version},
+    "source": {"cost_source": LLMMetrics.__table__.c.cost_source},
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import BigInteger, exists, select, type_coerce, update
+from sqlalchemy import BigInteger, exists, or_, select, type_coerce, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
@@ -65,6 +65,46 @@ class ProjectRepository(Repository):
     async def restore(self, project: Project, *, by: str | None = None) -> Project:
         project.restore()
         return await self.update(project, updated_by=by)
+
+    async def reserve(self, project_id: uuid.UUID, *, units: int, within_budget: bool) -> bool:
+        """Hold ``units`` against the project's budget, in one conditional UPDATE (exact under any
+        concurrency: the row is locked while the condition is checked). With ``within_budget``, only if
+        spent + reserved + units stays within the budget (with no units: while spent + reserved is still
+        under it); returns whether the hold was taken."""
+        spent = type_coerce(Project.spent_usd, BigInteger())
+        reserved = type_coerce(Project.reserved_usd, BigInteger())
+        budget = type_coerce(Project.budget_usd, BigInteger())
+        query = update(Project).where(Project.id == project_id)
+        if within_budget:
+            fits = spent + reserved + units <= budget if units else spent + reserved < budget
+            query = query.where(or_(Project.budget_usd.is_(None), fits))
+        result = await self.session.execute(
+            query.values(reserved_usd=reserved + units).returning(reserved).execution_options(synchronize_session=False)
+        )
+        row = result.first()
+        self._sync(project_id, reserved_usd=None if row is None else units_to_money(row[0]))
+        return row is not None
+
+    async def release(self, project_id: uuid.UUID, *, units: int) -> None:
+        """Give back a hold taken by ``reserve`` (a running execution finished or failed)."""
+        reserved = type_coerce(Project.reserved_usd, BigInteger())
+        result = await self.session.execute(
+            update(Project)
+            .where(Project.id == project_id)
+            .values(reserved_usd=reserved - units)
+            .returning(reserved)
+            .execution_options(synchronize_session=False)
+        )
+        row = result.first()
+        self._sync(project_id, reserved_usd=None if row is None else units_to_money(row[0]))
+
+    def _sync(self, project_id: uuid.UUID, **values: Any) -> None:
+        """Put values written in SQL onto the loaded row, if the session holds it."""
+        loaded = self.session.identity_map.get(identity_key(Project, project_id))
+        if isinstance(loaded, Project):
+            for key, value in values.items():
+                if value is not None:
+                    set_committed_value(loaded, key, value)
 
     async def add_spend(self, project_id: uuid.UUID, *, units: int, unpriced_calls: int) -> None:
         """Add to the running cost totals in SQL (exact integer units), and to a loaded row.

@@ -34,7 +34,7 @@ ModelName = Annotated[
 ]
 Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
 InferenceMs = Annotated[int, Field(ge=0, le=MAX_INFERENCE_MS)]
-GroupKey = Literal["project", "process", "provider", "model", "day", "prompt"]
+GroupKey = Literal["project", "process", "provider", "model", "day", "prompt", "source"]
 
 PROMPT_CONVENTION = (
     "prompt_tokens counts ALL input tokens, cached ones included (OpenAI's prompt_tokens; for Anthropic "
@@ -140,9 +140,12 @@ class CostRecord(Out):
 class BudgetStatus(BaseModel):
     project_id: uuid.UUID
     budget_usd: DecimalOut | None = Field(description="Absent: no budget.")
+    policy: str = Field(description="warn, or block: starts that would pass the budget are refused.")
     spent_usd: DecimalOut
-    remaining_usd: DecimalOut | None = Field(description="budget - spent.")
+    reserved_usd: DecimalOut = Field(description="Held by running executions.")
+    remaining_usd: DecimalOut | None = Field(description="budget - spent - reserved.")
     exceeded: bool
+    crossed: int | None = Field(None, description="Percent of the budget (50, 80, 100) this call crossed.")
     unpriced_calls: int = Field(description="Not in spent_usd.")
     note: str | None = None
 
@@ -186,11 +189,12 @@ class CostGroup(CostFigures):
     day: date | None = Field(None, description="UTC date.")
     prompt_id: str | None = None
     prompt_version: int | None = None
+    cost_source: str | None = None
 
 
 class CostSummary(BaseModel):
     filters: CostFilters
     group_by: list[GroupKey]
-    totals: CostFigures
+    totals: CostGroup = Field(description="Every matching call (no keys).")
     groups: list[CostGroup] = Field(description="One row per group, ordered by the keys.")
     groups_truncated: bool = Field(False, description="More groups exist than were returned.")

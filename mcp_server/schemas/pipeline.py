@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mcp_server.schemas.common import JsonObject, JsonObjectOut, Name, Out, PageInfo, SlugRef, Text
+from mcp_server.schemas.common import JsonObject, JsonObjectOut, Name, Out, PageInfo, SlugRef, Text, UsdOut
 
 
 class ProcessSpec(BaseModel):
@@ -40,6 +40,7 @@ class DefineProcessReply(BaseModel):
     pipeline_id: str
     process: ProcessDefinitionOut
     created: bool = Field(description="False: an existing definition was replaced.")
+    changed: list[str] | None = Field(None, description="The fields the replacement changed (all are replaced).")
     stale_states: int | None = Field(None, description="States made stale: depends_on or a schema changed.")
     stale_projects: int | None = None
 
@@ -93,6 +94,7 @@ class ExecutionOut(Out):
     error_message: str | None
     prompt_version_id: uuid.UUID | None
     idempotency_key: str | None
+    reserved_usd: UsdOut | None = None
     started_at: datetime | None
     completed_at: datetime | None
     created_at: datetime
@@ -121,6 +123,7 @@ class ExecutionRow(Out):
     created_by: str | None
     error_message: str | None = None
     prompt_version_id: uuid.UUID | None = None
+    reserved_usd: UsdOut | None = None
     input_data: JsonObjectOut | None = None
     output_data: JsonObjectOut | None = None
     output_hash: str | None = None
@@ -158,6 +161,7 @@ class HandedInputs(BaseModel):
 class StartReply(HandedInputs):
     execution: ExecutionRef
     state: StateOut
+    budget: dict[str, Any] | None = Field(None, description="With reserve_usd: the budget after it.")
     replayed: bool = False
 
 

@@ -150,8 +150,48 @@ def _compact(node: Any) -> Any:
 
 def compact_output_schema(schema: dict[str, Any] | None) -> dict[str, Any] | None:
     """The output schema of replies without null fields, and without titles, defaults and
-    ``additionalProperties: true``."""
-    return None if schema is None else _compact(schema)
+    ``additionalProperties: true``; a definition used once is written in place."""
+    return None if schema is None else _inline_single_use(_compact(schema))
+
+
+def _refs(node: Any, counts: dict[str, int]) -> None:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            counts[ref] = counts.get(ref, 0) + 1
+        for value in node.values():
+            _refs(value, counts)
+    elif isinstance(node, list):
+        for item in node:
+            _refs(item, counts)
+
+
+def _inline_single_use(schema: dict[str, Any]) -> dict[str, Any]:
+    defs = schema.get("$defs")
+    if not defs:
+        return schema
+    counts: dict[str, int] = {}
+    _refs(schema, counts)
+    single = {ref.removeprefix("#/$defs/") for ref, count in counts.items() if count == 1}
+    # A definition that refers to others keeps them as they are: only leaves and their users are inlined.
+    kept = {name: body for name, body in defs.items() if name not in single}
+    inlined = {name: body for name, body in defs.items() if name in single}
+
+    def replace(node: Any) -> Any:
+        if isinstance(node, list):
+            return [replace(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.removeprefix("#/$defs/") in inlined:
+            rest = {key: value for key, value in node.items() if key != "$ref"}
+            return {**replace(inlined[ref.removeprefix("#/$defs/")]), **rest}
+        return {key: replace(value) for key, value in node.items() if key != "$defs"}
+
+    out: dict[str, Any] = replace(schema)
+    if kept:
+        out["$defs"] = {name: replace(body) for name, body in kept.items()}
+    return out
 
 
 def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
@@ -233,7 +273,11 @@ def describe_unknown(unknown: list[str], schema: dict[str, Any]) -> str:
         known: Any = schema
         for step in parent.split(".") if parent else ():
             known = _object_branch(known.get("properties", {}).get(step, {})) or {}
-        close = difflib.get_close_matches(name[:100], list(known.get("properties", {})), n=1, cutoff=0.75)
+        names = list(known.get("properties", {}))
+        close = (
+            difflib.get_close_matches(name[:100], names, n=1, cutoff=0.75)
+            or [n for n in names if name and (n.startswith(name + "_") or name.startswith(n + "_"))][:1]
+        )
         parts.append(
             repr(dotted[:100]) + (f" (did you mean {'.'.join([parent, close[0]]).lstrip('.')!r}?)" if close else "")
         )

@@ -20,7 +20,11 @@ class ProjectOut(Out):
     pipeline_id: str
     metadata: dict[str, Any]
     budget_usd: UsdOut | None
+    budget_policy: str
     spent_usd: UsdOut
+    reserved_usd: UsdOut
+    remaining_usd: UsdOut | None = None
+    exceeded: bool = False
     unpriced_calls: int
     is_deleted: bool
     created_at: datetime
@@ -34,8 +38,14 @@ class ProjectOut(Out):
     def _from_row(cls, data: Any) -> Any:
         # The ORM attribute is `metadata_` (`metadata` is SQLAlchemy's own); the API says `metadata`.
         if hasattr(data, "metadata_") and hasattr(data, "__table__"):  # a Project row
-            return {name: getattr(data, name) for name in cls.model_fields if name != "metadata"} | {
-                "metadata": data.metadata_
+            computed = {"metadata", "remaining_usd", "exceeded"}
+            fields = {name: getattr(data, name) for name in cls.model_fields if name not in computed}
+            budget = data.budget_usd
+            return fields | {
+                "metadata": data.metadata_,
+                # The same figures as every budget reply (costs.status_of): remaining after what is held.
+                "remaining_usd": None if budget is None else budget - data.spent_usd - data.reserved_usd,
+                "exceeded": budget is not None and data.spent_usd > budget,
             }
         return data
 

@@ -11,17 +11,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mcp_server.db.types import money_to_units, units_to_money, utcnow
 from mcp_server.errors import InvalidArgument, NotFound
-from mcp_server.models import CostSource, LLMMetrics
+from mcp_server.models import CostSource, LLMMetrics, Project
 from mcp_server.repositories import (
     ExecutionRepository,
     MetricsRepository,
+    PriceRepository,
     ProcessDefinitionRepository,
     ProjectRepository,
 )
 from mcp_server.repositories.metrics import CostAggregate
 from mcp_server.schemas.cost import (
     BudgetStatus,
-    CostFigures,
     CostFilters,
     CostGroup,
     CostRecord,
@@ -64,21 +64,22 @@ async def _resolve_links(
     return project_id, process_id, execution_id
 
 
-def _row_fields(usage: UsageIn, *, created_at: datetime) -> dict[str, Any]:
-    """The priced row: a given cost is `reported`; otherwise genai-prices computes it or it is `unpriced`."""
+def _row_fields(usage: UsageIn, *, created_at: datetime, custom: pricing.CustomPrice | None = None) -> dict[str, Any]:
+    """The priced row: a given cost is `reported`; otherwise the team's own price (`custom`) or
+    genai-prices computes it (`computed`), or it is `unpriced`."""
     cost: Decimal | None
+    counts = {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "cache_read_tokens": usage.cache_read_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+    }
     if usage.cost_usd is not None:
         cost, source = usage.cost_usd, CostSource.REPORTED.value
+    elif custom is not None:
+        cost, source = pricing.custom_price(custom, **counts)
     else:
-        cost, source = pricing.price(
-            usage.provider,
-            usage.model,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            cache_read_tokens=usage.cache_read_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
-            at=created_at,
-        )
+        cost, source = pricing.price(usage.provider, usage.model, **counts, at=created_at)
     return {
         "provider": usage.provider,
         "model": usage.model,
@@ -93,6 +94,18 @@ def _row_fields(usage: UsageIn, *, created_at: datetime) -> dict[str, Any]:
         "inference_time_ms": usage.inference_time_ms,
         "created_at": created_at,
     }
+
+
+async def _priced(session: AsyncSession, usage: UsageIn, *, created_at: datetime) -> dict[str, Any]:
+    """The row's fields, priced with the team's own price for the model when there is one."""
+    custom = None
+    if usage.cost_usd is None:
+        found = await PriceRepository(session).get(usage.provider, usage.model)
+        if found is not None:
+            custom = pricing.CustomPrice(
+                found.input_per_mtok, found.output_per_mtok, found.cache_read_per_mtok, found.cache_write_per_mtok
+            )
+    return _row_fields(usage, created_at=created_at, custom=custom)
 
 
 async def record_usage(
@@ -114,7 +127,7 @@ async def record_usage(
             session, project_id=project_id, process_id=process_id, execution_id=execution_id
         )
     row = await MetricsRepository(session).create(
-        **_row_fields(usage, created_at=created_at or utcnow()),
+        **await _priced(session, usage, created_at=created_at or utcnow()),
         project_id=project_id,
         process_id=process_id,
         execution_id=execution_id,
@@ -124,31 +137,50 @@ async def record_usage(
     return CostRecord.from_row(row)
 
 
-async def budget_status(session: AsyncSession, project_id: uuid.UUID | None) -> BudgetStatus | None:
-    """Spent / remaining / exceeded for a project (None without a project or for an unknown one)."""
+THRESHOLDS = (50, 80, 100)  # percent of the budget a reply says a call crossed
+
+
+async def budget_status(
+    session: AsyncSession, project_id: uuid.UUID | None, *, added: Decimal | None = None
+) -> BudgetStatus | None:
+    """Budget, policy, spent, reserved, remaining and exceeded for a project (None without a project or
+    for an unknown one); with ``added`` (the cost this call just logged), the threshold it crossed."""
     if project_id is None:
         return None
     project = await ProjectRepository(session).get(project_id, include_deleted=True)
     if project is None:
         return None
-    spent, unpriced = project.spent_usd, project.unpriced_calls  # running totals kept by the ledger
+    return status_of(project, added=added)
+
+
+def status_of(project: Project, *, added: Decimal | None = None) -> BudgetStatus:
+    spent, unpriced, reserved = project.spent_usd, project.unpriced_calls, project.reserved_usd  # running totals
     budget = project.budget_usd
-    remaining = None if budget is None else budget - spent
-    exceeded = remaining is not None and remaining < 0
+    remaining = None if budget is None else budget - spent - reserved
+    exceeded = budget is not None and spent > budget
+    crossed = None
+    if budget is not None and budget > 0 and added:
+        before, after = (spent - added) * 100 / budget, spent * 100 / budget
+        crossed = max((t for t in THRESHOLDS if before < t <= after), default=None)
     note = None
-    if remaining is None:
+    if budget is None:
         note = "no budget set (update_project budget_usd sets one)"
-    elif remaining < 0:
-        note = f"over budget by {-remaining} USD"
+    elif exceeded:
+        note = f"over budget by {spent - budget} USD"
+    elif crossed is not None:
+        note = f"this call crossed {crossed}% of the budget"
     if unpriced:
         extra = f"{unpriced} unpriced call(s) are not included in spent_usd"
         note = extra if note is None else f"{note}; {extra}"
     return BudgetStatus(
-        project_id=project_id,
+        project_id=project.id,
         budget_usd=budget,
+        policy=project.budget_policy,
         spent_usd=spent,
+        reserved_usd=reserved,
         remaining_usd=remaining,
         exceeded=exceeded,
+        crossed=crossed,
         unpriced_calls=unpriced,
         note=note,
     )
@@ -190,7 +222,7 @@ async def report_cost(
         record = await record_usage(
             session, usage, project_id=project_id, process_id=process_id, execution_id=execution_id, actor=actor
         )
-        return CostReply(cost=record, budget=await budget_status(session, record.project_id))
+        return CostReply(cost=record, budget=await budget_status(session, record.project_id, added=record.cost_usd))
 
     digest = _report_hash(usage, project_id, process_id, execution_id)
     existing = await metrics.by_idempotency_key(idempotency_key)
@@ -200,7 +232,7 @@ async def report_cost(
         session, project_id=project_id, process_id=process_id, execution_id=execution_id
     )
     row, created = await metrics.create_keyed(
-        **_row_fields(usage, created_at=utcnow()),
+        **await _priced(session, usage, created_at=utcnow()),
         project_id=project_id,
         process_id=process_id,
         execution_id=execution_id,
@@ -211,7 +243,9 @@ async def report_cost(
     )
     if not created:  # a concurrent call with the same key committed first
         return _replay(row, idempotency_key, digest)
-    reply = CostReply(cost=CostRecord.from_row(row), budget=await budget_status(session, project_id))
+    reply = CostReply(
+        cost=CostRecord.from_row(row), budget=await budget_status(session, project_id, added=row.cost_usd)
+    )
     await metrics.update(row, reply=reply.model_dump(mode="json"))
     return reply
 
@@ -268,7 +302,7 @@ async def summary(session: AsyncSession, filters: CostFilters, group_by: list[Gr
     return CostSummary(
         filters=filters,
         group_by=group_by,
-        totals=CostFigures(**_figures(totals)),
+        totals=CostGroup(**_figures(totals)),
         groups=[_group(g) for g in groups],
         groups_truncated=truncated,
     )

@@ -57,6 +57,7 @@ class _Plan:
     recomputing: list[str] = field(default_factory=list)  # changed in what they compute
     removed: list[str] = field(default_factory=list)
     unchanged: int = 0
+    fields: dict[str, list[str]] = field(default_factory=dict)  # process id -> the fields a replacement changes
     stale_states: int = 0
     stale_projects: int = 0
 
@@ -144,8 +145,10 @@ async def _apply(
             plan.added.append(pid)
             continue
         new = _fields(spec)
-        if any(getattr(row, name) != new[name] for name in new):
+        differ = [name for name in new if getattr(row, name) != new[name]]
+        if differ:
             plan.changed.append(pid)
+            plan.fields[pid] = differ
             if any(getattr(row, name) != new[name] for name in COMPUTING):
                 plan.recomputing.append(pid)
         else:
@@ -206,6 +209,7 @@ async def define(
         pipeline_id=pipeline_id,
         process=ProcessDefinitionOut.model_validate(written[spec.process_id]),
         created=bool(plan.added),
+        changed=plan.fields.get(spec.process_id),
         stale_states=plan.stale_states if recomputed else None,
         stale_projects=plan.stale_projects if recomputed else None,
     )

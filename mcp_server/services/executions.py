@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mcp_server.db.types import utcnow
-from mcp_server.errors import InvalidArgument, InvalidTransition, NotFound
-from mcp_server.models import ExecutionStatus, ProcessExecution, ProjectStatus
+from mcp_server.db.types import money_to_units, utcnow
+from mcp_server.enums import BudgetPolicy
+from mcp_server.errors import BudgetExceeded, InvalidArgument, InvalidTransition, NotFound
+from mcp_server.models import ExecutionStatus, ProcessExecution, Project, ProjectStatus
 from mcp_server.repositories import ExecutionRepository, ProjectRepository, PromptRepository
 from mcp_server.schemas.pipeline import (
     MAX_LISTED,
@@ -26,7 +28,7 @@ from mcp_server.schemas.pipeline import (
     StateOut,
 )
 from mcp_server.schemas.portable import reply_data
-from mcp_server.services import pipeline_state, rules
+from mcp_server.services import costs, pipeline_state, rules
 from mcp_server.services.idempotency import check_replay, request_hash
 from mcp_server.services.pipeline_state import CLEARED, ProjectPipeline
 from mcp_server.services.rules import Event, State
@@ -64,6 +66,40 @@ async def _replay(session: AsyncSession, key: str | None, args_hash: str) -> dic
     return stored | {"replayed": True}
 
 
+async def _admit(session: AsyncSession, project: Project, reserve_usd: Decimal | None) -> Decimal | None:
+    """Budget admission of a start (SPEC §5): under `block`, refused with budget_exceeded when spent +
+    reserved + reserve_usd would pass the budget (with no reserve_usd: when spent + reserved has reached
+    it); the reservation is held in the same conditional UPDATE. Returns what the execution holds."""
+    block = project.budget_policy == BudgetPolicy.BLOCK
+    if reserve_usd is None and not (block and project.budget_usd is not None):
+        return None
+    units = money_to_units(reserve_usd or 0)
+    if await ProjectRepository(session).reserve(project.id, units=units, within_budget=block):
+        return reserve_usd if units else None
+    status = costs.status_of(project)
+    asked = "" if reserve_usd is None else f"; this start would reserve {reserve_usd}"
+    raise BudgetExceeded(
+        f"project {project.id} would pass its budget (policy block): budget {status.budget_usd} USD, spent "
+        f"{status.spent_usd}, reserved {status.reserved_usd} by running executions, remaining {status.remaining_usd}"
+        + asked,
+        hint="Raise the budget (update_project budget_usd), or wait for running executions to finish or "
+        "fail and release what they hold",
+        details={
+            "budget_usd": str(status.budget_usd),
+            "spent_usd": str(status.spent_usd),
+            "reserved_usd": str(status.reserved_usd),
+            "remaining_usd": str(status.remaining_usd),
+        },
+    )
+
+
+async def _release(session: AsyncSession, execution: ProcessExecution) -> None:
+    """A finished or failed execution gives back what it held against the budget."""
+    if execution.reserved_usd:
+        await ProjectRepository(session).release(execution.project_id, units=money_to_units(execution.reserved_usd))
+    execution.reserved_usd = None
+
+
 async def _check_prompt(session: AsyncSession, prompt_version_id: uuid.UUID | None) -> None:
     if prompt_version_id is not None and await PromptRepository(session).get_by_id(prompt_version_id) is None:
         raise NotFound(
@@ -83,8 +119,11 @@ async def _current(
     return None if found is None else (row.current_execution_id, *found)
 
 
-async def _refuse_over_running(session: AsyncSession, project_id: uuid.UUID, process_id: str) -> None:
-    """A one-call record on a running step would silently replace what that execution is computing."""
+async def _refuse_over_running(
+    session: AsyncSession, project_id: uuid.UUID, process_id: str, *, starting: bool = False
+) -> None:
+    """A one-call record on a running step would silently replace what that execution is computing (and
+    a second start would run the step twice): refused, naming the running execution."""
     running = await ExecutionRepository(session).latest_running(project_id, process_id)
     who = f" by {running.created_by}" if running is not None and running.created_by else ""
     what = (
@@ -95,7 +134,9 @@ async def _refuse_over_running(session: AsyncSession, project_id: uuid.UUID, pro
     raise InvalidTransition(
         f"process {process_id!r} is running {what}",
         hint=(
-            "Finish it with record_execution(execution_id=…), fail_execution it if it was abandoned, or pass "
+            "Finish it with record_execution(execution_id=…), or fail_execution it if it was abandoned"
+            if starting
+            else "Finish it with record_execution(execution_id=…), fail_execution it if it was abandoned, or pass "
             "force=true to record this output now (that execution then finishes as superseded)"
         ),
         details={
@@ -126,6 +167,7 @@ async def start(
     idempotency_key: str | None,
     force: bool,
     actor: str | None,
+    reserve_usd: Decimal | None = None,
 ) -> StartReply:
     args = {
         "project_id": str(project_id),
@@ -134,6 +176,7 @@ async def start(
         "prompt_version_id": str(prompt_version_id) if prompt_version_id else None,
         "expected_version": expected_version,
         "force": force,
+        "reserve_usd": None if reserve_usd is None else str(reserve_usd),
     }
     args_hash = request_hash("start_execution", args)
     pipeline = await pipeline_state.load(session, project_id, lock=True, schemas_of=process_id)
@@ -141,15 +184,19 @@ async def start(
         return StartReply.model_validate(replayed)
     definition = pipeline.definition(process_id)
     pipeline.check_version(process_id, expected_version)
+    if pipeline.state(process_id) == State.RUNNING:
+        await _refuse_over_running(session, project_id, process_id, starting=True)
     target = rules.next_state(pipeline.state(process_id), Event.START, process_id=process_id)
     pipeline.check_ready(process_id, force=force)
     validate(definition.input_schema, input_data, what="input_data", process_id=process_id)
     await _check_prompt(session, prompt_version_id)
+    held = await _admit(session, pipeline.project, reserve_usd)
     execution = await ExecutionRepository(session).create(
         project_id=project_id,
         process_id=process_id,
         prompt_version_id=prompt_version_id,
         input_data=input_data,
+        reserved_usd=held,
         status=ExecutionStatus.RUNNING.value,
         started_at=utcnow(),
         idempotency_key=idempotency_key,
@@ -163,6 +210,7 @@ async def start(
         execution=ExecutionRef.model_validate(execution),
         state=_state_out(pipeline, process_id),
         **(await pipeline_state.inputs_of(session, pipeline, process_id)).fields(),
+        budget=None if reserve_usd is None else budget_data(costs.status_of(pipeline.project)),
     )
     if idempotency_key:
         execution.reply = reply.model_dump(mode="json")
@@ -259,6 +307,7 @@ async def record(
         if execution.idempotency_key is not None:
             keyed = {}  # the start's key stays with the row; this call is not replayable by its own key
         finished = ExecutionStatus.STALE if late else ExecutionStatus.COMPLETED
+        await _release(session, execution)
         await executions.update(
             execution,
             status=(ExecutionStatus.SUPERSEDED if superseded else finished).value,
@@ -270,6 +319,7 @@ async def record(
     invalidated: list[InvalidatedOut] = []
     output_changed = output_hash != current_hash
     if late:
+        output_changed = False  # the state stays stale: its current output did not change
         row = pipeline.rows[process_id]
         note = (
             f"process {process_id!r} went stale while this execution ran (cause: "
@@ -279,7 +329,8 @@ async def record(
         output_changed = False
         note = (
             f"execution {winner or 'another execution'} changed {process_id!r} while this one ran and stays "
-            "current; this output is stored as superseded. To make it current, record it again with force=true"
+            "current; this output is stored as superseded. To make it current, record it again (record_execution "
+            "without execution_id, force=true)"
         )
     else:
         await pipeline_state.apply(
@@ -294,8 +345,6 @@ async def record(
     cost: dict[str, Any] | None = None
     budget: dict[str, Any] | None = None
     if usage is not None:
-        from mcp_server.services import costs
-
         logged = await costs.record_usage(
             session,
             usage,
@@ -309,7 +358,7 @@ async def record(
         cost = {key: value for key, value in reply_data(logged).items() if key in _COST_KEPT}
         if logged.priced:
             cost.pop("note", None)  # only why a cost is missing is news
-        status = await costs.budget_status(session, project_id)
+        status = await costs.budget_status(session, project_id, added=logged.cost_usd)
         budget = None if status is None else budget_data(status)
 
     reply = RecordReply(
@@ -393,6 +442,7 @@ async def fail(session: AsyncSession, *, execution_id: uuid.UUID, error_message:
         raise InvalidTransition(
             f"execution {execution_id} is already {found.status}", hint="Only a running execution can fail"
         )
+    await _release(session, found)
     await executions.update(
         found,
         status=ExecutionStatus.FAILED.value,

@@ -16,7 +16,36 @@ from typing import Literal, NamedTuple
 
 class Price(NamedTuple):
     cost_usd: Decimal | None
-    source: Literal["computed", "unpriced"]
+    source: Literal["computed", "custom", "unpriced"]
+
+
+class CustomPrice(NamedTuple):
+    """The team's own price, USD per million tokens; cache prices default to the input price."""
+
+    input_per_mtok: Decimal
+    output_per_mtok: Decimal
+    cache_read_per_mtok: Decimal | None = None
+    cache_write_per_mtok: Decimal | None = None
+
+
+MILLION = Decimal(1_000_000)
+
+
+def custom_price(
+    prices: CustomPrice, *, prompt_tokens: int, completion_tokens: int, cache_read_tokens: int, cache_write_tokens: int
+) -> Price:
+    """The call's cost at the team's own price, exact in Decimal (same convention as genai-prices:
+    the uncached part of prompt_tokens at the input price, the cached parts at the cache prices)."""
+    read = prices.input_per_mtok if prices.cache_read_per_mtok is None else prices.cache_read_per_mtok
+    write = prices.input_per_mtok if prices.cache_write_per_mtok is None else prices.cache_write_per_mtok
+    uncached = prompt_tokens - cache_read_tokens - cache_write_tokens
+    total = (
+        uncached * prices.input_per_mtok
+        + cache_read_tokens * read
+        + cache_write_tokens * write
+        + completion_tokens * prices.output_per_mtok
+    )
+    return Price(total / MILLION, "custom")
 
 
 def price(

@@ -34,12 +34,14 @@ async def create(
     budget_usd: Decimal | None,
     actor: str | None,
     pipeline_id: str = DEFAULT_PIPELINE,
+    budget_policy: str = "warn",
 ) -> ProjectOut:
     from mcp_server.services import definitions
 
     await definitions.check_pipeline(session, pipeline_id)
     project = await ProjectRepository(session).create(
         pipeline_id=pipeline_id,
+        budget_policy=str(budget_policy),
         name=name,
         description=description,
         metadata_=metadata or {},

@@ -47,7 +47,8 @@ TRANSITIONS: dict[Event, dict[State, State]] = {
 CASCADE_FROM = frozenset({State.COMPLETED, State.FAILED, State.RUNNING})
 
 HINTS = {
-    Event.START: "It is already running: record_execution or fail_execution with its execution_id first",
+    Event.START: "It is already running (get_process_state names the execution): finish it with "
+    "record_execution(execution_id=…), or fail_execution it if it was abandoned",
     Event.FAIL: "Only a running execution can fail",
     Event.INVALIDATE: "Nothing to invalidate: the process has never run in this project",
 }

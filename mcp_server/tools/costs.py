@@ -68,10 +68,10 @@ def register(registrar: Registrar) -> None:
         ] = None,
     ) -> CostReply:
         """Log the tokens and cost of one LLM call you made (or pass `usage` to record_execution).
-        Without cost_usd it is priced from bundled genai-prices (`computed`); an unknown model is stored
-        `unpriced` with a null cost, never 0. Returns the stored row and, with a project, its budget
-        (spent_usd, remaining_usd, exceeded). Errors: `not_found`, `conflict` (key reused with other
-        arguments), `invalid_argument`."""
+        Without cost_usd it is priced at the team's own price (`custom`) or from bundled genai-prices
+        (`computed`); an unknown model is stored `unpriced` with a null cost, never 0. Always stored, even
+        over budget. Returns the row and, with a project, its budget (spent, reserved, remaining, exceeded,
+        the threshold crossed). Errors: `not_found`, `conflict` (key reused), `invalid_argument`."""
         usage = UsageIn.parse(
             provider=provider,
             model=model,
@@ -104,7 +104,7 @@ def register(registrar: Registrar) -> None:
         since: Annotated[UtcDatetime | None, Field(description="From this time on (ISO 8601, UTC by default).")] = None,
         until: Annotated[UtcDatetime | None, Field(description="Before this time.")] = None,
         group_by: Annotated[
-            list[GroupKey] | None, Field(max_length=6, description="Group by the tuple of these; `day` is UTC.")
+            list[GroupKey] | None, Field(max_length=7, description="Group by the tuple of these; `day` is UTC.")
         ] = None,
     ) -> CostSummary:
         """What did this project, step, model or prompt cost? Totals of logged calls: count, tokens by kind,

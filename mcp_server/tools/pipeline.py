@@ -12,7 +12,7 @@ from mcp_server.app import App
 from mcp_server.enums import DEFAULT_PIPELINE as DEFAULT
 from mcp_server.enums import ExecutionStatus, StateName
 from mcp_server.lazy import lazy_module
-from mcp_server.schemas.common import JsonObject, Name, Page, PageSize, ShortText, Slug, SlugRef, Text
+from mcp_server.schemas.common import JsonObject, Name, Page, PageSize, ShortText, Slug, SlugRef, Text, Usd
 from mcp_server.schemas.cost import UsageIn
 from mcp_server.schemas.pipeline import (
     DEFAULT_STATUS_PAGE,
@@ -55,7 +55,7 @@ IdempotencyKey = Annotated[
 ]
 PipelineId = Annotated[SlugRef, Field(description="Pipeline, default `default`.")]
 Force = Annotated[
-    bool, Field(description="Go ahead despite unfinished dependencies, or another execution's run or result.")
+    bool, Field(description="Go ahead despite unfinished dependencies (record: also over another execution).")
 ]
 
 
@@ -143,6 +143,9 @@ def register(registrar: Registrar) -> None:  # noqa: C901 - one nested function 
         ctx: Context[App],
         input_data: Annotated[JsonObject, Field(description="The step's input, a JSON object.")] = {},  # noqa: B006
         prompt_version_id: Annotated[uuid.UUID | None, Field(description="The prompt version used.")] = None,
+        reserve_usd: Annotated[
+            Usd | None, Field(description="Expected cost, held against the budget meanwhile.")
+        ] = None,
         expected_version: ExpectedVersion = None,
         idempotency_key: IdempotencyKey = None,
         force: Force = False,
@@ -162,6 +165,7 @@ def register(registrar: Registrar) -> None:  # noqa: C901 - one nested function 
                 idempotency_key=idempotency_key,
                 force=force,
                 actor=actor_of(ctx),
+                reserve_usd=reserve_usd,
             )
 
     @tool(title="Record execution", read_only=False)

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from mcp_server.app import App
 from mcp_server.enums import DEFAULT_PIPELINE as DEFAULT
-from mcp_server.enums import ProjectStatus
+from mcp_server.enums import BudgetPolicy, ProjectStatus
 from mcp_server.lazy import lazy_module
 from mcp_server.schemas.common import JsonObject, Name, Page, PageSize, SlugRef, Text, Usd
 from mcp_server.schemas.project import ProjectOut, ProjectPage
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 else:  # loaded on the first call: start-up does not import the database layer
     projects = lazy_module("mcp_server.services.projects")
 
+POLICY = "warn (default): report exceeded; block: refuse starts that would pass the budget."
 ProjectId = Annotated[uuid.UUID, Field(description="From create_project or list_projects.")]
 
 
@@ -34,6 +35,7 @@ def register(registrar: Registrar) -> None:
         description: Annotated[Text | None, Field(description="What the project is about.")] = None,
         metadata: Annotated[JsonObject | None, Field(description="Any JSON object to keep with it.")] = None,
         budget_usd: Annotated[Usd | None, Field(description='LLM spending limit in USD, e.g. "5.00".')] = None,
+        budget_policy: Annotated[BudgetPolicy, Field(description=POLICY)] = BudgetPolicy.WARN,
         pipeline_id: Annotated[SlugRef, Field(description="Its pipeline, default `default`.")] = DEFAULT,
     ) -> ProjectOut:
         """Create a project: one unit of work that runs through a pipeline and accrues LLM cost.
@@ -46,6 +48,7 @@ def register(registrar: Registrar) -> None:
                 description=description,
                 metadata=metadata,
                 budget_usd=budget_usd,
+                budget_policy=budget_policy,
                 pipeline_id=pipeline_id,
                 actor=actor_of(ctx),
             )
@@ -80,6 +83,7 @@ def register(registrar: Registrar) -> None:
         status: ProjectStatus | None = None,
         metadata: Annotated[JsonObject | None, Field(description="Replaces the whole metadata object.")] = None,
         budget_usd: Annotated[Usd | None, Field(description="Budget in USD.")] = None,
+        budget_policy: BudgetPolicy | None = None,
         pipeline_id: Annotated[SlugRef | None, Field(description="Another pipeline (before any execution).")] = None,
     ) -> ProjectOut:
         """Change a project; only the fields you pass (not null) change. Returns the project."""
@@ -89,6 +93,7 @@ def register(registrar: Registrar) -> None:
             "status": status,
             "metadata": metadata,
             "budget_usd": budget_usd,
+            "budget_policy": budget_policy,
             "pipeline_id": pipeline_id,
         }
         changes = {key: value for key, value in given.items() if value is not None}
