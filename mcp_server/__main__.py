@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -58,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     down.add_argument("revision")
     db_actions.add_parser("current", help="show the database's revision")
     db_actions.add_parser("history", help="list the revisions")
+    copy = db_actions.add_parser("backup", help="a consistent copy of the SQLite file while servers write")
+    copy.add_argument("file", type=Path)
+    copy.add_argument("--force", action="store_true", help="replace FILE if it exists")
 
     from mcp_server.cli_views import add_parsers
 
@@ -73,6 +77,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run_db(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "backup":
+        from mcp_server.cli_backup import backup
+
+        return backup(settings, args.file, force=args.force)
     from mcp_server.db.migrate import run_alembic
 
     logging.getLogger("alembic").setLevel(logging.INFO)

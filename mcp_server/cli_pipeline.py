@@ -158,4 +158,6 @@ def _print_plan(plan: dict[str, Any]) -> None:
         ids = plan[key]
         console.print(f"  {label:8} {len(ids):4}  {', '.join(ids)}")
     console.print(f"  {'unchanged':8} {plan['unchanged']:4}")
+    if plan.get("blocked"):
+        console.print(f"  [red]refused[/]: {', '.join(plan['blocked'])} have executions and cannot be removed")
     console.print(f"  stale: {verb} make {plan['stale_states']} state(s) stale in {plan['stale_projects']} project(s)")

@@ -146,8 +146,10 @@ async def test_apply_pipeline_plans_adds_changes_and_removes_in_one_call(client:
     listed = await call_ok(client, "list_processes", pipeline_id="flow")
     assert [p["id"] for p in listed["items"]] == ["spec", "design", "build"]
 
-    # Leaving out a step that has executions is refused by name, and nothing is written.
+    # Leaving out a step that has executions is refused by name, and nothing is written; a dry run says so.
     before = await table_counts(db)
+    dry = await call_ok(client, "apply_pipeline", pipeline_id="flow", processes=new[:1], dry_run=True)
+    assert dry["blocked"] == ["design"] and dry["removed"] == ["build", "design"]
     text = await call_error(client, "apply_pipeline", "conflict", pipeline_id="flow", processes=new[:1])
     assert "design" in text and "executions" in text
     assert await table_counts(db) == before

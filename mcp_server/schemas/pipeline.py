@@ -70,6 +70,7 @@ class ApplyReply(BaseModel):
     added: list[str]
     changed: list[str] = Field(description="Replaced (name, description or order only, or what they compute).")
     removed: list[str]
+    blocked: list[str] | None = Field(None, description="Dry run: removals apply would refuse (executions).")
     unchanged: int
     stale_states: int = Field(description="States made stale by changed depends_on or schemas.")
     stale_projects: int

@@ -56,6 +56,7 @@ class _Plan:
     changed: list[str] = field(default_factory=list)
     recomputing: list[str] = field(default_factory=list)  # changed in what they compute
     removed: list[str] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)  # removals a real apply refuses (they have executions)
     unchanged: int = 0
     fields: dict[str, list[str]] = field(default_factory=dict)  # process id -> the fields a replacement changes
     stale_states: int = 0
@@ -132,7 +133,9 @@ async def _apply(
         if needed:
             raise Conflict(f"processes {needed} are still dependencies of others", hint="Remove their dependents too")
         used = await repo.with_executions(pipeline_id, plan.removed)
-        if used:
+        if used and dry_run:
+            plan.blocked = used  # a dry run says what applying would refuse, and plans the rest
+        elif used:
             raise Conflict(
                 f"processes {used} have executions; their history cannot be deleted",
                 hint="Keep them in the pipeline (a definition can be replaced, not its history)",
@@ -226,6 +229,7 @@ async def apply(
         added=plan.added,
         changed=plan.changed,
         removed=plan.removed,
+        blocked=plan.blocked or None,
         unchanged=plan.unchanged,
         stale_states=plan.stale_states,
         stale_projects=plan.stale_projects,
