@@ -9,6 +9,7 @@ sort instead of a million random B-tree inserts), which is what makes a million 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 import sqlite3
@@ -45,18 +46,24 @@ def _uuid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
-def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
-    return [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+def _columns(conn: sqlite3.Connection, table: str) -> dict[str, bool]:
+    """The table's columns, each with whether it has a default."""
+    return {row[1]: row[4] is not None for row in conn.execute(f"PRAGMA table_info({table})")}
 
 
 def _insert(conn: sqlite3.Connection, table: str, rows: Iterator[dict[str, Any]]) -> int:
-    """Insert dict rows (missing columns become NULL) in batches; return how many."""
-    columns = _columns(conn, table)
+    """Insert dict rows in batches; return how many. A column the first row leaves out becomes NULL, or
+    takes its default when it has one (columns added by later migrations need no change here)."""
+    table_columns = _columns(conn, table)
+    first = next(rows, None)
+    if first is None:
+        return 0
+    columns = [name for name, has_default in table_columns.items() if not has_default or name in first]
     sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
     count = 0
     batch: list[tuple[Any, ...]] = []
-    for row in rows:
-        unknown = set(row) - set(columns)
+    for row in itertools.chain([first], rows):
+        unknown = set(row) - set(table_columns)
         if unknown:
             raise KeyError(f"{table} has no column(s) {sorted(unknown)}")
         batch.append(tuple(row.get(column) for column in columns))

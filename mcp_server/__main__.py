@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -59,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     down.add_argument("revision")
     db_actions.add_parser("current", help="show the database's revision")
     db_actions.add_parser("history", help="list the revisions")
+    prune = db_actions.add_parser("prune", help="delete old superseded executions (every cost figure stays)")
+    prune.add_argument("--older-than", required=True, help="age like 90d, 12h or 0d")
+    prune.add_argument("--project", type=uuid.UUID, help="only this project's executions")
+    prune.add_argument("--dry-run", action="store_true", help="only report what would be removed")
+    move = db_actions.add_parser("copy", help="copy the whole database onto an empty one, then verify it")
+    move.add_argument("--to", required=True, dest="to_url", help="the target database URL (e.g. postgresql://…)")
     copy = db_actions.add_parser("backup", help="a consistent copy of the SQLite file while servers write")
     copy.add_argument("file", type=Path)
     copy.add_argument("--force", action="store_true", help="replace FILE if it exists")
@@ -72,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     from mcp_server.cli_prices import add_parsers as add_price_parsers
 
     add_price_parsers(commands)
+    from mcp_server.cli_bundle import add_parsers as add_bundle_parsers
+
+    add_bundle_parsers(commands)
     commands.add_parser("demo", help="run an example pipeline end to end over stdio on a temporary database")
     return parser
 
@@ -81,6 +91,14 @@ def _run_db(settings: Settings, args: argparse.Namespace) -> int:
         from mcp_server.cli_backup import backup
 
         return backup(settings, args.file, force=args.force)
+    if args.action == "copy":
+        from mcp_server.cli_backup import copy
+
+        return copy(settings, args.to_url)
+    if args.action == "prune":
+        from mcp_server.cli_backup import prune
+
+        return prune(settings, older_than=args.older_than, project_id=args.project, dry_run=args.dry_run)
     from mcp_server.db.migrate import run_alembic
 
     logging.getLogger("alembic").setLevel(logging.INFO)
@@ -102,6 +120,10 @@ def _offline_command(settings: Settings, args: argparse.Namespace) -> int:
             from mcp_server.cli_pipeline import run_pipeline
 
             return run_pipeline(settings, args)
+        if args.command in ("export", "import"):
+            from mcp_server.cli_bundle import run_bundle
+
+            return run_bundle(settings, args)
         if args.command == "prices":
             from mcp_server.cli_prices import run_prices
 
@@ -130,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"pipeline-state-mcp: PIPELINE_STATE_{field.upper()}: {error['msg']}\n")
         return 2
     configure_logging(settings.log_level)
-    if args.command in ("db", "status", "costs", "pipeline", "prices"):
+    if args.command in ("db", "status", "costs", "pipeline", "prices", "export", "import"):
         return _offline_command(settings, args)
     if args.command == "demo":
         from mcp_server.cli_demo import main_demo

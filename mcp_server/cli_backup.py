@@ -1,4 +1,6 @@
-"""``pipeline-state-mcp db backup FILE``: a consistent copy of the database while servers write.
+"""``pipeline-state-mcp db backup FILE`` and ``db prune``: data that lives for months.
+
+``db backup``: a consistent copy of the database while servers write.
 
 SQLite: the online backup API, in one step, from a read transaction: in WAL mode that is a snapshot
 that writers do not wait for, so the copy is consistent at one moment however busy the servers are.
@@ -12,7 +14,9 @@ import os
 import shlex
 import sqlite3
 import sys
+import uuid
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import make_url
 
@@ -56,4 +60,80 @@ def backup(settings: Settings, target: Path, *, force: bool = False) -> int:
     os.replace(partial, target)
     size = target.stat().st_size
     sys.stdout.write(f"backed up {source} to {target} ({size / 1_048_576:.1f} MiB, integrity ok)\n")
+    return 0
+
+
+def prune(settings: Settings, *, older_than: str, project_id: uuid.UUID | None, dry_run: bool) -> int:
+    """``db prune --older-than AGE``: superseded executions go, their cost rows stay (see services.lifecycle)."""
+    import anyio
+
+    from mcp_server.db.engine import Database
+    from mcp_server.errors import DomainError
+    from mcp_server.services import lifecycle
+
+    try:
+        age = lifecycle.parse_age(older_than)
+    except DomainError as exc:
+        sys.stderr.write(exc.render() + "\n")
+        return 2
+
+    async def run() -> dict[str, object]:
+        db = Database.connect(settings.url)
+        try:
+            report = await lifecycle.prune(db, older_than=age, project_id=project_id, dry_run=dry_run)
+            return report.as_dict()
+        finally:
+            await db.dispose()
+
+    result = anyio.run(run)
+    verb = "would remove" if dry_run else "removed"
+    sys.stdout.write(
+        f"{verb} {result['executions_removed']} superseded execution(s) older than {older_than} in "
+        f"{result['projects']} project(s), created before {result['cutoff']}; "
+        f"{result['cost_rows_detached']} cost row(s) kept, detached; "
+        f"{int(result['data_bytes_freed']) / 1_048_576:.2f} MiB of execution data freed"  # type: ignore[call-overload]
+        + (" (dry run: nothing changed)" if dry_run else " (reusable by the database; VACUUM shrinks a SQLite file)")
+        + "\n"
+    )
+    return 0
+
+
+def copy(settings: Settings, to_url: str) -> int:
+    """``db copy --to URL``: every row onto an empty database at schema head, with a progress bar, then a
+    check that rows per table, cost totals and state versions are equal."""
+    import anyio
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from mcp_server.db.engine import Database
+    from mcp_server.errors import DomainError
+    from mcp_server.services.copy import copy_database
+
+    with Progress(TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(), transient=False) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(table: str, done: int, total: int) -> None:
+            if table not in tasks:
+                tasks[table] = bar.add_task(table, total=total or 1)
+            bar.update(tasks[table], completed=done if total else 1)
+
+        async def run() -> Any:
+            source = Database.connect(settings.url)
+            try:
+                return await copy_database(source, to_url, progress=progress)
+            finally:
+                await source.dispose()
+
+        try:
+            report = anyio.run(run)
+        except DomainError as exc:
+            sys.stderr.write(exc.render() + "\n")
+            return 1
+    if report.differences:
+        sys.stderr.write("the copy differs from the source: " + "; ".join(report.differences) + "\n")
+        return 1
+    rows = sum(report.rows.values())
+    sys.stdout.write(
+        f"copied {rows} rows from {settings.display_url} to {mask_url(to_url)}; verified: rows per table, "
+        "cost totals and state versions are equal\n"
+    )
     return 0

@@ -6,7 +6,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mcp_server.db.base import AuditMixin, Base
@@ -34,6 +34,11 @@ class LLMMetrics(AuditMixin, Base):
     cost_usd: Mapped[Decimal | None] = mapped_column(Money())
     cost_source: Mapped[str] = mapped_column(String(20), nullable=False)
     inference_time_ms: Mapped[int | None] = mapped_column(Integer())
+
+    # Set by `db prune` when the row's execution (superseded, old) is deleted: the cost still counts as
+    # rework, and the prompt version that execution used is kept here for cost by prompt.
+    detached: Mapped[bool] = mapped_column(Boolean(), default=False, server_default=false(), nullable=False)
+    prompt_version_id: Mapped[uuid.UUID | None] = mapped_column(GUID())
 
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     request_hash: Mapped[str | None] = mapped_column(String(64))

@@ -255,7 +255,8 @@ class MetricsRepository(Repository):
         if until is not None:
             conditions.append(LLMMetrics.created_at < until)
 
-        linked = LLMMetrics.execution_id.is_not(None)
+        # Linked to an execution, or to one `db prune` deleted (never live: it was superseded).
+        linked = or_(LLMMetrics.execution_id.is_not(None), LLMMetrics.detached.is_(True))
         figures = select(
             *keys,
             func.count().label("calls"),
@@ -264,7 +265,7 @@ class MetricsRepository(Repository):
             func.count(LLMMetrics.cost_usd).label("priced"),
             func.sum(LLMMetrics.inference_time_ms).label("ms_sum"),
             func.count(LLMMetrics.inference_time_ms).label("ms_count"),
-            func.count(LLMMetrics.execution_id).label("linked_calls"),
+            func.count(case((linked, 1), else_=None)).label("linked_calls"),
             func.count(case((linked, LLMMetrics.cost_usd), else_=None)).label("linked_priced"),
             *_money_sum(case((linked, _UNITS), else_=None), "linked"),
         )
@@ -298,7 +299,11 @@ def _with_prompt(statement: Select[Any]) -> Select[Any]:
     return statement.select_from(
         LLMMetrics.__table__.outerjoin(
             ProcessExecution.__table__, LLMMetrics.execution_id == ProcessExecution.id
-        ).outerjoin(PromptVersion.__table__, ProcessExecution.prompt_version_id == PromptVersion.id)
+        ).outerjoin(
+            PromptVersion.__table__,
+            # A pruned execution's prompt version is kept on the cost row.
+            func.coalesce(ProcessExecution.prompt_version_id, LLMMetrics.prompt_version_id) == PromptVersion.id,
+        )
     )
 
 
