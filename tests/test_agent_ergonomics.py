@@ -187,3 +187,13 @@ async def test_a_second_start_names_the_running_execution_and_a_misnamed_argumen
     )  # fmt: skip
     assert "did you mean 'output_data'" in text and "NOT logged" in text and running in text
     assert await table_counts(db) == before
+
+
+async def test_failing_an_overtaken_execution_leaves_the_step_to_the_one_running_now(client: Client) -> None:
+    project = await diamond(client)
+    first = (await _start(client, project, "a"))["execution"]["id"]
+    await record(client, project, "a", 1, force=True)  # overtakes the first
+    second = await _start(client, project, "a")
+    failed = await call_ok(client, "fail_execution", execution_id=first, error_message="gave up")
+    assert failed["execution"]["status"] == "failed" and failed["state"]["state"] == "running"
+    assert failed["state"]["version"] == second["state"]["version"]

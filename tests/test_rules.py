@@ -67,3 +67,29 @@ def test_cascade_reaches_transitive_dependents_but_not_empty_or_stale_ones() -> 
     assert [(h.process_id, h.previous) for h in hits] == [("b", State.COMPLETED), ("d", State.RUNNING)]
     states["b"] = State.STALE
     assert [h.process_id for h in rules.cascade(DIAMOND, states, "a")] == ["d"]
+
+
+def test_finish_decides_completion_late_finish_and_superseded() -> None:
+    from mcp_server.enums import ExecutionStatus
+    from mcp_server.services.rules import finish
+
+    one_call = finish(State.RUNNING, started=False, changed_since_start=False, force=True)
+    assert (one_call.status, one_call.target, one_call.cascades) == (ExecutionStatus.COMPLETED, State.COMPLETED, True)
+    plain = finish(State.RUNNING, started=True, changed_since_start=False, force=False)
+    assert plain.target == State.COMPLETED and not plain.late and not plain.superseded
+    for force in (False, True):  # a late finish stays late, forced or not: its input was outdated
+        late = finish(State.STALE, started=True, changed_since_start=True, force=force)
+        assert (late.status, late.target, late.late) == (ExecutionStatus.STALE, None, True)
+    overtaken = finish(State.COMPLETED, started=True, changed_since_start=True, force=False)
+    assert (overtaken.status, overtaken.target, overtaken.superseded) == (ExecutionStatus.SUPERSEDED, None, True)
+    forced = finish(State.COMPLETED, started=True, changed_since_start=True, force=True)
+    assert forced.status == ExecutionStatus.COMPLETED and forced.target == State.COMPLETED
+
+
+def test_fail_moves_only_a_step_this_execution_still_runs() -> None:
+    from mcp_server.services.rules import fail
+
+    assert fail(State.RUNNING, changed_since_start=False) == State.FAILED
+    assert fail(State.RUNNING, changed_since_start=True) is None  # another execution's run
+    assert fail(State.COMPLETED, changed_since_start=True) is None
+    assert fail(State.STALE, changed_since_start=False) is None

@@ -239,3 +239,18 @@ async def test_tools_list_shows_schemas_and_accurate_annotations(client: Client)
     assert page_size == {
         "anyOf": [{"maximum": 100, "minimum": 1, "type": "integer", "description": ANY}, {"type": "null"}]
     }
+
+
+async def test_update_project_clears_fields_only_when_asked(client: Client) -> None:
+    project = await call_ok(client, "create_project", name="c", description="d", budget_usd="5", metadata={"k": 1})
+    kept = await call_ok(client, "update_project", project_id=project["id"], description=None, budget_usd=None)
+    assert kept["description"] == "d" and kept["budget_usd"] == "5"  # null: unchanged
+    cleared = await call_ok(
+        client, "update_project", project_id=project["id"], clear=["description", "budget_usd", "metadata"]
+    )
+    assert "description" not in cleared and "budget_usd" not in cleared and cleared["metadata"] == {}
+    text = await call_error(
+        client, "update_project", "invalid_argument", project_id=project["id"], budget_usd="2", clear=["budget_usd"]
+    )
+    assert "both given and cleared" in text
+    await call_error(client, "update_project", "invalid_argument", project_id=project["id"], clear=["name"])

@@ -272,10 +272,9 @@ async def record(
         "updated_by": actor,
     }
     note: str | None = None
-    late = superseded = False
-    winner: uuid.UUID | None = None
+    state = pipeline.state(process_id)
     if execution_id is None:
-        if pipeline.state(process_id) == State.RUNNING:
+        if state == State.RUNNING:
             if not force:
                 await _refuse_over_running(session, project_id, process_id)
             note = (
@@ -283,6 +282,7 @@ async def record(
                 "with force=true"
             )
         pipeline.check_ready(process_id, force=force)
+        decision = rules.finish(state, started=False, changed_since_start=False, force=force)
         input_data = {} if input_data is None else input_data
         validate(definition.input_schema, input_data, what="input_data", process_id=process_id)
         execution = await executions.create(
@@ -290,7 +290,7 @@ async def record(
             process_id=process_id,
             prompt_version_id=prompt_version_id,
             input_data=input_data,
-            status=ExecutionStatus.COMPLETED.value,
+            status=decision.status.value,
             started_at=now,
             created_by=actor,
             **outputs,
@@ -299,44 +299,40 @@ async def record(
         await _starts_the_project(session, pipeline, actor)
     else:
         execution = await _running_execution(session, execution_id, project_id, process_id, input_data)
-        state = pipeline.state(process_id)
-        late = state == State.STALE
-        superseded = not late and not force and _changed_since(state, current, execution.started_at)
-        if superseded and current is not None:
-            winner = current[0]
+        changed = _changed_since(state, current, execution.started_at)
+        decision = rules.finish(state, started=True, changed_since_start=changed, force=force)
         if execution.idempotency_key is not None:
             keyed = {}  # the start's key stays with the row; this call is not replayable by its own key
-        finished = ExecutionStatus.STALE if late else ExecutionStatus.COMPLETED
         await _release(session, execution)
         await executions.update(
             execution,
-            status=(ExecutionStatus.SUPERSEDED if superseded else finished).value,
+            status=decision.status.value,
             prompt_version_id=prompt_version_id or execution.prompt_version_id,
             **outputs,
             **keyed,
         )
 
     invalidated: list[InvalidatedOut] = []
-    output_changed = output_hash != current_hash
-    if late:
-        output_changed = False  # the state stays stale: its current output did not change
+    # A finish that leaves the step as it was changes no current output.
+    output_changed = decision.target is not None and output_hash != current_hash
+    winner = current[0] if decision.superseded and current is not None else None
+    if decision.late:
         row = pipeline.rows[process_id]
         note = (
             f"process {process_id!r} went stale while this execution ran (cause: "
             f"{row.invalidated_by_process_id}); the output is stored but the state stays stale: run it again"
         )
-    elif superseded:
-        output_changed = False
+    elif decision.superseded:
         note = (
             f"execution {winner or 'another execution'} changed {process_id!r} while this one ran and stays "
             "current; this output is stored as superseded. To make it current, record it again (record_execution "
             "without execution_id, force=true)"
         )
-    else:
+    elif decision.target is not None:
         await pipeline_state.apply(
-            session, pipeline, process_id, State.COMPLETED, current_execution_id=execution.id, **CLEARED
+            session, pipeline, process_id, decision.target, current_execution_id=execution.id, **CLEARED
         )
-        if output_changed:
+        if output_changed and decision.cascades:
             reason = f"upstream {process_id!r} has a new output"
             invalidated = await pipeline_state.cascade(session, pipeline, process_id, reason)
         elif note is None:
@@ -367,7 +363,7 @@ async def record(
         output_changed=output_changed,
         invalidated=invalidated[:MAX_LISTED],
         invalidated_count=len(invalidated),
-        late_finish=late,
+        late_finish=decision.late,
         superseded_by=winner,
         note=note,
         cost=cost,
@@ -450,8 +446,11 @@ async def fail(session: AsyncSession, *, execution_id: uuid.UUID, error_message:
         completed_at=utcnow(),
         updated_by=actor,
     )
-    if pipeline.state(found.process_id) == State.RUNNING:
-        await pipeline_state.apply(session, pipeline, found.process_id, State.FAILED, **CLEARED)
+    state = pipeline.state(found.process_id)
+    current = await _current(session, pipeline, found.process_id)
+    target = rules.fail(state, changed_since_start=_changed_since(state, current, found.started_at))
+    if target is not None:
+        await pipeline_state.apply(session, pipeline, found.process_id, target, **CLEARED)
     return FailReply(execution=ExecutionRef.model_validate(found), state=_state_out(pipeline, found.process_id))
 
 

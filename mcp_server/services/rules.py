@@ -6,16 +6,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from mcp_server.enums import ExecutionStatus, StateName
 from mcp_server.errors import InvalidTransition
 from mcp_server.services.dag import Graph, descendants
 
-
-class State(StrEnum):
-    EMPTY = "empty"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    STALE = "stale"
+# One set of state names: the schemas' enum is the rules' enum.
+State = StateName
 
 
 class Event(StrEnum):
@@ -115,3 +111,34 @@ def stale_after_redefinition(
             hits.append(Invalidation(process_id=hit.process_id, previous=hit.previous, cause=root))
             current[hit.process_id] = State.STALE
     return hits
+
+
+@dataclass(frozen=True)
+class Finish:
+    """What finishing an execution does: the status the execution is stored with, the state the step
+    moves to (None: it stays as it is) and whether a new output cascades downstream."""
+
+    status: ExecutionStatus
+    target: State | None
+    cascades: bool
+    late: bool = False
+    superseded: bool = False
+
+
+def finish(current: State, *, started: bool, changed_since_start: bool, force: bool) -> Finish:
+    """record_execution's transition (SPEC §4, §6). A one-call record (``started`` false) completes the step.
+    A started execution that finishes after its step went stale is stored `stale` and leaves the step
+    stale (its input was outdated: a late finish, whatever ``force`` says); after another execution
+    changed the step (``changed_since_start``) it is stored `superseded` and the step keeps the other
+    result, unless ``force``; otherwise it completes the step."""
+    if started and current == State.STALE:
+        return Finish(ExecutionStatus.STALE, None, cascades=False, late=True)
+    if started and changed_since_start and not force:
+        return Finish(ExecutionStatus.SUPERSEDED, None, cascades=False, superseded=True)
+    return Finish(ExecutionStatus.COMPLETED, next_state(current, Event.COMPLETE), cascades=True)
+
+
+def fail(current: State, *, changed_since_start: bool) -> State | None:
+    """fail_execution's transition: the running step becomes failed, unless another execution changed the
+    step since this one started (then the step is not this execution's to fail, and stays)."""
+    return None if changed_since_start else TRANSITIONS[Event.FAIL].get(current)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context
 from pydantic import Field
@@ -11,6 +11,7 @@ from pydantic import Field
 from mcp_server.app import App
 from mcp_server.enums import DEFAULT_PIPELINE as DEFAULT
 from mcp_server.enums import BudgetPolicy, ProjectStatus
+from mcp_server.errors import InvalidArgument
 from mcp_server.lazy import lazy_module
 from mcp_server.schemas.common import JsonObject, Name, Page, PageSize, SlugRef, Text, Usd
 from mcp_server.schemas.project import ProjectOut, ProjectPage
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 else:  # loaded on the first call: start-up does not import the database layer
     projects = lazy_module("mcp_server.services.projects")
 
+Clearable = Literal["description", "budget_usd", "metadata"]
 POLICY = "warn (default): report exceeded; block: refuse starts that would pass the budget."
 ProjectId = Annotated[uuid.UUID, Field(description="From create_project or list_projects.")]
 
@@ -39,8 +41,7 @@ def register(registrar: Registrar) -> None:
         pipeline_id: Annotated[SlugRef, Field(description="Its pipeline, default `default`.")] = DEFAULT,
     ) -> ProjectOut:
         """Create a project: one unit of work that runs through a pipeline and accrues LLM cost.
-        Returns it with its `id` (pass it to the pipeline and cost tools); status starts `draft`. With
-        `budget_usd`, cost replies report spent, remaining and exceeded."""
+        Returns it with its `id`; status starts `draft`."""
         async with app_of(ctx).db.unit_of_work() as session:
             return await projects.create(
                 session,
@@ -67,7 +68,7 @@ def register(registrar: Registrar) -> None:
         page_size: PageSize = 20,
         include_deleted: Annotated[bool, Field(description="Also list soft-deleted projects.")] = False,
     ) -> ProjectPage:
-        """Projects, newest first, one page at a time (`has_more`: another page exists)."""
+        """Projects, newest first, one page at a time."""
         async with app_of(ctx).db.unit_of_work(write=False) as session:
             return await projects.list_page(
                 session, status=status, page=page, page_size=page_size, include_deleted=include_deleted
@@ -85,6 +86,7 @@ def register(registrar: Registrar) -> None:
         budget_usd: Annotated[Usd | None, Field(description="Budget in USD.")] = None,
         budget_policy: BudgetPolicy | None = None,
         pipeline_id: Annotated[SlugRef | None, Field(description="Another pipeline (before any execution).")] = None,
+        clear: Annotated[list[Clearable] | None, Field(description="Fields to empty.")] = None,
     ) -> ProjectOut:
         """Change a project; only the fields you pass (not null) change. Returns the project."""
         given: dict[str, Any] = {
@@ -97,6 +99,10 @@ def register(registrar: Registrar) -> None:
             "pipeline_id": pipeline_id,
         }
         changes = {key: value for key, value in given.items() if value is not None}
+        for name in clear or []:
+            if name in changes:
+                raise InvalidArgument(f"{name} is both given and cleared", hint="Pass one of them")
+            changes[name] = {} if name == "metadata" else None
         async with app_of(ctx).db.unit_of_work() as session:
             return await projects.update(session, project_id, changes=changes, actor=actor_of(ctx))
 
