@@ -18,6 +18,7 @@ def add_parsers(commands: Any) -> None:
     status = commands.add_parser("status", help="show a project's pipeline: states, readiness, invalidations")
     status.add_argument("project_id", type=uuid.UUID)
     status.add_argument("--json", action="store_true", help="print the get_pipeline_status JSON")
+    status.add_argument("--graph", action="store_true", help="print the pipeline as a Mermaid flowchart")
     costs = commands.add_parser("costs", help="show LLM cost, grouped, with totals and the cost of rework")
     costs.add_argument("--project", type=uuid.UUID, help="only this project")
     costs.add_argument("--process", help="only this process")
@@ -29,6 +30,18 @@ def add_parsers(commands: Any) -> None:
         "--group-by", default="model", help=f"comma list of {', '.join(GROUPS)} (default model; '' for totals)"
     )
     costs.add_argument("--json", action="store_true", help="print the get_cost_summary JSON")
+
+
+async def _graph(settings: Settings, project_id: uuid.UUID) -> str:
+    from mcp_server.db.engine import Database
+    from mcp_server.services import status
+
+    db = Database.connect(settings.url)
+    try:
+        async with db.unit_of_work(write=False) as session:
+            return await status.graph(session, project_id)
+    finally:
+        await db.dispose()
 
 
 async def _status(settings: Settings, project_id: uuid.UUID) -> dict[str, Any]:
@@ -76,6 +89,9 @@ def run_view(settings: Settings, args: argparse.Namespace) -> int:
     from mcp_server.errors import DomainError
 
     try:
+        if args.command == "status" and args.graph:
+            sys.stdout.write(anyio.run(_graph, settings, args.project_id))
+            return 0
         if args.command == "status":
             data = anyio.run(_status, settings, args.project_id)
             table = status_table(data)

@@ -260,6 +260,7 @@ async def test_resources_show_catalogue_project_and_execution(client: Client) ->
     assert {t.uri_template for t in templates.resource_templates} == {
         "pipeline://pipelines/{pipeline_id}",
         "pipeline://projects/{project_id}",
+        "pipeline://projects/{project_id}/graph",
         "pipeline://executions/{execution_id}",
     }
 

@@ -144,3 +144,10 @@ async def process_state(session: AsyncSession, project_id: uuid.UUID, process_id
         running_execution_id=running.id if running else None,
         **(await pipeline_state.inputs_of(session, pipeline, process_id)).fields(),
     )
+
+
+async def graph(session: AsyncSession, project_id: uuid.UUID) -> str:
+    """The project's pipeline as a Mermaid flowchart (services.graph)."""
+    from mcp_server.services.graph import mermaid
+
+    return mermaid(await pipeline_state.load(session, project_id, lock=False))

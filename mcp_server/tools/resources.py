@@ -77,6 +77,19 @@ def register(server: PipelineStateServer) -> None:
         return json.dumps(reply_data(snapshot), indent=2, ensure_ascii=False)
 
     @server.resource(
+        "pipeline://projects/{project_id}/graph",
+        name="project-graph",
+        description="A project's pipeline as a Mermaid flowchart, coloured by state; stale steps name their cause.",
+        mime_type="text/vnd.mermaid",
+    )
+    async def project_graph(project_id: str, ctx: Context[App]) -> str:
+        async with app_of(ctx).db.unit_of_work(write=False) as session:
+            try:
+                return await status.graph(session, _uuid(project_id, "project"))
+            except NotFound as exc:
+                raise ResourceNotFoundError(exc.render()) from None
+
+    @server.resource(
         "pipeline://executions/{execution_id}",
         name="execution",
         description="One execution with its input, output, reasoning and status (as get_execution).",
