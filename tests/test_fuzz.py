@@ -381,6 +381,8 @@ async def check_prompt_and_resource(fuzzer: Fuzzer, name: str, arguments: dict[s
 resource_uris = st.one_of(
     st.builds("pipeline://projects/{}".format, st.uuids().map(str) | texts | malformed_ids),
     st.builds("pipeline://executions/{}".format, st.uuids().map(str) | texts | malformed_ids),
+    st.builds("pipeline://projects/{}/graph".format, st.uuids().map(str) | texts | malformed_ids),
+    st.builds("pipeline://pipelines/{}".format, texts | malformed_ids),
     st.sampled_from(["pipeline://processes", "pipeline://nope", "file:///etc/passwd", "pipeline://projects/"]),
 )
 

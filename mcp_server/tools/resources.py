@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
@@ -23,6 +24,8 @@ else:  # loaded on the first call: start-up does not import the database layer
     status = lazy_module("mcp_server.services.status")
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from mcp_server.server import PipelineStateServer
 
 JSON = "application/json"
@@ -55,12 +58,7 @@ def register(server: PipelineStateServer) -> None:
         mime_type=JSON,
     )
     async def pipeline(pipeline_id: str, ctx: Context[App]) -> str:
-        async with app_of(ctx).db.unit_of_work(write=False) as session:
-            try:
-                catalogue = await definitions.list_all(session, pipeline_id)
-            except NotFound as exc:
-                raise ResourceNotFoundError(exc.render()) from None
-        return json.dumps(reply_data(catalogue), indent=2, ensure_ascii=False)
+        return _json(await _read(ctx, lambda session: definitions.list_all(session, pipeline_id)))
 
     @server.resource(
         "pipeline://projects/{project_id}",
@@ -69,12 +67,8 @@ def register(server: PipelineStateServer) -> None:
         mime_type=JSON,
     )
     async def project_pipeline(project_id: str, ctx: Context[App]) -> str:
-        async with app_of(ctx).db.unit_of_work(write=False) as session:
-            try:
-                snapshot = await status.pipeline_status(session, _uuid(project_id, "project"))
-            except NotFound as exc:
-                raise ResourceNotFoundError(exc.render()) from None
-        return json.dumps(reply_data(snapshot), indent=2, ensure_ascii=False)
+        project = _uuid(project_id, "project")
+        return _json(await _read(ctx, lambda session: status.pipeline_status(session, project)))
 
     @server.resource(
         "pipeline://projects/{project_id}/graph",
@@ -83,11 +77,9 @@ def register(server: PipelineStateServer) -> None:
         mime_type="text/vnd.mermaid",
     )
     async def project_graph(project_id: str, ctx: Context[App]) -> str:
-        async with app_of(ctx).db.unit_of_work(write=False) as session:
-            try:
-                return await status.graph(session, _uuid(project_id, "project"))
-            except NotFound as exc:
-                raise ResourceNotFoundError(exc.render()) from None
+        project = _uuid(project_id, "project")
+        graph: str = await _read(ctx, lambda session: status.graph(session, project))
+        return graph
 
     @server.resource(
         "pipeline://executions/{execution_id}",
@@ -96,9 +88,18 @@ def register(server: PipelineStateServer) -> None:
         mime_type=JSON,
     )
     async def execution(execution_id: str, ctx: Context[App]) -> str:
-        async with app_of(ctx).db.unit_of_work(write=False) as session:
-            try:
-                found = await executions.get(session, _uuid(execution_id, "execution"))
-            except NotFound as exc:
-                raise ResourceNotFoundError(exc.render()) from None
-        return json.dumps(reply_data(found), indent=2, ensure_ascii=False)
+        found = _uuid(execution_id, "execution")
+        return _json(await _read(ctx, lambda session: executions.get(session, found)))
+
+
+async def _read(ctx: Context[App], query: Callable[[AsyncSession], Awaitable[Any]]) -> Any:
+    """Run one read in its own unit of work; a missing project, pipeline or execution is ResourceNotFound."""
+    async with app_of(ctx).db.unit_of_work(write=False) as session:
+        try:
+            return await query(session)
+        except NotFound as exc:
+            raise ResourceNotFoundError(exc.render()) from None
+
+
+def _json(model: Any) -> str:
+    return json.dumps(reply_data(model), indent=2, ensure_ascii=False)
