@@ -127,7 +127,5 @@ class ProjectRepository(Repository):
                 "one project can hold; nothing was written",
                 hint="Check the cost figures (cost_usd is in USD, not cents or micro-dollars)",
             )
-        loaded = self.session.identity_map.get(identity_key(Project, project_id))
-        if row is not None and isinstance(loaded, Project):
-            set_committed_value(loaded, "spent_usd", units_to_money(row[0]))
-            set_committed_value(loaded, "unpriced_calls", int(row[1]))
+        if row is not None:
+            self._sync(project_id, spent_usd=units_to_money(row[0]), unpriced_calls=int(row[1]))

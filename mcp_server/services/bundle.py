@@ -20,13 +20,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import IO, Any
 
-from sqlalchemy import Table, insert, or_, select
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mcp_server.db.migrate import SCHEMA_HEAD
 from mcp_server.db.types import GUID, Money, UTCDateTime
 from mcp_server.errors import Conflict, InvalidArgument
 from mcp_server.models import LLMMetrics, ProcessDefinition, ProcessExecution, ProcessState, Project, PromptVersion
+from mcp_server.repositories.rows import RowRepository
 
 FORMAT = "pipeline-state-bundle"
 FORMAT_VERSION = 1
@@ -73,34 +74,24 @@ def _key(table: Table, values: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(str(values[column.name]) for column in table.primary_key.columns)
 
 
-async def _rows(session: AsyncSession, table: Table, *conditions: Any) -> list[Any]:
-    return list(await session.execute(select(table).where(*conditions)))
-
-
 async def export(
     session: AsyncSession, *, project_ids: Sequence[uuid.UUID] = (), pipeline_id: str | None = None
 ) -> Iterator[dict[str, Any]]:
     """The bundle's records (header first) for these projects (every project when none is named; with
     ``pipeline_id``, that pipeline's projects and its definitions)."""
-    projects_table = KINDS["project"]
-    conditions: list[Any] = []
-    if project_ids:
-        conditions.append(projects_table.c.id.in_(list(project_ids)))
-    if pipeline_id is not None:
-        conditions.append(projects_table.c.pipeline_id == pipeline_id)
-    projects = await _rows(session, projects_table, *conditions)
+    repo = RowRepository(session)
+    projects = await repo.projects(project_ids, pipeline_id)
     found = {row.id for row in projects}
     missing = [str(pid) for pid in project_ids if pid not in found]
     if missing:
         raise InvalidArgument(f"no such project(s): {', '.join(missing)}")
-    ids = list(found)
     pipelines = sorted({row.pipeline_id for row in projects} | ({pipeline_id} if pipeline_id else set()))
-    definitions = await _rows(session, KINDS["definition"], KINDS["definition"].c.pipeline_id.in_(pipelines))
-    executions = await _rows(session, KINDS["execution"], KINDS["execution"].c.project_id.in_(ids))
-    states = await _rows(session, KINDS["state"], KINDS["state"].c.project_id.in_(ids))
-    costs = await _rows(session, KINDS["cost"], KINDS["cost"].c.project_id.in_(ids))
+    definitions = await repo.where_in(KINDS["definition"], "pipeline_id", pipelines)
+    executions = await repo.where_in(KINDS["execution"], "project_id", found)
+    states = await repo.where_in(KINDS["state"], "project_id", found)
+    costs = await repo.where_in(KINDS["cost"], "project_id", found)
     prompt_ids = {row.prompt_version_id for row in [*executions, *costs] if row.prompt_version_id is not None}
-    prompts = await _rows(session, KINDS["prompt_version"], KINDS["prompt_version"].c.id.in_(list(prompt_ids)))
+    prompts = await repo.where_in(KINDS["prompt_version"], "id", prompt_ids)
     chosen = {
         "definition": definitions,
         "project": projects,
@@ -176,6 +167,7 @@ def read(lines: Iterable[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 async def load(session: AsyncSession, records: Sequence[dict[str, Any]]) -> ImportReport:
     """Insert what is new, skip what is identical, refuse (naming the rows, writing nothing) what clashes."""
+    repo = RowRepository(session)
     report = ImportReport()
     clashes: list[str] = []
     new: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
@@ -184,19 +176,11 @@ async def load(session: AsyncSession, records: Sequence[dict[str, Any]]) -> Impo
         if not mine:
             continue
         keys = [column.name for column in table.primary_key.columns]
+        wanted = [{key: _load(table, key, record[key]) for key in keys} for record in mine]
         existing: dict[tuple[Any, ...], dict[str, Any]] = {}
-        for start in range(0, len(mine), 500):
-            chunk = mine[start : start + 500]
-            match = or_(
-                *(
-                    # one condition per record: its whole primary key
-                    _pk_condition(table, keys, record)
-                    for record in chunk
-                )
-            )
-            for row in await session.execute(select(table).where(match)):
-                dumped = {name: _dump(value) for name, value in row._mapping.items()}
-                existing[_key(table, dumped)] = dumped
+        for row in await repo.by_keys(table, wanted):
+            dumped = {name: _dump(value) for name, value in row._mapping.items()}
+            existing[_key(table, dumped)] = dumped
         for record in mine:
             values = {name: value for name, value in record.items() if name != "kind"}
             present = existing.get(_key(table, values))
@@ -205,7 +189,7 @@ async def load(session: AsyncSession, records: Sequence[dict[str, Any]]) -> Impo
             elif _same(table, present, values):
                 report.unchanged[kind] = report.unchanged.get(kind, 0) + 1
             else:
-                differ = sorted(n for n in values if _norm(table, n, present.get(n)) != _norm(table, n, values[n]))
+                differ = sorted(n for n in values if _load(table, n, present.get(n)) != _load(table, n, values[n]))
                 clashes.append(f"{kind} {'/'.join(_key(table, values))} differs in {', '.join(differ)}")
     if clashes:
         named = "; ".join(clashes[:MAX_CLASHES_NAMED]) + (
@@ -218,23 +202,11 @@ async def load(session: AsyncSession, records: Sequence[dict[str, Any]]) -> Impo
         )
     for kind, rows in new.items():
         if rows:
-            for start in range(0, len(rows), 500):
-                await session.execute(insert(KINDS[kind]), rows[start : start + 500])
+            await repo.insert(KINDS[kind], rows)
             report.inserted[kind] = len(rows)
     return report
 
 
-def _pk_condition(table: Table, keys: list[str], record: dict[str, Any]) -> Any:
-    from sqlalchemy import and_
-
-    return and_(*(table.c[key] == _load(table, key, record[key]) for key in keys))
-
-
-def _norm(table: Table, name: str, value: Any) -> Any:
-    """A value as both engines give it back, for comparison (times to UTC instants, money exact)."""
-    loaded = _load(table, name, value) if name in table.c else value
-    return loaded
-
-
 def _same(table: Table, present: dict[str, Any], values: dict[str, Any]) -> bool:
-    return all(_norm(table, name, present.get(name)) == _norm(table, name, value) for name, value in values.items())
+    """Equal as both engines give values back (times as UTC instants, money exact)."""
+    return all(_load(table, name, present.get(name)) == _load(table, name, value) for name, value in values.items())

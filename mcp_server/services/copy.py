@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Table, func, insert, select
+from sqlalchemy import Table
 
 from mcp_server.db.engine import Database
 from mcp_server.db.migrate import upgrade_to_head
@@ -22,6 +22,7 @@ from mcp_server.models import (
     Project,
     PromptVersion,
 )
+from mcp_server.repositories.rows import RowRepository
 
 BATCH = 1_000
 # Foreign keys first: definitions and projects, prompts, executions, the states that point at them, costs.
@@ -41,24 +42,24 @@ class CopyReport:
 
 async def _counts(db: Database) -> dict[str, int]:
     async with db.unit_of_work(write=False) as session:
-        return {table.name: int(await session.scalar(select(func.count()).select_from(table)) or 0) for table in TABLES}
+        repo = RowRepository(session)
+        return {table.name: await repo.count(table) for table in TABLES}
 
 
 async def _fingerprint(db: Database) -> dict[str, Any]:
     """What must be equal after the copy: cost totals and every state's version."""
     async with db.unit_of_work(write=False) as session:
-        costs = (await session.execute(select(LLMMetrics.cost_usd))).scalars().all()
-        spent = (await session.execute(select(Project.id, Project.spent_usd, Project.reserved_usd))).all()
-        states = (
-            await session.execute(
-                select(ProcessState.project_id, ProcessState.process_id, ProcessState.state, ProcessState.version)
-            )
-        ).all()
+        repo = RowRepository(session)
+        costs = [row[0] for row in await repo.values(LLMMetrics.cost_usd)]
+        spent = await repo.values(Project.id, Project.spent_usd, Project.reserved_usd)
+        states = await repo.values(
+            ProcessState.project_id, ProcessState.process_id, ProcessState.state, ProcessState.version
+        )
     return {
         "cost_usd": sum((c for c in costs if c is not None), Decimal(0)),
         "unpriced": sum(1 for c in costs if c is None),
-        "projects": sorted((str(p), str(s), str(r)) for p, s, r in spent),
-        "states": sorted((str(p), pid, state, version) for p, pid, state, version in states),
+        "projects": sorted(tuple(str(value) for value in row) for row in spent),
+        "states": sorted(tuple(str(value) for value in row) for row in states),
     }
 
 
@@ -78,13 +79,10 @@ async def copy_database(source: Database, target_url: str, *, progress: Progress
         report = CopyReport()
         for table in TABLES:
             copied = 0
-            keys = list(table.primary_key.columns)
             async with source.unit_of_work(write=False) as reading:
-                result = await reading.stream(select(table).order_by(*keys))
-                async for chunk in result.partitions(BATCH):
-                    rows = [dict(row._mapping) for row in chunk]
+                async for rows in RowRepository(reading).stream(table, batch=BATCH):
                     async with target.unit_of_work() as writing:
-                        await writing.execute(insert(table), rows)
+                        await RowRepository(writing).insert(table, rows)
                     copied += len(rows)
                     if progress is not None:
                         progress(table.name, copied, totals[table.name])

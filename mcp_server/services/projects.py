@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mcp_server.enums import DEFAULT_PIPELINE
-from mcp_server.errors import Conflict, NotFound
+from mcp_server.errors import Conflict, InvalidArgument, NotFound
 from mcp_server.models import Project, ProjectStatus
 from mcp_server.repositories import ProjectRepository, StateRepository
 from mcp_server.schemas.project import ProjectOut, ProjectPage
@@ -72,9 +72,23 @@ async def list_page(
     )
 
 
+# Fields update_project can empty (null cannot mean "clear": strict-mode clients send null for every
+# argument they leave out), and what each becomes.
+CLEARED_VALUES: dict[str, Any] = {"description": None, "budget_usd": None, "metadata": {}}
+
+
 async def update(
-    session: AsyncSession, project_id: uuid.UUID, *, changes: dict[str, Any], actor: str | None
+    session: AsyncSession,
+    project_id: uuid.UUID,
+    *,
+    changes: dict[str, Any],
+    actor: str | None,
+    clear: list[str] | None = None,
 ) -> ProjectOut:
+    both = sorted(set(clear or []) & set(changes))
+    if both:
+        raise InvalidArgument(f"{', '.join(both)} both given and cleared", hint="Pass one of them")
+    changes = changes | {name: CLEARED_VALUES[name] for name in clear or []}
     project = await load_project(session, project_id)
     if changes.get("pipeline_id", project.pipeline_id) != project.pipeline_id:
         await _check_pipeline_change(session, project, changes["pipeline_id"])

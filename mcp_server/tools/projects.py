@@ -11,7 +11,6 @@ from pydantic import Field
 from mcp_server.app import App
 from mcp_server.enums import DEFAULT_PIPELINE as DEFAULT
 from mcp_server.enums import BudgetPolicy, ProjectStatus
-from mcp_server.errors import InvalidArgument
 from mcp_server.lazy import lazy_module
 from mcp_server.schemas.common import JsonObject, Name, Page, PageSize, SlugRef, Text, Usd
 from mcp_server.schemas.project import ProjectOut, ProjectPage
@@ -99,12 +98,10 @@ def register(registrar: Registrar) -> None:
             "pipeline_id": pipeline_id,
         }
         changes = {key: value for key, value in given.items() if value is not None}
-        for name in clear or []:
-            if name in changes:
-                raise InvalidArgument(f"{name} is both given and cleared", hint="Pass one of them")
-            changes[name] = {} if name == "metadata" else None
         async with app_of(ctx).db.unit_of_work() as session:
-            return await projects.update(session, project_id, changes=changes, actor=actor_of(ctx))
+            return await projects.update(
+                session, project_id, changes=changes, clear=list(clear or []), actor=actor_of(ctx)
+            )
 
     @tool(title="Delete project", read_only=False, destructive=True, idempotent=True)
     async def delete_project(project_id: ProjectId, ctx: Context[App]) -> ProjectOut:
