@@ -35,6 +35,8 @@ FIGURE_KEYS = (
     "cold_start_first",
     "record_p50",
     "record_p99",
+    "record_wide",
+    "record_lock_hold",
     "throughput_sqlite",
     "throughput_postgres",
     "cost_summary",

@@ -12,6 +12,7 @@ class Sizes:
     record_runs: int  # servers started for the per-call latency figure
     record_calls: int  # timed calls per run (after the warm-up)
     warmup_calls: int
+    wide_steps: int  # steps of the large catalogue (record_execution there vs on 10 steps)
     single_calls: int  # record_execution calls of the one-process throughput run
     procs: int  # server processes of the multi-process throughput run
     calls_per_proc: int
@@ -29,6 +30,7 @@ FULL = Sizes(
     record_runs=3,
     record_calls=400,
     warmup_calls=30,
+    wide_steps=2_000,
     single_calls=500,
     procs=8,
     calls_per_proc=250,
@@ -46,6 +48,7 @@ QUICK = Sizes(
     record_runs=1,
     record_calls=30,
     warmup_calls=5,
+    wide_steps=200,
     single_calls=24,
     procs=2,
     calls_per_proc=8,

@@ -50,7 +50,7 @@ def run(sizes: Sizes) -> Figure:
         ours=large,
         reference=small,
         unit="ms",
-        bar="≤ 3×",
-        passed=large / small <= 3,
+        bar="≤ 2×",
+        passed=large / small <= 2,
         detail=measured,
     )

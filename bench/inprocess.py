@@ -65,3 +65,60 @@ async def profile_tool(url: str, tool: str, arguments: dict[str, Any], repeats: 
         "top_statements": log.summary()[:6],
         "raw_entries": log.entries,
     }
+
+
+async def lock_hold(url: str, warmup: int, calls: int) -> dict[str, Any]:
+    """How long each ``record_execution`` holds SQLite's write lock: from its ``BEGIN IMMEDIATE`` to the
+    connection's return to the pool (after COMMIT), in-process (the SDK's in-memory client), with the
+    record workload on the 10-step pipeline; and the statements of one call."""
+    from bench.pipeline import define_linear, new_project, record_args
+    from mcp_server.db.engine import Database
+    from mcp_server.db.migrate import upgrade_to_head
+    from mcp_server.server import build_server
+    from mcp_server.settings import Settings
+
+    await upgrade_to_head(url)
+    database = Database.connect(url)
+    engine = database.engine.sync_engine
+    began: list[float] = []
+    held: list[float] = []
+    statements: list[str] = []
+
+    def after(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(" ".join(statement.split())[:160])
+        if statement.startswith("BEGIN IMMEDIATE"):
+            began.append(time.perf_counter())
+
+    def returned(*_: Any) -> None:
+        if began:
+            held.append(time.perf_counter() - began.pop())
+
+    try:
+        async with Client(build_server(Settings(database_url=url, auto_migrate=False), database=database)) as client:
+            await define_linear(client)
+            project_id = await new_project(client, "lock")
+            for n in range(warmup):
+                await client.call_tool("record_execution", record_args(project_id, n))
+            event.listen(engine, "after_cursor_execute", after)
+            event.listen(engine.pool, "reset", returned)
+            times: list[float] = []
+            for n in range(warmup, warmup + calls):
+                statements.clear()
+                start = time.perf_counter()
+                result = await client.call_tool("record_execution", record_args(project_id, n))
+                times.append(time.perf_counter() - start)
+                if result.is_error:
+                    raise RuntimeError(f"record_execution failed in-process: {result.content}")
+            event.remove(engine, "after_cursor_execute", after)
+            event.remove(engine.pool, "reset", returned)
+    finally:
+        await database.dispose()
+    held.sort()
+    times.sort()
+    return {
+        "calls": len(held),
+        "hold_p50_ms": round(held[len(held) // 2] * 1000, 3),
+        "hold_p99_ms": round(held[min(len(held) - 1, int(len(held) * 0.99))] * 1000, 3),
+        "call_p50_ms": round(times[len(times) // 2] * 1000, 3),
+        "statements_of_last_call": statements,
+    }

@@ -25,6 +25,28 @@ async def define_linear(client: Client, steps: int = STEPS) -> None:
         )
 
 
+WIDE_STEPS = 2_000
+CHAIN = 10  # the wide pipeline is chains of this many steps; the first is the 10-step pipeline itself
+
+
+def wide_processes(steps: int = WIDE_STEPS) -> list[dict[str, Any]]:
+    """A large catalogue: chains of CHAIN steps (each step depends on the one before in its chain). Its
+    first chain is s00 … s09, so the 10-step workload runs on it unchanged."""
+    return [
+        {"process_id": step_id(i), "name": f"Step {i}", "depends_on": [step_id(i - 1)] if i % CHAIN else []}
+        for i in range(steps)
+    ]
+
+
+async def define_wide(client: Client, steps: int = WIDE_STEPS) -> None:
+    await call(client, "apply_pipeline", {"processes": wide_processes(steps)})
+
+
+def chain_heads(steps: int = WIDE_STEPS) -> list[str]:
+    """The first step of every chain but the first: recording them gives the project many state rows."""
+    return [step_id(i) for i in range(CHAIN, steps, CHAIN)]
+
+
 async def new_project(client: Client, name: str) -> str:
     created = await call(client, "create_project", {"name": name, "budget_usd": "50"})
     project_id = created.get("id") or created.get("project", {}).get("id")

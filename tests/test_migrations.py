@@ -30,6 +30,7 @@ TABLES = {
     "prompt_versions",
     "llm_metrics",
     "llm_prices",
+    "revisions",
     "alembic_version",
 }
 

@@ -150,3 +150,45 @@ async def test_an_execution_racing_the_deletion_of_its_step_never_ends_internal(
             )
             assert "internal" not in start and "internal" not in delete, (start, delete)
             assert (start == "ok") != (delete == "ok"), (start, delete)
+
+
+async def test_concurrent_definitions_of_one_new_id_never_end_internal(settings: Settings, client: Client) -> None:
+    """Four servers define the same new process at once, with different names: every call succeeds (the
+    first creates it, the others replace it) or ends as a conflict, never as an internal error, and one
+    definition is stored."""
+    async with AsyncExitStack() as stack:
+        servers = [await stack.enter_async_context(Client(build_server(settings))) for _ in range(4)]
+        for round_ in range(10):
+            step = f"fresh{round_}"
+            texts = await _race(
+                *(
+                    (server, "define_process", {"process_id": step, "name": f"{step} by {index}"})
+                    for index, server in enumerate(servers)
+                )
+            )
+            assert all(text == "ok" or "conflict" in text for text in texts), texts
+            listed = await call_ok(client, "list_processes", page_size=100)
+            assert [item["id"] for item in listed["items"]].count(step) == 1
+
+
+async def test_a_redefinition_racing_records_is_seen_by_the_next_record(settings: Settings, client: Client) -> None:
+    """A server records a step over and over while another one gives the step an output schema: once the
+    redefinition has returned, every record is checked against the new schema (no server keeps using
+    the catalogue it read before)."""
+    project = (await call_ok(client, "create_project", name="schema race"))["id"]
+    await call_ok(client, "define_process", process_id="shaped", name="shaped")
+    async with AsyncExitStack() as stack:
+        writer, definer = [await stack.enter_async_context(Client(build_server(settings))) for _ in range(2)]
+        for n in range(5):
+            await call_ok(writer, "record_execution", project_id=project, process_id="shaped", output_data={"n": n})
+        schema = {"type": "object", "required": ["answer"]}
+        texts = await _race(
+            (writer, "record_execution", {"project_id": project, "process_id": "shaped", "output_data": {"n": 5}}),
+            (definer, "define_process", {"process_id": "shaped", "name": "shaped", "output_schema": schema}),
+        )
+        assert all(text == "ok" or "schema_violation" in text for text in texts), texts
+        refused = await writer.call_tool(
+            "record_execution", {"project_id": project, "process_id": "shaped", "output_data": {"n": 6}}
+        )
+        assert refused.is_error and "schema_violation" in refused.content[0].text  # type: ignore[union-attr]
+        await call_ok(writer, "record_execution", project_id=project, process_id="shaped", output_data={"answer": 1})

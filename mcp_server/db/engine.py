@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from mcp_server.db import sqlite_driver
 from mcp_server.settings import to_async_url
 
 BUSY_TIMEOUT_MS = 30_000
@@ -73,8 +74,12 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        args, options = parsed.get_dialect()().create_connect_args(parsed)  # filename, uri, thread check
         engine = create_async_engine(
-            parsed, echo=echo, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000}, pool_pre_ping=False
+            parsed,
+            echo=echo,
+            pool_pre_ping=False,
+            async_creator=sqlite_driver.connector(*args, **options, timeout=BUSY_TIMEOUT_MS / 1000),
         )
         _install_sqlite_hooks(engine)
         return engine
@@ -88,6 +93,13 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         # An unreachable server fails a call in seconds (as `unavailable`), not after asyncpg's 60 s.
         connect_args={"timeout": 10},
     )
+
+
+def database_key(session: AsyncSession) -> str:
+    """Which database a session works on (its URL, password masked): the key of what servers keep in memory."""
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    return str(engine.url)
 
 
 @dataclass(frozen=True)

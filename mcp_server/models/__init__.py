@@ -6,6 +6,7 @@ from mcp_server.models.metrics import LLMMetrics, LLMPrice
 from mcp_server.models.process import ProcessDefinition
 from mcp_server.models.project import Project
 from mcp_server.models.prompt import PromptVersion
+from mcp_server.models.revision import Revision
 from mcp_server.models.state import ProcessState
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     "Project",
     "ProjectStatus",
     "PromptVersion",
+    "Revision",
     "StateName",
 ]

@@ -7,6 +7,7 @@ from mcp_server.repositories.prices import PriceRepository
 from mcp_server.repositories.processes import ProcessDefinitionRepository
 from mcp_server.repositories.projects import ProjectRepository
 from mcp_server.repositories.prompts import PromptRepository
+from mcp_server.repositories.revisions import RevisionRepository
 from mcp_server.repositories.states import StateRepository
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "ProcessDefinitionRepository",
     "ProjectRepository",
     "PromptRepository",
+    "RevisionRepository",
     "StateRepository",
 ]

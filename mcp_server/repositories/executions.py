@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -19,14 +18,6 @@ class ExecutionRepository(Repository):
         if for_update:
             query = query.with_for_update()
         return (await self.session.scalars(query)).first()
-
-    async def hash_and_completion(self, execution_id: uuid.UUID) -> tuple[str | None, datetime | None] | None:
-        """Only the output hash and completion time (the no-op and superseded checks need no more)."""
-        query = select(ProcessExecution.output_hash, ProcessExecution.completed_at).where(
-            ProcessExecution.id == execution_id
-        )
-        row = (await self.session.execute(query)).first()
-        return None if row is None else (row[0], row[1])
 
     async def outputs(self, execution_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Any]:
         """The output_data of these executions, by id."""
@@ -73,10 +64,7 @@ class ExecutionRepository(Repository):
         return await self._page(query, page=page, page_size=page_size)
 
     async def create(self, **fields: Any) -> ProcessExecution:
-        execution = ProcessExecution(**fields)
-        self.session.add(execution)
-        await self.session.flush()
-        return execution
+        return await self._insert(ProcessExecution, fields)
 
     async def update(self, execution: ProcessExecution, **fields: Any) -> ProcessExecution:
         for key, value in fields.items():

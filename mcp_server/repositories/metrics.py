@@ -156,9 +156,7 @@ class MetricsRepository(Repository):
         return (await self.session.scalars(select(LLMMetrics).where(LLMMetrics.idempotency_key == key))).first()
 
     async def create(self, **fields: Any) -> LLMMetrics:
-        metric = LLMMetrics(**fields)
-        self.session.add(metric)
-        await self.session.flush()
+        metric = await self._insert(LLMMetrics, fields)
         await self._account([metric])
         return metric
 

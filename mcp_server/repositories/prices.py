@@ -9,6 +9,7 @@ from sqlalchemy import delete, select
 from mcp_server.db.types import utcnow
 from mcp_server.models import LLMPrice
 from mcp_server.repositories.base import Repository
+from mcp_server.repositories.revisions import PRICES, RevisionRepository
 
 
 class PriceRepository(Repository):
@@ -30,10 +31,12 @@ class PriceRepository(Repository):
             row.updated_at = utcnow()
         row.updated_by = actor
         await self.session.flush()
+        await RevisionRepository(self.session).bump([PRICES])
         return row
 
     async def remove(self, provider: str, model: str) -> bool:
         result = await self.session.execute(
             delete(LLMPrice).where(LLMPrice.provider == provider, LLMPrice.model == model)
         )
+        await RevisionRepository(self.session).bump([PRICES])
         return bool(getattr(result, "rowcount", 0))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from sqlalchemy import case, delete, exists, func, select, text
+from sqlalchemy import delete, exists, func, select, text
 
 from mcp_server.models import ProcessDefinition, ProcessExecution, ProcessState, Project
 from mcp_server.repositories.base import Repository
@@ -35,16 +35,21 @@ class ProcessDefinitionRepository(Repository):
             lock = text("SELECT pg_advisory_xact_lock(hashtext(:key))")
             await self.session.execute(lock, {"key": catalogue_lock_key(pipeline_id)})
 
-    async def list_nodes(self, pipeline_id: str, *, schemas_of: str | None = None) -> list[Node]:
-        """Every process of the pipeline: id, name, order and dependencies, in one query; the JSON schemas
-        are read (and decoded) for the process ``schemas_of`` only."""
+    async def list_nodes(self, pipeline_id: str) -> list[Node]:
+        """Every process of the pipeline: id, name, order and dependencies (not the schemas), in one query."""
         definition = ProcessDefinition
-        columns: list[Any] = [definition.id, definition.name, definition.order_index, definition.depends_on]
-        if schemas_of is not None:
-            target = definition.id == schemas_of
-            columns += [case((target, definition.input_schema)), case((target, definition.output_schema))]
-        query = select(*columns).where(definition.pipeline_id == pipeline_id)
+        query = select(definition.id, definition.name, definition.order_index, definition.depends_on).where(
+            definition.pipeline_id == pipeline_id
+        )
         return [Node(*row) for row in await self.session.execute(query)]
+
+    async def schemas(self, pipeline_id: str, process_id: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """One process's input and output schemas (both None when it is not defined)."""
+        query = select(ProcessDefinition.input_schema, ProcessDefinition.output_schema).where(
+            ProcessDefinition.pipeline_id == pipeline_id, ProcessDefinition.id == process_id
+        )
+        row = (await self.session.execute(query)).first()
+        return (None, None) if row is None else (row[0], row[1])
 
     async def get(self, pipeline_id: str, process_id: str) -> ProcessDefinition | None:
         return await self.session.get(ProcessDefinition, (pipeline_id, process_id))

@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import BigInteger, exists, or_, select, type_coerce, update
+from sqlalchemy import BigInteger, Table, bindparam, exists, literal, or_, select, type_coerce, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
 from mcp_server.db.types import units_to_money, utcnow
 from mcp_server.errors import InvalidArgument
-from mcp_server.models import ProcessExecution, Project, ProjectStatus
+from mcp_server.models import ProcessExecution, Project, ProjectStatus, Revision
 from mcp_server.repositories.base import Page, Repository
+from mcp_server.repositories.revisions import CATALOGUE_PREFIX, PRICES, token_of
 
 # The most a project's running total holds: 900 million USD in 1e-10 units, inside a signed 64-bit integer.
 MAX_SPENT_UNITS = 9 * 10**18
+
+
+_PROJECTS = cast(Table, Project.__table__)
+_SPENT_UNITS = type_coerce(_PROJECTS.c.spent_usd, BigInteger())  # integer units, not Decimal USD
+# Built once (see repositories.base._insert_into): the running totals move on every logged cost.
+_ADD_SPEND = (
+    update(_PROJECTS)
+    .where(_PROJECTS.c.id == bindparam("project"), bindparam("ceiling") >= _SPENT_UNITS)
+    .values(
+        spent_usd=_SPENT_UNITS + bindparam("units"), unpriced_calls=_PROJECTS.c.unpriced_calls + bindparam("unpriced")
+    )
+    .returning(_SPENT_UNITS, _PROJECTS.c.unpriced_calls)
+)
 
 
 class ProjectRepository(Repository):
@@ -24,6 +38,19 @@ class ProjectRepository(Repository):
         if project is None or (project.is_deleted and not include_deleted):
             return None
         return project
+
+    async def get_with_tokens(
+        self, project_id: uuid.UUID, *, include_deleted: bool = False
+    ) -> tuple[Project, str | None, str | None] | None:
+        """The project with the change tokens of its pipeline's catalogue and of the prices, in one query."""
+        catalogue_token = (
+            select(Revision.token).where(Revision.name == literal(CATALOGUE_PREFIX) + Project.pipeline_id)
+        ).scalar_subquery()
+        query = select(Project, catalogue_token, token_of(PRICES)).where(Project.id == project_id)
+        row = (await self.session.execute(query)).first()
+        if row is None or (row[0].is_deleted and not include_deleted):
+            return None
+        return row[0], row[1], row[2]
 
     async def list(
         self,
@@ -112,13 +139,9 @@ class ProjectRepository(Repository):
         A total never passes MAX_SPENT_UNITS (it would leave the 64-bit column: SQLite would turn it into
         a float, PostgreSQL fail): the call that would is refused with ``invalid_argument``, and the
         guard is written so that no intermediate value overflows either."""
-        raw = type_coerce(Project.spent_usd, BigInteger())  # add integer units, not Decimal USD
         result = await self.session.execute(
-            update(Project)
-            .where(Project.id == project_id, raw <= MAX_SPENT_UNITS - units)
-            .values(spent_usd=raw + units, unpriced_calls=Project.unpriced_calls + unpriced_calls)
-            .returning(type_coerce(Project.spent_usd, BigInteger()), Project.unpriced_calls)
-            .execution_options(synchronize_session=False)
+            _ADD_SPEND,
+            {"project": project_id, "units": units, "ceiling": MAX_SPENT_UNITS - units, "unpriced": unpriced_calls},
         )
         row = result.first()
         if row is None and await self.session.scalar(select(Project.id).where(Project.id == project_id)):

@@ -8,8 +8,10 @@ from typing import Any
 
 from sqlalchemy import Row, Table, and_, func, insert, or_, select
 
-from mcp_server.models import Project
+from mcp_server.models import LLMPrice, ProcessDefinition, Project
+from mcp_server.repositories import revisions
 from mcp_server.repositories.base import Repository
+from mcp_server.repositories.revisions import RevisionRepository
 
 CHUNK = 500  # rows per statement (bound parameters stay well under every driver's limit)
 
@@ -46,8 +48,16 @@ class RowRepository(Repository):
         return rows
 
     async def insert(self, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert the rows; a pipeline's catalogue or the prices written here get new change tokens, as
+        every other writer of them gives (servers keep them in memory: services.catalogue)."""
         for start in range(0, len(rows), CHUNK):
             await self.session.execute(insert(table), rows[start : start + CHUNK])
+        changed: set[str] = set()
+        if table.name == ProcessDefinition.__tablename__:
+            changed = {revisions.catalogue(row["pipeline_id"]) for row in rows}
+        elif table.name == LLMPrice.__tablename__ and rows:
+            changed = {revisions.PRICES}
+        await RevisionRepository(self.session).bump(changed)
 
     async def count(self, table: Table) -> int:
         return int(await self.session.scalar(select(func.count()).select_from(table)) or 0)

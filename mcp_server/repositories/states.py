@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from collections.abc import Collection
+from datetime import datetime
+from functools import cache
+from typing import Any, cast
 
-from sqlalchemy import select, text, update
+from sqlalchemy import Table, Update, bindparam, select, text, update
 from sqlalchemy.orm.attributes import set_committed_value
 
-from mcp_server.models import ProcessState
+from mcp_server.db.types import GUID
+from mcp_server.models import ProcessExecution, ProcessState
 from mcp_server.repositories.base import Repository
 
 
@@ -25,19 +29,29 @@ class StateRepository(Repository):
             query = query.with_for_update()
         return list(await self.session.scalars(query))
 
+    async def with_current(
+        self, project_id: uuid.UUID, process_ids: Collection[str] | None = None
+    ) -> list[tuple[ProcessState, str | None, datetime | None]]:
+        """The project's state rows (those of ``process_ids`` when given), each with its current execution's
+        output hash and completion time (the no-op and superseded checks), in one query."""
+        execution = ProcessExecution
+        query = (
+            select(ProcessState, execution.output_hash, execution.completed_at)
+            .outerjoin(execution, execution.id == ProcessState.current_execution_id)
+            .where(ProcessState.project_id == project_id)
+        )
+        if process_ids is not None:
+            query = query.where(ProcessState.process_id.in_(list(process_ids)))
+        return [(row[0], row[1], row[2]) for row in await self.session.execute(query)]
+
     async def create(self, **fields: Any) -> ProcessState:
-        state = ProcessState(**fields)
-        self.session.add(state)
-        await self.session.flush()
-        return state
+        return await self._insert(ProcessState, fields)
 
     async def compare_and_set(self, row: ProcessState, /, *, expected_version: int, **fields: Any) -> bool:
         """``UPDATE … WHERE version = :expected``; False when another writer got there first."""
+        parameters = {f"new_{name}": value for name, value in fields.items()}
         result = await self.session.execute(
-            update(ProcessState)
-            .where(ProcessState.id == row.id, ProcessState.version == expected_version)
-            .values(**fields)
-            .execution_options(synchronize_session=False)
+            _compare_and_set(frozenset(fields)), {"row_id": row.id, "expected": expected_version, **parameters}
         )
         if getattr(result, "rowcount", 0) != 1:
             return False
@@ -62,28 +76,48 @@ class StateRepository(Repository):
             for key, value in fields.items():
                 set_committed_value(row, key, value)
 
-    async def lock_project(self, project_id: uuid.UUID, *, pipeline_id: str | None = None) -> None:
-        """Serialise the pipeline writers of one project until the transaction ends; with ``pipeline_id``,
-        also hold that pipeline's catalogue in shared mode, so that no definition of it changes or goes
-        away under an execution being written (no foreign key can say so: a process id is unique only
-        within its pipeline).
+    async def lock_project(self, project_id: uuid.UUID) -> None:
+        """Serialise the pipeline writers of one project until the transaction ends (PostgreSQL: a
+        transaction-scoped advisory lock, which also covers state rows not created yet; SQLite: writers
+        already hold the database's write lock from BEGIN IMMEDIATE)."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            await self.session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), _project_key(project_id))
 
-        PostgreSQL: transaction-scoped advisory locks (they also cover state rows not created yet), the
-        catalogue's first (the OFFSET 0 subquery runs before the outer lock), in one round trip. The
-        catalogue's writers take it exclusively, then project locks: one order, no deadlock.
-        SQLite: writers already hold the database's write lock from BEGIN IMMEDIATE.
+    async def lock_project_and_catalogue(self, project_id: uuid.UUID) -> str | None:
+        """``lock_project``, and the project's pipeline catalogue held in shared mode first, so that no
+        definition of it changes or goes away under an execution being written (no foreign key can say
+        so: a process id is unique only within its pipeline). Returns the pipeline locked (PostgreSQL;
+        None on SQLite, or when there is no such project): the caller reads the project after this, and
+        checks it still runs through that pipeline.
+
+        PostgreSQL: both locks in one round trip, the catalogue's first (the OFFSET 0 subquery runs before
+        the outer lock). The catalogue's writers take it exclusively, then project locks: one order, no
+        deadlock. Taken before anything is read, so every read of the call sees what the locks protect.
         """
         if self.session.get_bind().dialect.name != "postgresql":
-            return
-        key = {"key": f"project:{project_id}"}
-        if pipeline_id is None:
-            await self.session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), key)
-            return
+            return None
         both = text(
-            "SELECT pg_advisory_xact_lock(hashtext(:key)) FROM "
-            "(SELECT pg_advisory_xact_lock_shared(hashtext(:catalogue)) OFFSET 0) AS catalogue"
-        )
-        await self.session.execute(both, {**key, "catalogue": catalogue_lock_key(pipeline_id)})
+            "SELECT catalogue.pipeline_id, pg_advisory_xact_lock(hashtext(:key)) FROM "
+            "(SELECT pipeline_id, pg_advisory_xact_lock_shared(hashtext('catalogue:' || pipeline_id)) "
+            "FROM projects WHERE id = :id OFFSET 0) AS catalogue"
+        ).bindparams(bindparam("id", type_=GUID()))
+        row = (await self.session.execute(both, {**_project_key(project_id), "id": project_id})).first()
+        return None if row is None else str(row[0])
+
+
+@cache
+def _compare_and_set(names: frozenset[str]) -> Update:
+    """The UPDATE of these columns, built once per set of columns (see repositories.base._insert_into)."""
+    table = cast(Table, ProcessState.__table__)
+    return (
+        update(table)
+        .where(table.c.id == bindparam("row_id"), table.c.version == bindparam("expected"))
+        .values({name: bindparam(f"new_{name}") for name in sorted(names)})
+    )
+
+
+def _project_key(project_id: uuid.UUID) -> dict[str, str]:
+    return {"key": f"project:{project_id}"}
 
 
 def catalogue_lock_key(pipeline_id: str) -> str:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mcp_server.db.engine import database_key
 from mcp_server.db.types import money_to_units, units_to_money, utcnow
 from mcp_server.errors import InvalidArgument, NotFound
 from mcp_server.models import CostSource, LLMMetrics, Project
@@ -96,15 +98,43 @@ def _row_fields(usage: UsageIn, *, created_at: datetime, custom: pricing.CustomP
     }
 
 
-async def _priced(session: AsyncSession, usage: UsageIn, *, created_at: datetime) -> dict[str, Any]:
+# The team's own prices this server has looked up: (database, provider, model) -> (prices token, price).
+_custom_prices: OrderedDict[tuple[str, str, str], tuple[str, pricing.CustomPrice | None]] = OrderedDict()
+PRICES_KEPT = 256
+
+
+async def _custom_price(
+    session: AsyncSession, provider: str, model: str, token: str | None
+) -> pricing.CustomPrice | None:
+    """The team's own price of the model, if any: looked up once per change of the prices (``token``, read
+    in this transaction), or every time without one."""
+    key = (database_key(session), provider, model)
+    kept = _custom_prices.get(key)
+    if kept is not None and token is not None and kept[0] == token:
+        return kept[1]
+    found = await PriceRepository(session).get(provider, model)
+    price = (
+        None
+        if found is None
+        else pricing.CustomPrice(
+            found.input_per_mtok, found.output_per_mtok, found.cache_read_per_mtok, found.cache_write_per_mtok
+        )
+    )
+    if token is not None:
+        _custom_prices[key] = (token, price)
+        _custom_prices.move_to_end(key)
+        while len(_custom_prices) > PRICES_KEPT:
+            _custom_prices.popitem(last=False)
+    return price
+
+
+async def _priced(
+    session: AsyncSession, usage: UsageIn, *, created_at: datetime, prices_token: str | None
+) -> dict[str, Any]:
     """The row's fields, priced with the team's own price for the model when there is one."""
     custom = None
     if usage.cost_usd is None:
-        found = await PriceRepository(session).get(usage.provider, usage.model)
-        if found is not None:
-            custom = pricing.CustomPrice(
-                found.input_per_mtok, found.output_per_mtok, found.cache_read_per_mtok, found.cache_write_per_mtok
-            )
+        custom = await _custom_price(session, usage.provider, usage.model, prices_token)
     return _row_fields(usage, created_at=created_at, custom=custom)
 
 
@@ -118,16 +148,18 @@ async def record_usage(
     actor: str | None,
     created_at: datetime | None = None,
     links_checked: bool = False,
+    prices_token: str | None = None,
 ) -> CostRecord:
     """Validate the links, price the usage and store one LLMMetrics row (flushed, not committed).
 
-    ``links_checked``: the caller has just verified the ids in this transaction (record_execution)."""
+    ``links_checked``: the caller has just verified the ids in this transaction (record_execution);
+    ``prices_token``: the prices' change token, read in this transaction (lets a kept price be used)."""
     if not links_checked:
         project_id, process_id, execution_id = await _resolve_links(
             session, project_id=project_id, process_id=process_id, execution_id=execution_id
         )
     row = await MetricsRepository(session).create(
-        **await _priced(session, usage, created_at=created_at or utcnow()),
+        **await _priced(session, usage, created_at=created_at or utcnow(), prices_token=prices_token),
         project_id=project_id,
         process_id=process_id,
         execution_id=execution_id,
@@ -232,7 +264,7 @@ async def report_cost(
         session, project_id=project_id, process_id=process_id, execution_id=execution_id
     )
     row, created = await metrics.create_keyed(
-        **await _priced(session, usage, created_at=utcnow()),
+        **await _priced(session, usage, created_at=utcnow(), prices_token=None),
         project_id=project_id,
         process_id=process_id,
         execution_id=execution_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 
 Graph = Mapping[str, Sequence[str]]  # process id -> the ids it depends on
@@ -66,14 +67,16 @@ def dependents_of(graph: Graph) -> dict[str, list[str]]:
     return reverse
 
 
-def descendants(graph: Graph, roots: Iterable[str]) -> list[str]:
-    """Every transitive dependent of the roots (the roots excluded), breadth first."""
-    reverse = dependents_of(graph)
+def descendants(graph: Graph, roots: Iterable[str], *, reverse: Mapping[str, list[str]] | None = None) -> list[str]:
+    """Every transitive dependent of the roots (the roots excluded), breadth first; ``reverse``: the graph's
+    dependents_of, when the caller keeps it."""
+    if reverse is None:
+        reverse = dependents_of(graph)
     seen: set[str] = set(roots)
-    queue = list(seen)
+    queue = deque(seen)
     found: list[str] = []
     while queue:
-        node = queue.pop(0)
+        node = queue.popleft()
         for child in reverse.get(node, ()):
             if child not in seen:
                 seen.add(child)

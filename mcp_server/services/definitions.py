@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mcp_server.enums import DEFAULT_PIPELINE
 from mcp_server.errors import Conflict, InvalidArgument, NotFound
 from mcp_server.models import ProcessDefinition
-from mcp_server.repositories import ProcessDefinitionRepository
+from mcp_server.repositories import ProcessDefinitionRepository, RevisionRepository, revisions
 from mcp_server.schemas.pipeline import (
     ApplyReply,
     DefineProcessReply,
@@ -171,6 +171,8 @@ async def _apply(
                 written[pid] = await repo.update(row, updated_by=actor, **_fields(spec))
             else:
                 written[pid] = row
+        if plan.added or plan.changed or plan.removed:
+            await RevisionRepository(session).bump([revisions.catalogue(pipeline_id)])
     if plan.recomputing:
         await _mark_stale(session, repo, pipeline_id, graph, plan, dry_run=dry_run)
     return plan, written
@@ -309,4 +311,5 @@ async def delete(session: AsyncSession, process_id: str, pipeline_id: str = DEFA
             hint="Keep it, or redefine it (define_process replaces name, schemas and dependencies)",
         )
     await repo.delete(pipeline_id, [process_id])
+    await RevisionRepository(session).bump([revisions.catalogue(pipeline_id)])
     return DeletedProcess(pipeline_id=pipeline_id, process_id=process_id, deleted=True)

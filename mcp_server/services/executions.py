@@ -108,15 +108,12 @@ async def _check_prompt(session: AsyncSession, prompt_version_id: uuid.UUID | No
         )
 
 
-async def _current(
-    session: AsyncSession, pipeline: ProjectPipeline, process_id: str
-) -> tuple[uuid.UUID, str | None, datetime | None] | None:
-    """The step's current execution: its id, output hash and completion time."""
+def _current(pipeline: ProjectPipeline, process_id: str) -> tuple[uuid.UUID, str | None, datetime | None] | None:
+    """The step's current execution: its id, output hash and completion time (read with the state rows)."""
     row = pipeline.rows.get(process_id)
     if row is None or row.current_execution_id is None:
         return None
-    found = await ExecutionRepository(session).hash_and_completion(row.current_execution_id)
-    return None if found is None else (row.current_execution_id, *found)
+    return (row.current_execution_id, *pipeline.current.get(process_id, (None, None)))
 
 
 async def _refuse_over_running(
@@ -179,16 +176,17 @@ async def start(
         "reserve_usd": None if reserve_usd is None else str(reserve_usd),
     }
     args_hash = request_hash("start_execution", args)
-    pipeline = await pipeline_state.load(session, project_id, lock=True, schemas_of=process_id)
+    pipeline = await pipeline_state.load(session, project_id, lock=True, around=process_id)
     if (replayed := await _replay(session, idempotency_key, args_hash)) is not None:
         return StartReply.model_validate(replayed)
-    definition = pipeline.definition(process_id)
+    pipeline.definition(process_id)
     pipeline.check_version(process_id, expected_version)
     if pipeline.state(process_id) == State.RUNNING:
         await _refuse_over_running(session, project_id, process_id, starting=True)
     target = rules.next_state(pipeline.state(process_id), Event.START, process_id=process_id)
     pipeline.check_ready(process_id, force=force)
-    validate(definition.input_schema, input_data, what="input_data", process_id=process_id)
+    input_schema, _ = await pipeline.catalogue.schemas_of(session, process_id)
+    validate(input_schema, input_data, what="input_data", process_id=process_id)
     await _check_prompt(session, prompt_version_id)
     held = await _admit(session, pipeline.project, reserve_usd)
     execution = await ExecutionRepository(session).create(
@@ -249,15 +247,16 @@ async def record(
         "force": force,
     }
     args_hash = request_hash("record_execution", args)
-    pipeline = await pipeline_state.load(session, project_id, lock=True, schemas_of=process_id)
+    pipeline = await pipeline_state.load(session, project_id, lock=True, around=process_id)
     if (replayed := await _replay(session, idempotency_key, args_hash)) is not None:
         return RecordReply.model_validate(replayed)
-    definition = pipeline.definition(process_id)
+    pipeline.definition(process_id)
     pipeline.check_version(process_id, expected_version)
-    validate(definition.output_schema, output_data, what="output_data", process_id=process_id)
+    input_schema, output_schema = await pipeline.catalogue.schemas_of(session, process_id)
+    validate(output_schema, output_data, what="output_data", process_id=process_id)
     await _check_prompt(session, prompt_version_id)
     output_hash = json_hash(output_data)
-    current = await _current(session, pipeline, process_id)
+    current = _current(pipeline, process_id)
     current_hash = None if current is None else current[1]
     executions = ExecutionRepository(session)
     now = utcnow()
@@ -284,7 +283,7 @@ async def record(
         pipeline.check_ready(process_id, force=force)
         decision = rules.finish(state, started=False, changed_since_start=False, force=force)
         input_data = {} if input_data is None else input_data
-        validate(definition.input_schema, input_data, what="input_data", process_id=process_id)
+        validate(input_schema, input_data, what="input_data", process_id=process_id)
         execution = await executions.create(
             project_id=project_id,
             process_id=process_id,
@@ -349,6 +348,7 @@ async def record(
             execution_id=execution.id,
             actor=actor,
             links_checked=True,  # this call just checked the project and process and created the execution
+            prices_token=pipeline.prices_token,
         )
         # The row echoes what the agent just sent: the reply keeps what it did not know.
         cost = {key: value for key, value in reply_data(logged).items() if key in _COST_KEPT}
@@ -432,7 +432,7 @@ async def fail(session: AsyncSession, *, execution_id: uuid.UUID, error_message:
     found = await executions.get(execution_id)
     if found is None:
         raise NotFound(f"execution {execution_id} does not exist", hint="Use the id returned by start_execution")
-    pipeline = await pipeline_state.load(session, found.project_id, lock=True)
+    pipeline = await pipeline_state.load(session, found.project_id, lock=True, around=found.process_id)
     await session.refresh(found)  # re-read under the lock: another call may have finished it
     if found.status != ExecutionStatus.RUNNING.value:
         raise InvalidTransition(
@@ -447,7 +447,7 @@ async def fail(session: AsyncSession, *, execution_id: uuid.UUID, error_message:
         updated_by=actor,
     )
     state = pipeline.state(found.process_id)
-    current = await _current(session, pipeline, found.process_id)
+    current = _current(pipeline, found.process_id)
     target = rules.fail(state, changed_since_start=_changed_since(state, current, found.started_at))
     if target is not None:
         await pipeline_state.apply(session, pipeline, found.process_id, target, **CLEARED)
@@ -462,7 +462,7 @@ async def invalidate(
     reason: str | None,
     expected_version: int | None,
 ) -> InvalidateReply:
-    pipeline = await pipeline_state.load(session, project_id, lock=True)
+    pipeline = await pipeline_state.load(session, project_id, lock=True, around=process_id)
     pipeline.definition(process_id)
     pipeline.check_version(process_id, expected_version)
     current = pipeline.state(process_id)

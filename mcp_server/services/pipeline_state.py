@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
-from functools import cached_property
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,11 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mcp_server.db.types import utcnow
 from mcp_server.errors import Conflict, NotFound, NotReady
 from mcp_server.models import ProcessState, Project
-from mcp_server.repositories import ExecutionRepository, ProcessDefinitionRepository, StateRepository
+from mcp_server.repositories import ExecutionRepository, ProjectRepository, StateRepository
 from mcp_server.repositories.processes import Node
 from mcp_server.schemas.pipeline import InvalidatedOut
-from mcp_server.services import dag, rules
-from mcp_server.services.projects import load_project
+from mcp_server.services import catalogue as catalogues
+from mcp_server.services import rules
+from mcp_server.services.catalogue import Catalogue
 from mcp_server.services.rules import State
 
 # What start_execution and get_process_state hand over of the dependencies' outputs, in all.
@@ -28,26 +29,37 @@ CLEARED: dict[str, Any] = {"invalidated_at": None, "invalidated_by_process_id": 
 
 @dataclass
 class ProjectPipeline:
+    """A project, its pipeline's catalogue and its state rows: every row, or (``scope``) those of the steps
+    one write reads (see ``Catalogue.around``); a step of the scope without a row is empty."""
+
     project: Project
-    definitions: dict[str, Node]
+    catalogue: Catalogue
     rows: dict[str, ProcessState] = field(default_factory=dict)
+    # Each loaded row's current execution: its output hash and completion time.
+    current: dict[str, tuple[str | None, datetime | None]] = field(default_factory=dict)
+    scope: set[str] | None = None
+    prices_token: str | None = None  # read with the project, for the cost this call may log
 
     @property
     def project_id(self) -> uuid.UUID:
         return self.project.id
 
-    @cached_property
-    def graph(self) -> dict[str, list[str]]:
-        return {pid: list(d.depends_on) for pid, d in self.definitions.items()}
+    @property
+    def definitions(self) -> dict[str, Node]:
+        return self.catalogue.nodes
 
-    @cached_property
+    @property
+    def graph(self) -> dict[str, list[str]]:
+        return self.catalogue.graph
+
+    @property
     def order(self) -> list[str]:
         """Process ids in the order to run them: topological, ties by order_index then id."""
-        return dag.topological_order(self.graph, {pid: d.order_index for pid, d in self.definitions.items()})
+        return self.catalogue.order
 
-    @cached_property
+    @property
     def position(self) -> dict[str, int]:
-        return {pid: i for i, pid in enumerate(self.order)}
+        return self.catalogue.position
 
     def state(self, process_id: str) -> State:
         row = self.rows.get(process_id)
@@ -58,7 +70,8 @@ class ProjectPipeline:
         return 0 if row is None else row.version
 
     def states(self) -> dict[str, State]:
-        return {pid: self.state(pid) for pid in self.definitions}
+        """Each step's state: every step of the pipeline, or of the scope."""
+        return {pid: self.state(pid) for pid in (self.definitions if self.scope is None else self.scope)}
 
     def definition(self, process_id: str) -> Node:
         definition = self.definitions.get(process_id)
@@ -94,22 +107,33 @@ async def load(
     project_id: uuid.UUID,
     *,
     lock: bool,
-    schemas_of: str | None = None,
+    around: str | None = None,
     include_deleted: bool = False,
 ) -> ProjectPipeline:
-    """The project (not deleted, unless asked), every definition of its pipeline and its state rows.
+    """The project (not deleted, unless asked), its pipeline's catalogue and its state rows: all of them,
+    or with ``around`` those a write to that step reads (itself, its dependencies, its dependents).
 
-    With ``lock`` the project's pipeline writers are serialised first, so what is read here cannot
-    change before this transaction commits (version and cascade are applied atomically).
+    With ``lock`` the project's pipeline writers are serialised first (and its catalogue held), so what
+    is read here cannot change before this transaction commits (version and cascade are applied
+    atomically). Two or three statements; the catalogue is read only when it changed (services.catalogue).
     """
-    project = await load_project(session, project_id, include_deleted=include_deleted)
-    states = StateRepository(session)
-    if lock:
-        await states.lock_project(project_id, pipeline_id=project.pipeline_id)
-    nodes = await ProcessDefinitionRepository(session).list_nodes(project.pipeline_id, schemas_of=schemas_of)
-    definitions = {node.id: node for node in nodes}
-    rows = {row.process_id: row for row in await states.list_for_project(project_id)}
-    return ProjectPipeline(project=project, definitions=definitions, rows=rows)
+    locked_pipeline = await StateRepository(session).lock_project_and_catalogue(project_id) if lock else None
+    found = await ProjectRepository(session).get_with_tokens(project_id, include_deleted=include_deleted)
+    if found is None:
+        raise NotFound(
+            f"project {project_id} does not exist" + ("" if include_deleted else " or is deleted"),
+            hint="Call list_projects to find valid ids (include_deleted=true shows deleted ones)",
+        )
+    project, token, prices_token = found
+    if locked_pipeline is not None and locked_pipeline != project.pipeline_id:
+        raise Conflict(f"project {project_id} moved to another pipeline while this call ran", hint="Retry the call")
+    catalogue = await catalogues.load(session, project.pipeline_id, token)
+    scope = None if around is None or around not in catalogue.nodes else catalogue.around(around)
+    pipeline = ProjectPipeline(project=project, catalogue=catalogue, scope=scope, prices_token=prices_token)
+    for row, output_hash, completed_at in await StateRepository(session).with_current(project_id, scope):
+        pipeline.rows[row.process_id] = row
+        pipeline.current[row.process_id] = (output_hash, completed_at)
+    return pipeline
 
 
 async def apply(
@@ -134,7 +158,10 @@ async def cascade(session: AsyncSession, pipeline: ProjectPipeline, root: str, r
 
     One UPDATE for all of them: the project's writers are serialised, so the rows read at the start of
     this call are the rows updated, and each version still rises by exactly one."""
-    hits = sorted(rules.cascade(pipeline.graph, pipeline.states(), root), key=lambda h: pipeline.position[h.process_id])
+    hits = sorted(
+        rules.cascade(pipeline.graph, pipeline.states(), root, reverse=pipeline.catalogue.dependents),
+        key=lambda h: pipeline.position[h.process_id],
+    )
     if not hits:
         return []
     rows = [pipeline.rows[hit.process_id] for hit in hits]

@@ -85,11 +85,14 @@ class Invalidation:
     cause: str = ""  # the root cause, when one change has several (a redefined pipeline)
 
 
-def cascade(graph: Graph, states: Mapping[str, State], root: str) -> list[Invalidation]:
-    """Transitive dependents of ``root`` that go stale (completed, failed or running ones)."""
+def cascade(
+    graph: Graph, states: Mapping[str, State], root: str, *, reverse: Mapping[str, list[str]] | None = None
+) -> list[Invalidation]:
+    """Transitive dependents of ``root`` that go stale (completed, failed or running ones); ``reverse``: the
+    graph's dependents, when the caller keeps them."""
     return [
         Invalidation(process_id=node, previous=states.get(node, State.EMPTY))
-        for node in descendants(graph, [root])
+        for node in descendants(graph, [root], reverse=reverse)
         if states.get(node, State.EMPTY) in CASCADE_FROM
     ]
 

@@ -113,7 +113,7 @@ def _clipped(reason: str | None) -> str | None:
 
 
 async def process_state(session: AsyncSession, project_id: uuid.UUID, process_id: str) -> ProcessStateDetail:
-    pipeline = await pipeline_state.load(session, project_id, lock=False)
+    pipeline = await pipeline_state.load(session, project_id, lock=False, around=process_id)
     definition = pipeline.definition(process_id)
     graph, states = pipeline.graph, pipeline.states()
     row = pipeline.rows.get(process_id)

@@ -1,0 +1,216 @@
+"""aiosqlite with one thread hop per statement.
+
+aiosqlite runs every sqlite3 call on the connection's own thread, and SQLAlchemy's adapter makes four
+calls per statement (open a cursor, execute, fetch all, close): four round trips between the event
+loop and that thread, each a queue put, a thread wake-up and a loop wake-up. A statement itself takes
+SQLite some 0.1 ms; the hops took several times that, all of it while the write lock was held.
+
+``OneHopConnection`` is aiosqlite's own connection (same thread, queue, close and stop) whose cursors
+do the whole statement in one hop: execute, read the rows (up to ``PREFETCH``, the rest on demand,
+so a streamed read stays bounded) and close. SQLAlchemy's aiosqlite dialect drives it unchanged,
+through ``create_async_engine(async_creator=…)``.
+
+Once a transaction holds the write lock (its ``BEGIN IMMEDIATE`` went through, on the thread, where
+waiting on busy_timeout blocks nobody), its statements run inline, with no hop at all: in WAL mode a
+connection holding the write lock never waits on another one (readers do not block writers), so a
+statement there costs what SQLite takes to run it. COMMIT goes back to the thread (it may run a
+checkpoint, which writes and syncs the database file).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any, TypeVar
+
+import aiosqlite
+
+# Rows read with the statement itself; a larger result is read in further hops as it is consumed.
+PREFETCH = 1000
+
+_Description = tuple[tuple[Any, ...], ...] | None
+_T = TypeVar("_T")
+_WRITE_BEGINS = frozenset({"BEGIN IMMEDIATE", "BEGIN EXCLUSIVE"})
+
+
+class OneHopCursor:
+    """The subset of aiosqlite's cursor that SQLAlchemy's adapter uses, one hop per statement."""
+
+    def __init__(self, connection: OneHopConnection) -> None:
+        self._connection = connection
+        self._cursor: sqlite3.Cursor | None = None  # still open only while rows remain to be read
+        self._rows: list[Any] = []
+        self.description: _Description = None
+        self.rowcount = -1
+        self.lastrowid: int | None = None
+        self.arraysize = 1
+
+    async def __aenter__(self) -> OneHopCursor:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    def _run(self, sql: str, parameters: Any, many: bool) -> None:
+        """On the connection's thread: the statement, its first rows, and the cursor closed if done."""
+        connection = self._connection
+        cursor = connection._conn.cursor()
+        try:
+            if many:
+                cursor.executemany(sql, parameters)
+            else:
+                cursor.execute(sql, parameters)
+            rows = cursor.fetchmany(PREFETCH) if cursor.description is not None else []
+        except BaseException:
+            cursor.close()
+            raise
+        connection._track_write_lock(sql)
+        self.description = cursor.description
+        self.rowcount = cursor.rowcount
+        self.lastrowid = cursor.lastrowid
+        self._rows = rows
+        if len(rows) < PREFETCH:
+            cursor.close()
+            self._cursor = None
+        else:
+            self._cursor = cursor
+
+    async def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] | None = None) -> OneHopCursor:
+        await self._close_open()
+        if self._connection.begin_inline(sql):
+            self.description, self.rowcount, self.lastrowid = None, -1, None
+            return self
+        await self._connection.run(self._run, sql, () if parameters is None else parameters, False)
+        return self
+
+    async def executemany(self, sql: str, parameters: Any) -> OneHopCursor:
+        await self._close_open()
+        await self._connection.run(self._run, sql, parameters, True)
+        return self
+
+    def _take(self, size: int | None) -> list[Any]:
+        if size is None or size >= len(self._rows):
+            rows, self._rows = self._rows, []
+            return rows
+        rows, self._rows = self._rows[:size], self._rows[size:]
+        return rows
+
+    def _read(self, size: int | None) -> list[Any]:
+        """On the connection's thread: more rows of a large result; the cursor closes when it is drained."""
+        cursor = self._cursor
+        if cursor is None:
+            return []
+        rows = cursor.fetchall() if size is None else cursor.fetchmany(size)
+        if size is None or len(rows) < size:
+            cursor.close()
+            self._cursor = None
+        return rows
+
+    async def fetchall(self) -> list[Any]:
+        rows = self._take(None)
+        if self._cursor is not None:
+            rows += await self._connection.run(self._read, None)
+        return rows
+
+    async def fetchmany(self, size: int | None = None) -> list[Any]:
+        wanted = self.arraysize if size is None else size
+        rows = self._take(wanted)
+        if len(rows) < wanted and self._cursor is not None:
+            rows += await self._connection.run(self._read, max(wanted - len(rows), PREFETCH))
+            self._rows = rows[wanted:]
+            rows = rows[:wanted]
+        return rows
+
+    async def fetchone(self) -> Any:
+        rows = await self.fetchmany(1)
+        return rows[0] if rows else None
+
+    async def _close_open(self) -> None:
+        self._rows = []
+        if self._cursor is not None:
+            cursor, self._cursor = self._cursor, None
+            await self._connection.run(cursor.close)
+
+    async def close(self) -> None:
+        await self._close_open()
+
+
+def _is_write_begin(sql: str) -> bool:
+    return sql.lstrip()[:15].upper() in _WRITE_BEGINS
+
+
+class OneHopConnection(aiosqlite.Connection):
+    """aiosqlite's connection whose cursors take one hop per statement (see the module's docstring)."""
+
+    _holds_write_lock = False
+    busy_timeout_ms = 5000
+
+    def cursor(self) -> OneHopCursor:  # type: ignore[override]  # no hop: the sqlite3 cursor opens with the statement
+        return OneHopCursor(self)
+
+    async def run(self, function: Callable[..., _T], *args: Any) -> _T:
+        """``function(*args)`` on the connection: inline while this connection holds the write lock (it
+        cannot wait on anyone then), otherwise on the connection's thread."""
+        if self._holds_write_lock and self._connection is not None:
+            return function(*args)
+        return await self._hop(function, *args)
+
+    async def _hop(self, function: Callable[..., _T], *args: Any) -> _T:
+        """``function(*args)`` on the connection's thread (aiosqlite's queue)."""
+        result: _T = await self._execute(function, *args)  # type: ignore[no-untyped-call]
+        return result
+
+    def begin_inline(self, sql: str) -> bool:
+        """A write transaction's BEGIN, tried inline without waiting: True when it took the write lock; False
+        when the statement is something else, or another connection holds the lock (the caller then runs
+        it on the thread, waiting on busy_timeout as usual)."""
+        if self._holds_write_lock or self._connection is None or not _is_write_begin(sql):
+            return False
+        connection = self._connection
+        connection.execute("PRAGMA busy_timeout = 0")
+        try:
+            connection.execute(sql)
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            return False
+        finally:
+            connection.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
+        self._holds_write_lock = True
+        return True
+
+    def _track_write_lock(self, sql: str) -> None:
+        """After a statement: whether the connection now holds the write lock until its transaction ends."""
+        if not self._conn.in_transaction:
+            self._holds_write_lock = False
+        elif _is_write_begin(sql):
+            self._holds_write_lock = True
+
+    async def commit(self) -> None:
+        self._holds_write_lock = False
+        await self._hop(self._conn.commit)
+
+    async def rollback(self) -> None:
+        """Outside a transaction (a pooled connection's reset after COMMIT) there is nothing to roll back:
+        no hop."""
+        self._holds_write_lock = False
+        if self._connection is not None and not self._connection.in_transaction:
+            return
+        await self._hop(self._conn.rollback)
+
+
+def connector(database: str, **options: Any) -> Callable[[], OneHopConnection]:
+    """What ``create_async_engine(async_creator=…)`` calls: a connection on its own daemon thread, opened on
+    it (sqlite3's thread check then holds, as with plain aiosqlite)."""
+
+    def connect() -> OneHopConnection:
+        # The thread check is off: statements of a write transaction run inline, on the event loop's
+        # thread, and only ever while the connection's own thread is idle (every hop is awaited).
+        options["check_same_thread"] = False
+        connection = OneHopConnection(partial(sqlite3.connect, database, **options), iter_chunk_size=64)
+        connection.busy_timeout_ms = int(float(options.get("timeout", 5.0)) * 1000)
+        connection._thread.daemon = True
+        return connection
+
+    return connect
