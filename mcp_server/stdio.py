@@ -4,12 +4,19 @@ memory or parsed, and every line that is not a valid JSON-RPC message gets a JSO
 
 Valid lines go on to the SDK's ``stdio_server`` unchanged; replies and errors share one writer, a whole
 line at a time, so they never interleave on stdout.
+
+Both ends are read and written on the event loop, non-blocking (the SDK's own transport runs every
+read and write on a worker thread: two thread round trips per call). A pipe that is full or empty is
+waited on with the loop's readiness (``anyio.wait_writable``/``wait_readable``), so a client that stops
+reading holds back only its own replies. Where the descriptor cannot be made non-blocking (a regular
+file, some platforms), reads and writes go to a thread as before.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, cast
@@ -27,6 +34,17 @@ PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 
 
+def _nonblocking(fd: int) -> bool:
+    """Make ``fd`` non-blocking when waiting on it with the event loop works (pipes, sockets, terminals)."""
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return False  # a file never blocks, and cannot be waited on
+        os.set_blocking(fd, False)
+    except OSError:
+        return False
+    return True
+
+
 class WireOut:
     """stdout as the SDK writes it (``write`` then ``flush``), plus whole-line error replies."""
 
@@ -34,6 +52,7 @@ class WireOut:
         self._fd = fd
         self._pending: list[str] = []
         self._lock = anyio.Lock()
+        self._inline = _nonblocking(fd)
 
     async def write(self, text: str) -> None:
         self._pending.append(text)
@@ -48,7 +67,15 @@ class WireOut:
 
     async def _send(self, data: bytes) -> None:
         async with self._lock:
-            await anyio.to_thread.run_sync(self._write_all, data)
+            if not self._inline:
+                await anyio.to_thread.run_sync(self._write_all, data)
+                return
+            view = memoryview(data)
+            while view:
+                try:
+                    view = view[os.write(self._fd, view) :]
+                except BlockingIOError:
+                    await anyio.wait_writable(self._fd)
 
     def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
@@ -72,13 +99,20 @@ class WireIn:
     def __init__(self, fd: int, out: WireOut) -> None:
         self._fd = fd
         self._out = out
+        self._inline = _nonblocking(fd)
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self._lines()
 
     async def _read(self) -> bytes:
-        # abandon_on_cancel: a shutdown never waits for a read that may block forever.
-        return await anyio.to_thread.run_sync(os.read, self._fd, CHUNK, abandon_on_cancel=True)
+        if not self._inline:
+            # abandon_on_cancel: a shutdown never waits for a read that may block forever.
+            return await anyio.to_thread.run_sync(os.read, self._fd, CHUNK, abandon_on_cancel=True)
+        while True:
+            try:
+                return os.read(self._fd, CHUNK)
+            except BlockingIOError:
+                await anyio.wait_readable(self._fd)
 
     async def _lines(self) -> AsyncIterator[str]:
         buffer = bytearray()

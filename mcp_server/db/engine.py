@@ -54,6 +54,9 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
             cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             _use_wal(cursor)
             cursor.execute("PRAGMA synchronous = NORMAL")
+            # Checkpoints run off the event loop, every few hundred commits (db.sqlite_driver), not inside
+            # a COMMIT, which runs inline.
+            cursor.execute("PRAGMA wal_autocheckpoint = 0")
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
             cursor.close()

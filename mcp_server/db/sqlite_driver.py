@@ -14,7 +14,9 @@ Once a transaction holds the write lock (its ``BEGIN IMMEDIATE`` went through, o
 waiting on busy_timeout blocks nobody), its statements run inline, with no hop at all: in WAL mode a
 connection holding the write lock never waits on another one (readers do not block writers), so a
 statement there costs what SQLite takes to run it. COMMIT goes back to the thread (it may run a
-checkpoint, which writes and syncs the database file).
+checkpoint, which writes and syncs the database file) only every ``CHECKPOINT_EVERY`` commits of the
+process: the connections run no automatic checkpoint (``wal_autocheckpoint = 0``, set at connect), so
+a COMMIT only appends to the WAL and runs inline too; the checkpoint runs on the thread after it.
 """
 
 from __future__ import annotations
@@ -136,6 +138,18 @@ class OneHopCursor:
         await self._close_open()
 
 
+# Write commits of this process, and how often one of them checkpoints the WAL into the database file
+# (SQLite's own automatic checkpoint, off on these connections, would run inside a COMMIT every 1,000
+# pages; this keeps the WAL about as small).
+CHECKPOINT_EVERY = 200
+_commits = [0]
+
+
+def _checkpoint(connection: sqlite3.Connection) -> None:
+    """A passive checkpoint: copies what it can without waiting for readers or writers."""
+    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
+
+
 def _is_write_begin(sql: str) -> bool:
     return sql.lstrip()[:15].upper() in _WRITE_BEGINS
 
@@ -188,8 +202,17 @@ class OneHopConnection(aiosqlite.Connection):
             self._holds_write_lock = True
 
     async def commit(self) -> None:
+        """Inline when this transaction holds the write lock (appending to the WAL waits on nobody), then,
+        every CHECKPOINT_EVERY commits of the process, a passive checkpoint on the thread."""
+        connection, writing = self._connection, self._holds_write_lock
         self._holds_write_lock = False
-        await self._hop(self._conn.commit)
+        if not writing or connection is None:
+            await self._hop(self._conn.commit)
+            return
+        connection.commit()
+        _commits[0] += 1
+        if _commits[0] % CHECKPOINT_EVERY == 0:
+            await self._hop(_checkpoint, connection)
 
     async def rollback(self) -> None:
         """Outside a transaction (a pooled connection's reset after COMMIT) there is nothing to roll back:

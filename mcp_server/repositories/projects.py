@@ -32,6 +32,17 @@ _ADD_SPEND = (
 )
 
 
+# The project with the change tokens of its pipeline's catalogue and of the prices (built once).
+_WITH_TOKENS = select(
+    Project,
+    select(Revision.token)
+    .where(Revision.name == literal(CATALOGUE_PREFIX) + Project.pipeline_id)
+    .scalar_subquery()
+    .label("catalogue_token"),
+    token_of(PRICES).label("prices_token"),
+).where(Project.id == bindparam("project_id"))
+
+
 class ProjectRepository(Repository):
     async def get(self, project_id: uuid.UUID, *, include_deleted: bool = False) -> Project | None:
         project = await self.session.get(Project, project_id)
@@ -43,11 +54,8 @@ class ProjectRepository(Repository):
         self, project_id: uuid.UUID, *, include_deleted: bool = False
     ) -> tuple[Project, str | None, str | None] | None:
         """The project with the change tokens of its pipeline's catalogue and of the prices, in one query."""
-        catalogue_token = (
-            select(Revision.token).where(Revision.name == literal(CATALOGUE_PREFIX) + Project.pipeline_id)
-        ).scalar_subquery()
-        query = select(Project, catalogue_token, token_of(PRICES)).where(Project.id == project_id)
-        row = (await self.session.execute(query)).first()
+        query, parameters = _WITH_TOKENS, {"project_id": project_id}
+        row = (await self.session.execute(query, parameters)).first()
         if row is None or (row[0].is_deleted and not include_deleted):
             return None
         return row[0], row[1], row[2]

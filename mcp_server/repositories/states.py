@@ -15,6 +15,14 @@ from mcp_server.db.types import GUID
 from mcp_server.models import ProcessExecution, ProcessState
 from mcp_server.repositories.base import Repository
 
+# A project's state rows with their current execution's output hash and completion time (built once).
+_WITH_CURRENT = (
+    select(ProcessState, ProcessExecution.output_hash, ProcessExecution.completed_at)
+    .outerjoin(ProcessExecution, ProcessExecution.id == ProcessState.current_execution_id)
+    .where(ProcessState.project_id == bindparam("project_id"))
+)
+_WITH_CURRENT_OF = _WITH_CURRENT.where(ProcessState.process_id.in_(bindparam("process_ids", expanding=True)))
+
 
 class StateRepository(Repository):
     async def get(self, project_id: uuid.UUID, process_id: str, *, for_update: bool = False) -> ProcessState | None:
@@ -34,15 +42,11 @@ class StateRepository(Repository):
     ) -> list[tuple[ProcessState, str | None, datetime | None]]:
         """The project's state rows (those of ``process_ids`` when given), each with its current execution's
         output hash and completion time (the no-op and superseded checks), in one query."""
-        execution = ProcessExecution
-        query = (
-            select(ProcessState, execution.output_hash, execution.completed_at)
-            .outerjoin(execution, execution.id == ProcessState.current_execution_id)
-            .where(ProcessState.project_id == project_id)
-        )
+        parameters: dict[str, Any] = {"project_id": project_id}
+        query = _WITH_CURRENT
         if process_ids is not None:
-            query = query.where(ProcessState.process_id.in_(list(process_ids)))
-        return [(row[0], row[1], row[2]) for row in await self.session.execute(query)]
+            query, parameters = _WITH_CURRENT_OF, {**parameters, "process_ids": list(process_ids)}
+        return [(row[0], row[1], row[2]) for row in await self.session.execute(query, parameters)]
 
     async def create(self, **fields: Any) -> ProcessState:
         return await self._insert(ProcessState, fields)
