@@ -16,6 +16,7 @@ from mcp import Client
 from sqlalchemy import text
 
 from mcp_server.db.engine import Database
+from mcp_server.db.types import utcnow
 from mcp_server.models import ExecutionStatus, StateName
 from mcp_server.repositories import (
     ExecutionRepository,
@@ -23,6 +24,7 @@ from mcp_server.repositories import (
     ProcessDefinitionRepository,
     StateRepository,
 )
+from mcp_server.repositories.states import StateChange
 from mcp_server.schemas.cost import CostFilters, CostReply, UsageIn
 from mcp_server.services import costs
 from tests.helpers import call_error, call_ok, table_counts
@@ -302,7 +304,7 @@ async def _scenario(client: Client, db: Database) -> tuple[str, str]:
                 process_id=process,
                 execution_id=None,
                 actor="test",
-                created_at=datetime.fromisoformat(at),
+                quoted=costs.Quote(datetime.fromisoformat(at), None),
             )
     return p1, p2
 
@@ -412,12 +414,8 @@ async def test_superseded_cost_counts_re_runs_failures_and_stale_states(client: 
     b1 = await execution("b", ExecutionStatus.COMPLETED, "4")
     async with db.unit_of_work() as session:
         states = StateRepository(session)
-        await states.create(
-            project_id=project, process_id="a", state=StateName.COMPLETED.value, current_execution_id=a1
-        )
-        await states.create(
-            project_id=project, process_id="b", state=StateName.COMPLETED.value, current_execution_id=b1
-        )
+        await states.create(project, "a", StateChange(StateName.COMPLETED, utcnow(), sets_current=True, current=a1))
+        await states.create(project, "b", StateChange(StateName.COMPLETED, utcnow(), sets_current=True, current=b1))
 
     async def superseded() -> dict[str | None, Decimal]:
         summary = await _summary(client, group_by=["process"])
@@ -430,7 +428,8 @@ async def test_superseded_cost_counts_re_runs_failures_and_stale_states(client: 
     async with db.unit_of_work() as session:
         state_a = await StateRepository(session).get(project, "a")
         assert state_a is not None
-        await StateRepository(session).compare_and_set(state_a, expected_version=0, current_execution_id=a2, version=1)
+        rerun = StateChange(StateName.COMPLETED, utcnow(), sets_current=True, current=a2)
+        assert await StateRepository(session).compare_and_set(state_a, rerun)
     assert await superseded() == {"a": Decimal(1), "b": 0}
     await execution("a", ExecutionStatus.FAILED, "8")  # a failed attempt is rework too
     await execution("a", ExecutionStatus.RUNNING, "16")  # a running one may yet become current: not counted
@@ -438,7 +437,8 @@ async def test_superseded_cost_counts_re_runs_failures_and_stale_states(client: 
     async with db.unit_of_work() as session:
         state_b = await StateRepository(session).get(project, "b")
         assert state_b is not None
-        await StateRepository(session).compare_and_set(state_b, expected_version=0, state="stale", version=1)
+        stale = StateChange(StateName.STALE, utcnow(), invalidated_by="b", reason="redefined")
+        assert await StateRepository(session).compare_and_set(state_b, stale)
     assert await superseded() == {"a": Decimal(9), "b": Decimal(4)}
     project_only = (await _summary(client, project_id=str(project)))["totals"]
     assert _usd(project_only["superseded_cost_usd"]) == 13 and _usd(project_only["cost_usd"]) == 31

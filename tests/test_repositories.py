@@ -5,7 +5,8 @@ import uuid
 import pytest
 
 from mcp_server.db.engine import Database
-from mcp_server.models import ProjectStatus
+from mcp_server.db.types import utcnow
+from mcp_server.models import ProjectStatus, StateName
 from mcp_server.repositories import (
     ExecutionRepository,
     ProcessDefinitionRepository,
@@ -13,6 +14,7 @@ from mcp_server.repositories import (
     PromptRepository,
     StateRepository,
 )
+from mcp_server.repositories.states import StateChange
 
 pytestmark = pytest.mark.anyio
 
@@ -88,18 +90,18 @@ async def test_state_compare_and_set_refuses_a_stale_version(db: Database) -> No
     async with db.unit_of_work() as session:
         project = await ProjectRepository(session).create(name="s")
         await ProcessDefinitionRepository(session).create(id="a", name="A", depends_on=[])
-        state = await StateRepository(session).create(project_id=project.id, process_id="a")
+        created = await StateRepository(session).create(project.id, "a", StateChange(StateName.EMPTY, utcnow()))
         project_id = project.id
-        assert state.version == 0
+        assert created.version == 1
     async with db.unit_of_work() as session:
         states = StateRepository(session)
         state = await states.get(project_id, "a", for_update=True)
         assert state is not None
-        assert await states.compare_and_set(state, expected_version=0, version=1, state="running")
-        assert not await states.compare_and_set(state, expected_version=0, version=1, state="failed")
+        assert await states.compare_and_set(state, StateChange(StateName.RUNNING, utcnow()), expected_version=1)
+        assert not await states.compare_and_set(state, StateChange(StateName.FAILED, utcnow()), expected_version=1)
     async with db.unit_of_work(write=False) as session:
         final = await StateRepository(session).get(project_id, "a")
-        assert final is not None and (final.version, final.state) == (1, "running")
+        assert final is not None and (final.version, final.state) == (2, "running")
 
 
 async def test_executions_list_newest_first_with_filters(db: Database) -> None:

@@ -10,23 +10,35 @@ do the whole statement in one hop: execute, read the rows (up to ``PREFETCH``, t
 so a streamed read stays bounded) and close. SQLAlchemy's aiosqlite dialect drives it unchanged,
 through ``create_async_engine(async_creator=…)``.
 
-Once a transaction holds the write lock (its ``BEGIN IMMEDIATE`` went through, on the thread, where
-waiting on busy_timeout blocks nobody), its statements run inline, with no hop at all: in WAL mode a
-connection holding the write lock never waits on another one (readers do not block writers), so a
-statement there costs what SQLite takes to run it. COMMIT goes back to the thread (it may run a
-checkpoint, which writes and syncs the database file) only every ``CHECKPOINT_EVERY`` commits of the
-process: the connections run no automatic checkpoint (``wal_autocheckpoint = 0``, set at connect), so
-a COMMIT only appends to the WAL and runs inline too; the checkpoint runs on the thread after it.
+A write transaction's ``BEGIN IMMEDIATE`` is tried inline, without waiting; while another connection
+holds the write lock it is tried again after short sleeps on the event loop (``begin_write``), so a
+waiting writer blocks nobody. Once it holds the lock, the transaction's statements run inline, with no
+hop at all: in WAL mode a connection holding the write lock never waits on another one (readers do not
+block writers), so a statement there costs what SQLite takes to run it. COMMIT runs inline too: the
+connections run no automatic checkpoint (``wal_autocheckpoint = 0``, set at connect), so a COMMIT only
+appends to the WAL; every ``CHECKPOINT_EVERY`` commits of the process a passive checkpoint (which writes
+and syncs the database file) runs on the connection's thread after it. Reads take one hop a statement.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import random
 import sqlite3
+import threading
+import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
 import aiosqlite
+import anyio
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Windows
+    fcntl = None  # type: ignore[assignment]
 
 # Rows read with the statement itself; a larger result is read in further hops as it is consumed.
 PREFETCH = 1000
@@ -80,7 +92,8 @@ class OneHopCursor:
 
     async def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] | None = None) -> OneHopCursor:
         await self._close_open()
-        if self._connection.begin_inline(sql):
+        if _is_write_begin(sql) and not self._connection._holds_write_lock:
+            await self._connection.begin_write(sql)
             self.description, self.rowcount, self.lastrowid = None, -1, None
             return self
         await self._connection.run(self._run, sql, () if parameters is None else parameters, False)
@@ -150,8 +163,91 @@ def _checkpoint(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
 
 
+# Pauses between tries of a BEGIN that found the write lock taken (a write holds it about 2 ms).
+RETRY_FIRST = 0.0005
+RETRY_MOST = 0.002
+
+
 def _is_write_begin(sql: str) -> bool:
     return sql.lstrip()[:15].upper() in _WRITE_BEGINS
+
+
+class _GateWait:
+    """One blocking wait for the gate on a worker thread, which the waiter may give up (time-out or
+    cancellation): whichever of the two comes second gives the lock back."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._guard = threading.Lock()
+        self._acquired = self._abandoned = False
+
+    def run(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        with self._guard:
+            self._acquired = True
+            if self._abandoned:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def abandon(self) -> None:
+        with self._guard:
+            self._abandoned = True
+            if self._acquired:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+class WriteGate:
+    """A queue for one database file's write lock, shared by every process: an exclusive ``flock`` on a
+    file beside the database (``<database>-writers``), taken before ``BEGIN IMMEDIATE`` and released when
+    the transaction ends. SQLite has no queue (a writer that finds the lock taken polls for it); the
+    kernel's flock does, and wakes a waiter as soon as the lock is released, also when its holder dies.
+
+    Taken inline when free; otherwise waited for on a worker thread, never on the event loop. A wait
+    that outlasts busy_timeout ends as "database is locked", and the lock it still gets later is given
+    straight back."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._held = False
+
+    @classmethod
+    def beside(cls, database: str, *, uri: bool) -> WriteGate | None:
+        """The gate of a database file, or None (in-memory and URI databases, platforms without flock, a
+        directory where the gate file cannot be created: writers then only poll)."""
+        if fcntl is None or uri or database in ("", ":memory:") or database.startswith("file:"):
+            return None
+        try:
+            fd = os.open(f"{database}-writers", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return None
+        return cls(fd)
+
+    async def acquire(self, deadline: float) -> None:
+        if self._held:
+            return
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            wait = _GateWait(self._fd)
+            try:
+                with anyio.fail_after(max(deadline - time.monotonic(), 0)):
+                    await anyio.to_thread.run_sync(wait.run, abandon_on_cancel=True)
+            except TimeoutError:
+                wait.abandon()
+                raise sqlite3.OperationalError("database is locked") from None
+            except BaseException:
+                wait.abandon()
+                raise
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        self._held = False
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
 
 
 class OneHopConnection(aiosqlite.Connection):
@@ -159,6 +255,7 @@ class OneHopConnection(aiosqlite.Connection):
 
     _holds_write_lock = False
     busy_timeout_ms = 5000
+    gate: WriteGate | None = None
 
     def cursor(self) -> OneHopCursor:  # type: ignore[override]  # no hop: the sqlite3 cursor opens with the statement
         return OneHopCursor(self)
@@ -175,13 +272,38 @@ class OneHopConnection(aiosqlite.Connection):
         result: _T = await self._execute(function, *args)  # type: ignore[no-untyped-call]
         return result
 
-    def begin_inline(self, sql: str) -> bool:
-        """A write transaction's BEGIN, tried inline without waiting: True when it took the write lock; False
-        when the statement is something else, or another connection holds the lock (the caller then runs
-        it on the thread, waiting on busy_timeout as usual)."""
-        if self._holds_write_lock or self._connection is None or not _is_write_begin(sql):
-            return False
-        connection = self._connection
+    async def begin_write(self, sql: str) -> None:
+        """A write transaction's BEGIN (IMMEDIATE or EXCLUSIVE): tried inline; while another connection
+        holds the write lock, tried again after a short sleep on the event loop (1-2 ms, with jitter), up
+        to busy_timeout, then "database is locked".
+
+        SQLite's own busy handler would wait on the connection's thread, sleeping 1, 2, 5, 10, 15, 20, 25 …
+        ms between tries: with several servers writing one file the lock sat free most of that time, and
+        eight servers wrote no faster than one. Writers of a file database first queue on its ``WriteGate``
+        (the kernel wakes the next one when a writer is done), so these tries succeed at once unless
+        some other program writes the file."""
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        if self.gate is not None:
+            await self.gate.acquire(deadline)
+        try:
+            pause = RETRY_FIRST
+            while not self._try_begin(sql):
+                if time.monotonic() >= deadline:
+                    raise sqlite3.OperationalError("database is locked")
+                await anyio.sleep(pause * random.uniform(0.5, 1.5))
+                pause = min(pause * 2, RETRY_MOST)
+        except BaseException:
+            self._release_gate()
+            raise
+
+    def _release_gate(self) -> None:
+        if self.gate is not None:
+            self.gate.release()
+
+    def _try_begin(self, sql: str) -> bool:
+        """The BEGIN inline, without waiting: True when it took the write lock, False when another
+        connection holds it."""
+        connection = self._conn
         connection.execute("PRAGMA busy_timeout = 0")
         try:
             connection.execute(sql)
@@ -198,6 +320,7 @@ class OneHopConnection(aiosqlite.Connection):
         """After a statement: whether the connection now holds the write lock until its transaction ends."""
         if not self._conn.in_transaction:
             self._holds_write_lock = False
+            self._release_gate()
         elif _is_write_begin(sql):
             self._holds_write_lock = True
 
@@ -209,7 +332,10 @@ class OneHopConnection(aiosqlite.Connection):
         if not writing or connection is None:
             await self._hop(self._conn.commit)
             return
-        connection.commit()
+        try:
+            connection.commit()
+        finally:
+            self._release_gate()
         _commits[0] += 1
         if _commits[0] % CHECKPOINT_EVERY == 0:
             await self._hop(_checkpoint, connection)
@@ -218,9 +344,25 @@ class OneHopConnection(aiosqlite.Connection):
         """Outside a transaction (a pooled connection's reset after COMMIT) there is nothing to roll back:
         no hop."""
         self._holds_write_lock = False
-        if self._connection is not None and not self._connection.in_transaction:
-            return
-        await self._hop(self._conn.rollback)
+        try:
+            if self._connection is not None and not self._connection.in_transaction:
+                return
+            await self._hop(self._conn.rollback)
+        finally:
+            self._release_gate()
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        finally:
+            if self.gate is not None:
+                self.gate.close()
+
+    def stop(self) -> Any:
+        """Also on a forced stop (SQLAlchemy terminating the connection): no gate stays held."""
+        if self.gate is not None:
+            self.gate.release()
+        return super().stop()
 
 
 def connector(database: str, **options: Any) -> Callable[[], OneHopConnection]:
@@ -233,6 +375,7 @@ def connector(database: str, **options: Any) -> Callable[[], OneHopConnection]:
         options["check_same_thread"] = False
         connection = OneHopConnection(partial(sqlite3.connect, database, **options), iter_chunk_size=64)
         connection.busy_timeout_ms = int(float(options.get("timeout", 5.0)) * 1000)
+        connection.gate = WriteGate.beside(database, uri=bool(options.get("uri")))
         connection._thread.daemon = True
         return connection
 

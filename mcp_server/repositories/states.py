@@ -4,24 +4,109 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Table, Update, bindparam, select, text, update
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy import Table, Update, bindparam, insert, select, text, update
 
 from mcp_server.db.types import GUID
+from mcp_server.enums import StateName
 from mcp_server.models import ProcessExecution, ProcessState
 from mcp_server.repositories.base import Repository
 
-# A project's state rows with their current execution's output hash and completion time (built once).
-_WITH_CURRENT = (
-    select(ProcessState, ProcessExecution.output_hash, ProcessExecution.completed_at)
-    .outerjoin(ProcessExecution, ProcessExecution.id == ProcessState.current_execution_id)
-    .where(ProcessState.project_id == bindparam("project_id"))
+
+@dataclass(slots=True)
+class StateRow:
+    """One process_states row as the pipeline rules read and change it (plain data: no ORM bookkeeping),
+    with its current execution's output hash and completion time (the no-op and superseded checks)."""
+
+    id: uuid.UUID
+    project_id: uuid.UUID
+    process_id: str
+    state: str
+    version: int
+    current_execution_id: uuid.UUID | None
+    invalidated_at: datetime | None
+    invalidated_by_process_id: str | None
+    invalidation_reason: str | None
+    last_updated_at: datetime
+    current_hash: str | None = None
+    current_completed_at: datetime | None = None
+
+
+# The columns of a StateRow that are the table's, in its order.
+ROW_COLUMNS = (
+    "id",
+    "project_id",
+    "process_id",
+    "state",
+    "version",
+    "current_execution_id",
+    "invalidated_at",
+    "invalidated_by_process_id",
+    "invalidation_reason",
+    "last_updated_at",
 )
-_WITH_CURRENT_OF = _WITH_CURRENT.where(ProcessState.process_id.in_(bindparam("process_ids", expanding=True)))
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """What one write sets on state rows; each row's version rises by one with it. An invalidation names
+    its root cause (``invalidated_by``) and reason; any other change clears them. With ``sets_current``,
+    ``current`` becomes the row's current execution (its output hash ``current_hash``)."""
+
+    state: StateName
+    at: datetime
+    invalidated_by: str | None = None
+    reason: str | None = None
+    sets_current: bool = False
+    current: uuid.UUID | None = None
+    current_hash: str | None = None
+
+    def values(self) -> dict[str, Any]:
+        """The columns written (the version apart)."""
+        invalidated = self.invalidated_by is not None
+        values: dict[str, Any] = {
+            "state": self.state.value,
+            "last_updated_at": self.at,
+            "invalidated_at": self.at if invalidated else None,
+            "invalidated_by_process_id": self.invalidated_by,
+            "invalidation_reason": self.reason if invalidated else None,
+        }
+        if self.sets_current:
+            values["current_execution_id"] = self.current
+        return values
+
+    def apply_to(self, row: StateRow) -> None:
+        """The row as the database holds it after this change."""
+        for name, value in self.values().items():
+            setattr(row, name, value)
+        row.version += 1
+        if self.sets_current:
+            row.current_hash, row.current_completed_at = self.current_hash, self.at
+
+
+_STATES = cast(Table, ProcessState.__table__)
+_EXECUTIONS = cast(Table, ProcessExecution.__table__)
+# Built once (see repositories.base._insert_into). A project's state rows with their current execution's
+# output hash and completion time:
+# (project_id is the caller's: not read back)
+_READ = [name for name in ROW_COLUMNS if name != "project_id"]
+_WITH_CURRENT = (
+    select(*(_STATES.c[name] for name in _READ), _EXECUTIONS.c.output_hash, _EXECUTIONS.c.completed_at)
+    .select_from(_STATES.outerjoin(_EXECUTIONS, _EXECUTIONS.c.id == _STATES.c.current_execution_id))
+    .where(_STATES.c.project_id == bindparam("project_id"))
+)
+_WITH_CURRENT_OF = _WITH_CURRENT.where(_STATES.c.process_id.in_(bindparam("process_ids", expanding=True)))
+_CREATE = insert(_STATES)
+_BUMPED = ("state", "last_updated_at", "invalidated_at", "invalidated_by_process_id", "invalidation_reason")
+_BUMP = (
+    update(_STATES)
+    .where(_STATES.c.id.in_(bindparam("row_ids", expanding=True)))
+    .values(version=_STATES.c.version + 1, **{name: bindparam(f"new_{name}") for name in _BUMPED})
+)
 
 
 class StateRepository(Repository):
@@ -37,48 +122,50 @@ class StateRepository(Repository):
             query = query.with_for_update()
         return list(await self.session.scalars(query))
 
-    async def with_current(
-        self, project_id: uuid.UUID, process_ids: Collection[str] | None = None
-    ) -> list[tuple[ProcessState, str | None, datetime | None]]:
-        """The project's state rows (those of ``process_ids`` when given), each with its current execution's
-        output hash and completion time (the no-op and superseded checks), in one query."""
+    async def rows(self, project_id: uuid.UUID, process_ids: Collection[str] | None = None) -> list[StateRow]:
+        """The project's state rows (those of ``process_ids`` when given), with their current executions'
+        output hashes and completion times, in one query."""
         parameters: dict[str, Any] = {"project_id": project_id}
         query = _WITH_CURRENT
         if process_ids is not None:
             query, parameters = _WITH_CURRENT_OF, {**parameters, "process_ids": list(process_ids)}
-        return [(row[0], row[1], row[2]) for row in await self.session.execute(query, parameters)]
+        return [StateRow(row[0], project_id, *row[1:]) for row in await self.session.execute(query, parameters)]
 
-    async def create(self, **fields: Any) -> ProcessState:
-        return await self._insert(ProcessState, fields)
+    async def create(self, project_id: uuid.UUID, process_id: str, change: StateChange) -> StateRow:
+        """The first row of a step in a project (version 1)."""
+        row = StateRow(uuid.uuid4(), project_id, process_id, change.state.value, 0, None, None, None, None, change.at)
+        change.apply_to(row)
+        await self.session.execute(_CREATE, {name: getattr(row, name) for name in ROW_COLUMNS})
+        return row
 
-    async def compare_and_set(self, row: ProcessState, /, *, expected_version: int, **fields: Any) -> bool:
-        """``UPDATE … WHERE version = :expected``; False when another writer got there first."""
-        parameters = {f"new_{name}": value for name, value in fields.items()}
+    async def compare_and_set(
+        self, row: StateRow | ProcessState, change: StateChange, *, expected_version: int | None = None
+    ) -> bool:
+        """``UPDATE … SET version = version + 1, … WHERE version = :expected`` (by default the version the row
+        was read at); False when another writer got there first. A StateRow is brought up to date."""
+        expected = row.version if expected_version is None else expected_version
+        values = change.values()
+        parameters = {f"new_{name}": value for name, value in values.items()}
         result = await self.session.execute(
-            _compare_and_set(frozenset(fields)), {"row_id": row.id, "expected": expected_version, **parameters}
+            _compare_and_set(frozenset(values)), {"row_id": row.id, "expected": expected, **parameters}
         )
         if getattr(result, "rowcount", 0) != 1:
             return False
-        for key, value in fields.items():
-            set_committed_value(row, key, value)  # already written: keep the row clean, no second UPDATE
+        if isinstance(row, StateRow):
+            change.apply_to(row)
         return True
 
-    async def bump_all(self, rows: list[ProcessState], **fields: Any) -> None:
-        """Set the same fields on several rows and raise each version by one, in one UPDATE.
-
-        Only for callers that hold the project lock (the rows cannot have changed since they were read)."""
+    async def bump_all(self, rows: list[StateRow], change: StateChange) -> None:
+        """The same change (a state and an invalidation) on several rows, each version raised by one, in one
+        UPDATE. Only for callers that hold the project lock (the rows cannot have changed since read)."""
         if not rows:
             return
-        await self.session.execute(
-            update(ProcessState)
-            .where(ProcessState.id.in_([row.id for row in rows]))
-            .values(version=ProcessState.version + 1, **fields)
-            .execution_options(synchronize_session=False)
-        )
+        if change.sets_current:
+            raise ValueError("bump_all does not move current executions")
+        parameters = {f"new_{name}": value for name, value in change.values().items()}
+        await self.session.execute(_BUMP, {"row_ids": [row.id for row in rows], **parameters})
         for row in rows:
-            set_committed_value(row, "version", row.version + 1)
-            for key, value in fields.items():
-                set_committed_value(row, key, value)
+            change.apply_to(row)
 
     async def lock_project(self, project_id: uuid.UUID) -> None:
         """Serialise the pipeline writers of one project until the transaction ends (PostgreSQL: a
@@ -111,12 +198,12 @@ class StateRepository(Repository):
 
 @cache
 def _compare_and_set(names: frozenset[str]) -> Update:
-    """The UPDATE of these columns, built once per set of columns (see repositories.base._insert_into)."""
-    table = cast(Table, ProcessState.__table__)
+    """The UPDATE of these columns and the version, built once per set of columns (see
+    repositories.base._insert_into)."""
     return (
-        update(table)
-        .where(table.c.id == bindparam("row_id"), table.c.version == bindparam("expected"))
-        .values({name: bindparam(f"new_{name}") for name in sorted(names)})
+        update(_STATES)
+        .where(_STATES.c.id == bindparam("row_id"), _STATES.c.version == bindparam("expected"))
+        .values(version=_STATES.c.version + 1, **{name: bindparam(f"new_{name}") for name in sorted(names)})
     )
 
 

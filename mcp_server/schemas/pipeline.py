@@ -169,7 +169,7 @@ class StartReply(HandedInputs):
 # Replies about many steps stay small (SPEC §6: under 100 KB): lists of steps give a count and the first ones.
 MAX_LISTED = 100
 MAX_BLOCKERS = 10
-DEFAULT_STATUS_PAGE = 100
+DEFAULT_STATUS_PAGE = 20  # step rows: an agent reads counts, ready steps and the plan first
 MAX_STATUS_PAGE = 200
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -66,20 +67,49 @@ async def _resolve_links(
     return project_id, process_id, execution_id
 
 
-def _row_fields(usage: UsageIn, *, created_at: datetime, custom: pricing.CustomPrice | None = None) -> dict[str, Any]:
-    """The priced row: a given cost is `reported`; otherwise the team's own price (`custom`) or
-    genai-prices computes it (`computed`), or it is `unpriced`."""
-    cost: Decimal | None
-    counts = {
+@dataclass(frozen=True)
+class Quote:
+    """A usage's time and its genai-prices cost, worked out before the write transaction begins (the team's
+    own price, read inside it, still comes first)."""
+
+    created_at: datetime
+    computed: pricing.Price | None  # None when the caller gave cost_usd
+
+
+def quote(usage: UsageIn) -> Quote:
+    created_at = utcnow()
+    if usage.cost_usd is not None:
+        return Quote(created_at, None)
+    counts = _counts(usage)
+    return Quote(created_at, pricing.price(usage.provider, usage.model, **counts, at=created_at))
+
+
+def _counts(usage: UsageIn) -> dict[str, int]:
+    return {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "cache_read_tokens": usage.cache_read_tokens,
         "cache_write_tokens": usage.cache_write_tokens,
     }
+
+
+def _row_fields(
+    usage: UsageIn,
+    *,
+    created_at: datetime,
+    custom: pricing.CustomPrice | None = None,
+    computed: pricing.Price | None = None,
+) -> dict[str, Any]:
+    """The priced row: a given cost is `reported`; otherwise the team's own price (`custom`) or
+    genai-prices computes it (`computed`, passed in when already worked out), or it is `unpriced`."""
+    cost: Decimal | None
+    counts = _counts(usage)
     if usage.cost_usd is not None:
         cost, source = usage.cost_usd, CostSource.REPORTED.value
     elif custom is not None:
         cost, source = pricing.custom_price(custom, **counts)
+    elif computed is not None:
+        cost, source = computed
     else:
         cost, source = pricing.price(usage.provider, usage.model, **counts, at=created_at)
     return {
@@ -129,13 +159,14 @@ async def _custom_price(
 
 
 async def _priced(
-    session: AsyncSession, usage: UsageIn, *, created_at: datetime, prices_token: str | None
+    session: AsyncSession, usage: UsageIn, *, prices_token: str | None, quoted: Quote | None = None
 ) -> dict[str, Any]:
     """The row's fields, priced with the team's own price for the model when there is one."""
+    quoted = quoted or Quote(utcnow(), None)
     custom = None
     if usage.cost_usd is None:
         custom = await _custom_price(session, usage.provider, usage.model, prices_token)
-    return _row_fields(usage, created_at=created_at, custom=custom)
+    return _row_fields(usage, created_at=quoted.created_at, custom=custom, computed=quoted.computed)
 
 
 async def record_usage(
@@ -146,20 +177,21 @@ async def record_usage(
     process_id: str | None,
     execution_id: uuid.UUID | None,
     actor: str | None,
-    created_at: datetime | None = None,
     links_checked: bool = False,
     prices_token: str | None = None,
+    quoted: Quote | None = None,
 ) -> CostRecord:
     """Validate the links, price the usage and store one LLMMetrics row (flushed, not committed).
 
     ``links_checked``: the caller has just verified the ids in this transaction (record_execution);
-    ``prices_token``: the prices' change token, read in this transaction (lets a kept price be used)."""
+    ``prices_token``: the prices' change token, read in this transaction (lets a kept price be used);
+    ``quoted``: the usage's time and genai-prices cost, worked out before the transaction."""
     if not links_checked:
         project_id, process_id, execution_id = await _resolve_links(
             session, project_id=project_id, process_id=process_id, execution_id=execution_id
         )
     row = await MetricsRepository(session).create(
-        **await _priced(session, usage, created_at=created_at or utcnow(), prices_token=prices_token),
+        **await _priced(session, usage, prices_token=prices_token, quoted=quoted),
         project_id=project_id,
         process_id=process_id,
         execution_id=execution_id,
@@ -264,7 +296,7 @@ async def report_cost(
         session, project_id=project_id, process_id=process_id, execution_id=execution_id
     )
     row, created = await metrics.create_keyed(
-        **await _priced(session, usage, created_at=utcnow(), prices_token=None),
+        **await _priced(session, usage, prices_token=None),
         project_id=project_id,
         process_id=process_id,
         execution_id=execution_id,

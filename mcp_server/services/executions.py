@@ -14,6 +14,7 @@ from mcp_server.enums import BudgetPolicy
 from mcp_server.errors import BudgetExceeded, InvalidArgument, InvalidTransition, NotFound
 from mcp_server.models import ExecutionStatus, ProcessExecution, Project, ProjectStatus
 from mcp_server.repositories import ExecutionRepository, ProjectRepository, PromptRepository
+from mcp_server.repositories.states import StateChange
 from mcp_server.schemas.pipeline import (
     MAX_LISTED,
     ExecutionOut,
@@ -30,7 +31,7 @@ from mcp_server.schemas.pipeline import (
 from mcp_server.schemas.portable import reply_data
 from mcp_server.services import costs, pipeline_state, rules
 from mcp_server.services.idempotency import check_replay, request_hash
-from mcp_server.services.pipeline_state import CLEARED, ProjectPipeline
+from mcp_server.services.pipeline_state import ProjectPipeline
 from mcp_server.services.rules import Event, State
 from mcp_server.services.status import budget_data
 from mcp_server.services.validation import json_hash, validate
@@ -113,7 +114,7 @@ def _current(pipeline: ProjectPipeline, process_id: str) -> tuple[uuid.UUID, str
     row = pipeline.rows.get(process_id)
     if row is None or row.current_execution_id is None:
         return None
-    return (row.current_execution_id, *pipeline.current.get(process_id, (None, None)))
+    return row.current_execution_id, row.current_hash, row.current_completed_at
 
 
 async def _refuse_over_running(
@@ -203,7 +204,7 @@ async def start(
         updated_by=actor,
     )
     await _starts_the_project(session, pipeline, actor)
-    await pipeline_state.apply(session, pipeline, process_id, target, **CLEARED)
+    await pipeline_state.apply(session, pipeline, process_id, StateChange(target, utcnow()))
     reply = StartReply(
         execution=ExecutionRef.model_validate(execution),
         state=_state_out(pipeline, process_id),
@@ -247,6 +248,9 @@ async def record(
         "force": force,
     }
     args_hash = request_hash("record_execution", args)
+    # Worked out before the first statement, which takes the write lock: hashing and pricing hold nobody.
+    output_hash = json_hash(output_data)
+    quoted = costs.quote(usage) if usage is not None else None
     pipeline = await pipeline_state.load(session, project_id, lock=True, around=process_id)
     if (replayed := await _replay(session, idempotency_key, args_hash)) is not None:
         return RecordReply.model_validate(replayed)
@@ -255,7 +259,6 @@ async def record(
     input_schema, output_schema = await pipeline.catalogue.schemas_of(session, process_id)
     validate(output_schema, output_data, what="output_data", process_id=process_id)
     await _check_prompt(session, prompt_version_id)
-    output_hash = json_hash(output_data)
     current = _current(pipeline, process_id)
     current_hash = None if current is None else current[1]
     executions = ExecutionRepository(session)
@@ -328,9 +331,8 @@ async def record(
             "without execution_id, force=true)"
         )
     elif decision.target is not None:
-        await pipeline_state.apply(
-            session, pipeline, process_id, decision.target, current_execution_id=execution.id, **CLEARED
-        )
+        change = StateChange(decision.target, now, sets_current=True, current=execution.id, current_hash=output_hash)
+        await pipeline_state.apply(session, pipeline, process_id, change)
         if output_changed and decision.cascades:
             reason = f"upstream {process_id!r} has a new output"
             invalidated = await pipeline_state.cascade(session, pipeline, process_id, reason)
@@ -349,6 +351,7 @@ async def record(
             actor=actor,
             links_checked=True,  # this call just checked the project and process and created the execution
             prices_token=pipeline.prices_token,
+            quoted=quoted,
         )
         # The row echoes what the agent just sent: the reply keeps what it did not know.
         cost = {key: value for key, value in reply_data(logged).items() if key in _COST_KEPT}
@@ -450,7 +453,7 @@ async def fail(session: AsyncSession, *, execution_id: uuid.UUID, error_message:
     current = _current(pipeline, found.process_id)
     target = rules.fail(state, changed_since_start=_changed_since(state, current, found.started_at))
     if target is not None:
-        await pipeline_state.apply(session, pipeline, found.process_id, target, **CLEARED)
+        await pipeline_state.apply(session, pipeline, found.process_id, StateChange(target, utcnow()))
     return FailReply(execution=ExecutionRef.model_validate(found), state=_state_out(pipeline, found.process_id))
 
 
@@ -469,15 +472,8 @@ async def invalidate(
     rules.next_state(current, Event.INVALIDATE, process_id=process_id)
     why = reason or "invalidated by hand"
     if current != State.STALE:  # already stale: its own state does not change, the cascade still runs
-        await pipeline_state.apply(
-            session,
-            pipeline,
-            process_id,
-            State.STALE,
-            invalidated_at=utcnow(),
-            invalidated_by_process_id=process_id,
-            invalidation_reason=why,
-        )
+        change = StateChange(State.STALE, utcnow(), invalidated_by=process_id, reason=why)
+        await pipeline_state.apply(session, pipeline, process_id, change)
     invalidated = await pipeline_state.cascade(
         session, pipeline, process_id, f"upstream {process_id!r} was invalidated: {why}"
     )

@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mcp_server.db.types import utcnow
 from mcp_server.errors import Conflict, NotFound, NotReady
-from mcp_server.models import ProcessState, Project
+from mcp_server.models import Project
 from mcp_server.repositories import ExecutionRepository, ProjectRepository, StateRepository
 from mcp_server.repositories.processes import Node
+from mcp_server.repositories.states import StateChange, StateRow
 from mcp_server.schemas.pipeline import InvalidatedOut
 from mcp_server.services import catalogue as catalogues
 from mcp_server.services import rules
@@ -24,8 +24,6 @@ from mcp_server.services.rules import State
 # What start_execution and get_process_state hand over of the dependencies' outputs, in all.
 INPUTS_LIMIT = 64 * 1024
 
-CLEARED: dict[str, Any] = {"invalidated_at": None, "invalidated_by_process_id": None, "invalidation_reason": None}
-
 
 @dataclass
 class ProjectPipeline:
@@ -34,9 +32,7 @@ class ProjectPipeline:
 
     project: Project
     catalogue: Catalogue
-    rows: dict[str, ProcessState] = field(default_factory=dict)
-    # Each loaded row's current execution: its output hash and completion time.
-    current: dict[str, tuple[str | None, datetime | None]] = field(default_factory=dict)
+    rows: dict[str, StateRow] = field(default_factory=dict)
     scope: set[str] | None = None
     prices_token: str | None = None  # read with the project, for the cost this call may log
 
@@ -130,24 +126,18 @@ async def load(
     catalogue = await catalogues.load(session, project.pipeline_id, token)
     scope = None if around is None or around not in catalogue.nodes else catalogue.around(around)
     pipeline = ProjectPipeline(project=project, catalogue=catalogue, scope=scope, prices_token=prices_token)
-    for row, output_hash, completed_at in await StateRepository(session).with_current(project_id, scope):
-        pipeline.rows[row.process_id] = row
-        pipeline.current[row.process_id] = (output_hash, completed_at)
+    pipeline.rows = {row.process_id: row for row in await StateRepository(session).rows(project_id, scope)}
     return pipeline
 
 
-async def apply(
-    session: AsyncSession, pipeline: ProjectPipeline, process_id: str, target: State, **fields: Any
-) -> ProcessState:
-    """One state change: version + 1, last_updated_at now, checked against the version read."""
-    values = {"state": target.value, "last_updated_at": utcnow(), **fields}
+async def apply(session: AsyncSession, pipeline: ProjectPipeline, process_id: str, change: StateChange) -> StateRow:
+    """One state change (version + 1), checked against the version read."""
     repo = StateRepository(session)
     row = pipeline.rows.get(process_id)
     if row is None:
-        row = await repo.create(project_id=pipeline.project_id, process_id=process_id, version=1, **values)
-        pipeline.rows[process_id] = row
+        row = pipeline.rows[process_id] = await repo.create(pipeline.project_id, process_id, change)
         return row
-    if not await repo.compare_and_set(row, expected_version=row.version, version=row.version + 1, **values):
+    if not await repo.compare_and_set(row, change):
         raise Conflict(f"process {process_id!r} changed while this call ran", hint="Retry the call")
     return row
 
@@ -165,14 +155,8 @@ async def cascade(session: AsyncSession, pipeline: ProjectPipeline, root: str, r
     if not hits:
         return []
     rows = [pipeline.rows[hit.process_id] for hit in hits]
-    values = {
-        "state": State.STALE.value,
-        "last_updated_at": utcnow(),
-        "invalidated_at": utcnow(),
-        "invalidated_by_process_id": root,
-        "invalidation_reason": reason,
-    }
-    await StateRepository(session).bump_all(rows, **values)
+    change = StateChange(State.STALE, utcnow(), invalidated_by=root, reason=reason)
+    await StateRepository(session).bump_all(rows, change)
     return [
         InvalidatedOut(process_id=hit.process_id, previous_state=hit.previous.value, version=row.version)
         for hit, row in zip(hits, rows, strict=True)
@@ -182,18 +166,13 @@ async def cascade(session: AsyncSession, pipeline: ProjectPipeline, root: str, r
 async def mark_stale(session: AsyncSession, pipeline: ProjectPipeline, hits: list[rules.Invalidation]) -> None:
     """Apply what ``rules.stale_after_redefinition`` decided: one UPDATE per cause (and per reason)."""
     now = utcnow()
-    groups: dict[tuple[str, bool], list[ProcessState]] = {}
+    groups: dict[tuple[str, bool], list[StateRow]] = {}
     for hit in hits:
         groups.setdefault((hit.cause, hit.process_id == hit.cause), []).append(pipeline.rows[hit.process_id])
     for (cause, itself), rows in groups.items():
         reason = f"the definition of {cause!r} changed" if itself else f"upstream {cause!r} definition changed"
         await StateRepository(session).bump_all(
-            rows,
-            state=State.STALE.value,
-            last_updated_at=now,
-            invalidated_at=now,
-            invalidated_by_process_id=cause,
-            invalidation_reason=reason,
+            rows, StateChange(State.STALE, now, invalidated_by=cause, reason=reason)
         )
 
 

@@ -270,7 +270,7 @@ def register(registrar: Registrar) -> None:  # noqa: C901 - one nested function 
         state: Annotated[StateName | None, Field(description="Only rows of steps in this state.")] = None,
         page: Page = 1,
         page_size: Annotated[
-            int, Field(ge=1, le=MAX_STATUS_PAGE, description="Step rows per page, default 100.")
+            int, Field(ge=1, le=MAX_STATUS_PAGE, description="Step rows per page, default 20.")
         ] = DEFAULT_STATUS_PAGE,
     ) -> PipelineStatus:
         """A project's pipeline: counts by state; `ready_processes`: the steps that can run now (each
