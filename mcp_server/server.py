@@ -18,7 +18,6 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import (
     INVALID_PARAMS,
     CallToolResult,
-    GetPromptRequestParams,
     GetPromptResult,
     InputRequiredResult,
     ListPromptsResult,
@@ -267,66 +266,53 @@ class PipelineStateServer(MCPServer[App]):
             self._running.release()
         return _compact_reply(result, registered.output_schema)
 
-    # MCP prompts come from the database, so the two handlers are replaced rather than the
-    # SDK's static prompt registry being filled.
+    # MCP prompts come from the database, not the SDK's static registry. Getting one goes through the
+    # public get_prompt (it receives the request context, hence the database); the SDK's public
+    # list_prompts receives no context, so listing stays on the handler that does (tests/test_sdk_contract.py
+    # fails by name if an SDK upgrade moves it).
     async def _handle_list_prompts(
         self, ctx: ServerRequestContext[App], params: PaginatedRequestParams | None
     ) -> ListPromptsResult:
-        from mcp_server.repositories import PromptRepository
-        from mcp_server.services import templates
+        from mcp_server.services import prompts
 
-        if "prompts" not in ctx.lifespan_context.settings.enabled_toolsets:
+        app = ctx.lifespan_context
+        if "prompts" not in app.settings.enabled_toolsets:
             return ListPromptsResult(prompts=[])
         # Shielded for the same reason as call_tool: never cancel inside a transaction.
         with anyio.CancelScope(shield=True):
-            async with ctx.lifespan_context.db.unit_of_work(write=False) as session:
-                rows = await PromptRepository(session).latest_of_each()
+            async with app.db.unit_of_work(write=False) as session:
+                listed = await prompts.listing(session)
         return ListPromptsResult(
             prompts=[
                 Prompt(
-                    name=row.prompt_id,
-                    title=f"{row.prompt_id} (v{row.version})",
-                    description=row.system_prompt or f"Prompt {row.prompt_id}, version {row.version}",
+                    name=item.prompt_id,
+                    title=f"{item.prompt_id} (v{item.version})",
+                    description=item.system_prompt or f"Prompt {item.prompt_id}, version {item.version}",
                     arguments=[
                         PromptArgument(name=name, description=f"Value for {{{{{name}}}}}", required=True)
-                        for name in templates.placeholders(row.user_template)
+                        for name in item.placeholders
                     ],
                 )
-                for row in rows
+                for item in listed
             ]
         )
 
-    async def _handle_get_prompt(
-        self, ctx: ServerRequestContext[App], params: GetPromptRequestParams
+    async def get_prompt(
+        self, name: str, arguments: dict[str, Any] | None = None, context: Context[App, Any] | None = None
     ) -> GetPromptResult | InputRequiredResult:
-        import re
+        from mcp_server.services import prompts
 
-        from mcp_server.repositories import PromptRepository
-        from mcp_server.schemas.common import SLUG_PATTERN
-        from mcp_server.services import templates
-
-        row = None
-        # Prompt ids are slugs: any other name exists nowhere, and one with a NUL would make PostgreSQL fail.
-        if "prompts" in ctx.lifespan_context.settings.enabled_toolsets and re.fullmatch(SLUG_PATTERN, params.name):
+        if context is None or "prompts" not in context.request_context.lifespan_context.settings.enabled_toolsets:
+            raise MCPError(code=INVALID_PARAMS, message=f"not_found: no prompt named {name[:200]!r}")
+        values = {key: str(value) for key, value in (arguments or {}).items()}
+        try:
             with anyio.CancelScope(shield=True):
-                async with ctx.lifespan_context.db.unit_of_work(write=False) as session:
-                    row = await PromptRepository(session).latest(params.name)
-        if row is None:
-            raise MCPError(code=INVALID_PARAMS, message=f"not_found: no prompt named {params.name[:200]!r}")
-        arguments = {key: str(value) for key, value in (params.arguments or {}).items()}
-        missing = templates.missing_arguments(row.user_template, arguments)
-        if missing:
-            raise MCPError(
-                code=INVALID_PARAMS,
-                message=f"invalid_argument: missing prompt argument(s): {', '.join(missing)}",
-            )
-        messages = []
-        if row.system_prompt:
-            messages.append(PromptMessage(role="user", content=TextContent(text=f"[system]\n{row.system_prompt}")))
-        if row.user_template:
-            text = templates.render(row.user_template, arguments)
-            messages.append(PromptMessage(role="user", content=TextContent(text=text)))
-        return GetPromptResult(description=row.system_prompt, messages=messages)
+                async with context.request_context.lifespan_context.db.unit_of_work(write=False) as session:
+                    rendered = await prompts.render(session, name, values)
+        except DomainError as exc:
+            raise MCPError(code=INVALID_PARAMS, message=f"{exc.code}: {exc.message}") from None
+        messages = [PromptMessage(role="user", content=TextContent(text=text)) for text in rendered.messages]
+        return GetPromptResult(description=rendered.description, messages=messages)
 
 
 def build_server(settings: Settings, *, database: Database | None = None) -> PipelineStateServer:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mcp_server.errors import InvalidArgument, NotFound
 from mcp_server.models import PromptVersion
 from mcp_server.repositories import PromptRepository
+from mcp_server.schemas.common import SLUG_PATTERN
 from mcp_server.schemas.prompt import PromptVersionOut, PromptVersionPage, SavedPromptVersion
 from mcp_server.services import templates
 
@@ -68,3 +72,45 @@ async def list_page(session: AsyncSession, *, prompt_id: str, page: int, page_si
         page_size=result.page_size,
         has_more=result.has_more,
     )
+
+
+@dataclass(frozen=True)
+class PromptListing:
+    """A saved prompt as an MCP prompt: named by its prompt_id, its arguments the placeholders of the latest
+    version's user template."""
+
+    prompt_id: str
+    version: int
+    system_prompt: str | None
+    placeholders: list[str]
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    """The latest version rendered: the system prompt (carried as the description and as a leading
+    message, MCP prompt messages being user or assistant) and the filled-in user template."""
+
+    description: str | None
+    messages: list[str]
+
+
+async def listing(session: AsyncSession) -> list[PromptListing]:
+    return [
+        PromptListing(row.prompt_id, row.version, row.system_prompt, templates.placeholders(row.user_template))
+        for row in await PromptRepository(session).latest_of_each()
+    ]
+
+
+async def render(session: AsyncSession, prompt_id: str, arguments: dict[str, str]) -> RenderedPrompt:
+    """The prompt's latest version with ``arguments`` filled in: not_found for an unknown prompt (any name
+    that is not a slug is one), invalid_argument naming the placeholders left without a value."""
+    row = await PromptRepository(session).latest(prompt_id) if re.fullmatch(SLUG_PATTERN, prompt_id) else None
+    if row is None:
+        raise NotFound(f"no prompt named {prompt_id[:200]!r}", hint="prompts/list shows the saved prompts")
+    missing = templates.missing_arguments(row.user_template, arguments)
+    if missing:
+        raise InvalidArgument(f"missing prompt argument(s): {', '.join(missing)}")
+    messages = [f"[system]\n{row.system_prompt}"] if row.system_prompt else []
+    if row.user_template:
+        messages.append(templates.render(row.user_template, arguments))
+    return RenderedPrompt(description=row.system_prompt, messages=messages)
