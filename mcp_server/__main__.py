@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     from mcp_server.cli_bundle import add_parsers as add_bundle_parsers
 
     add_bundle_parsers(commands)
+    from mcp_server.cli_ui import add_parsers as add_ui_parsers
+
+    add_ui_parsers(commands)
     commands.add_parser("demo", help="run an example pipeline end to end over stdio on a temporary database")
     return parser
 
@@ -158,6 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mcp_server.cli_demo import main_demo
 
         return main_demo()
+    if args.command == "ui":
+        from mcp_server.cli_ui import run_ui
+
+        return run_ui(settings, args)
     from mcp_server.cli_serve import serve
 
     return serve(settings, args)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,9 @@ def test_installed_wheel_runs_db_upgrade(tmp_path: Path) -> None:
         timeout=300,
     )
     (wheel,) = wheels.glob("pipeline_state_mcp-*.whl")
+    # The dashboard's page ships inside the wheel: it loads nothing from anywhere else.
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    assert {f"mcp_server/ui/static/{name}" for name in ("index.html", "app.js", "app.css")} <= shipped
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"

@@ -42,7 +42,7 @@ def _use_wal(cursor: Any) -> None:
         pause = min(pause * 2, 0.1)
 
 
-def _install_sqlite_hooks(engine: AsyncEngine) -> None:
+def _install_sqlite_hooks(engine: AsyncEngine, *, read_only: bool = False) -> None:
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
@@ -52,6 +52,8 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            if read_only:  # a reader changes nothing, the journal mode included
+                return
             _use_wal(cursor)
             cursor.execute("PRAGMA synchronous = NORMAL")
             # Checkpoints run off the event loop, every few hundred commits (db.sqlite_driver), not inside
@@ -69,23 +71,28 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
-def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
-    """An async engine for a plain or async URL, configured per SPEC §8."""
+def create_engine(url: str, *, echo: bool = False, read_only: bool = False) -> AsyncEngine:
+    """An async engine for a plain or async URL, configured per SPEC §8. ``read_only``: the database is
+    opened for reading only (SQLite ``mode=ro``; PostgreSQL sessions whose transactions are read-only)."""
     async_url = to_async_url(url)
     parsed = make_url(async_url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
-        if database and database != ":memory:" and not database.startswith("file:"):
+        plain_file = bool(database) and database != ":memory:" and not database.startswith("file:")
+        if plain_file and not read_only:
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         args, options = parsed.get_dialect()().create_connect_args(parsed)  # filename, uri, thread check
+        if read_only and plain_file:
+            args, options = [Path(database).expanduser().resolve().as_uri() + "?mode=ro"], {**options, "uri": True}
         engine = create_async_engine(
             parsed,
             echo=echo,
             pool_pre_ping=False,
             async_creator=sqlite_driver.connector(*args, **options, timeout=BUSY_TIMEOUT_MS / 1000),
         )
-        _install_sqlite_hooks(engine)
+        _install_sqlite_hooks(engine, read_only=read_only)
         return engine
+    settings = {"default_transaction_read_only": "on"} if read_only else {}
     return create_async_engine(
         parsed,
         echo=echo,
@@ -94,7 +101,7 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         max_overflow=10,
         pool_recycle=1800,
         # An unreachable server fails a call in seconds (as `unavailable`), not after asyncpg's 60 s.
-        connect_args={"timeout": 10},
+        connect_args={"timeout": 10, "server_settings": settings},
     )
 
 
@@ -123,8 +130,8 @@ class Database:
         )
 
     @classmethod
-    def connect(cls, url: str, *, echo: bool = False) -> Database:
-        return cls.from_engine(create_engine(url, echo=echo))
+    def connect(cls, url: str, *, echo: bool = False, read_only: bool = False) -> Database:
+        return cls.from_engine(create_engine(url, echo=echo, read_only=read_only))
 
     @property
     def dialect(self) -> str:

@@ -9,7 +9,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Table, Update, bindparam, insert, select, text, update
+from sqlalchemy import Table, Update, bindparam, func, insert, select, text, update
 
 from mcp_server.db.types import GUID
 from mcp_server.enums import StateName
@@ -166,6 +166,24 @@ class StateRepository(Repository):
         await self.session.execute(_BUMP, {"row_ids": [row.id for row in rows], **parameters})
         for row in rows:
             change.apply_to(row)
+
+    async def counts(self, project_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+        """Per project: its state rows counted by state, and when the last one changed (the dashboard's list)."""
+        ids = list(project_ids)
+        if not ids:
+            return {}
+        query = (
+            select(_STATES.c.project_id, _STATES.c.state, func.count(), func.max(_STATES.c.last_updated_at))
+            .where(_STATES.c.project_id.in_(ids))
+            .group_by(_STATES.c.project_id, _STATES.c.state)
+        )
+        found: dict[uuid.UUID, dict[str, Any]] = {}
+        for project_id, state, count, last in await self.session.execute(query):
+            entry = found.setdefault(project_id, {"counts": {}, "last": None})
+            entry["counts"][state] = int(count)
+            if last is not None and (entry["last"] is None or last > entry["last"]):
+                entry["last"] = last
+        return found
 
     async def lock_project(self, project_id: uuid.UUID) -> None:
         """Serialise the pipeline writers of one project until the transaction ends (PostgreSQL: a
