@@ -288,3 +288,56 @@ def test_a_token_guards_the_dashboard(tmp_path: Path) -> None:
         assert _get(base + "/api/projects", Cookie=cookie)[0] == 200
     finally:
         _stop(process)
+
+
+MERMAID = "mermaid@11.12.1"  # the renderer GitHub, VS Code and most MCP clients embed
+
+
+@pytest.fixture(scope="session")
+def mermaid_js(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """mermaid.min.js from the npm registry (npm pack: no install, no scripts run)."""
+    folder = tmp_path_factory.mktemp("mermaid")
+    npm = shutil.which("npm")
+    try:
+        if npm is None:
+            raise FileNotFoundError("npm")
+        subprocess.run([npm, "pack", MERMAID, "--silent"], cwd=folder, check=True, capture_output=True, timeout=180)
+        (tarball,) = folder.glob("mermaid-*.tgz")
+        subprocess.run(["tar", "xzf", tarball.name, "package/dist/mermaid.min.js"], cwd=folder, check=True, timeout=60)
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        if IN_CI:
+            pytest.fail(f"could not fetch {MERMAID} with npm: {exc!r}")
+        pytest.skip(f"could not fetch {MERMAID} with npm: {exc!r}")
+    return folder / "package" / "dist" / "mermaid.min.js"
+
+
+def test_mermaid_itself_renders_the_graph_resource(filled: dict[str, Any], browser: Any, mermaid_js: Path) -> None:
+    """The Mermaid resource is checked by Mermaid: its own parser and renderer, in Chromium, draw one node
+    per step with its state's class, and the stale step's cause."""
+
+    async def graph() -> str:
+        async with Client(build_server(Settings(database_url=filled["url"], auto_migrate=False))) as client:
+            found = await client.read_resource(f"pipeline://projects/{filled['project']}/graph")
+            return str(found.contents[0].text)  # type: ignore[union-attr]
+
+    with ThreadPoolExecutor(1) as pool:
+        source = pool.submit(anyio.run, graph).result(timeout=30)
+    page = browser.new_page()
+    page.set_content("<!doctype html><html><body><div id='out'></div></body></html>")
+    page.add_script_tag(path=str(mermaid_js))
+    rendered = page.evaluate(
+        """async (source) => {
+            mermaid.initialize({ startOnLoad: false, securityLevel: "strict" });
+            await mermaid.parse(source);
+            const { svg } = await mermaid.render("pipeline", source);
+            document.getElementById("out").innerHTML = svg;
+            return [...document.querySelectorAll("#out g.node")].map((n) => [n.getAttribute("class"), n.textContent]);
+        }""",
+        source,
+    )
+    states = {step["process_id"]: step["state"] for step in filled["status"]["processes"]}
+    drawn = {next(step for step in states if text.startswith(step)): (cls.split(), text) for cls, text in rendered}
+    assert set(drawn) == set(states), rendered  # one node per step (a node's text starts with its id)
+    for step, state in states.items():
+        assert state in drawn[step][0], (step, drawn[step])
+    assert "cause: outline" in drawn["draft"][1]
