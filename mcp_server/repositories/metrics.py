@@ -203,6 +203,12 @@ class MetricsRepository(Repository):
         for project_id, (units, unpriced) in totals.items():
             await ProjectRepository(self.session).add_spend(project_id, units=units, unpriced_calls=unpriced)
 
+    async def last_logged(self, project_id: uuid.UUID) -> Any:
+        """When the project's newest cost row was written (an index lookup: ix_metrics_project_created)."""
+        return await self.session.scalar(
+            select(func.max(LLMMetrics.created_at)).where(LLMMetrics.project_id == project_id)
+        )
+
     async def project_spend(self, project_id: uuid.UUID) -> tuple[Decimal, int]:
         """Exact sum of the project's priced costs, and how many of its calls are unpriced."""
         row = (

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import OrderedDict
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mcp_server.db.engine import database_key
 from mcp_server.enums import StateName
-from mcp_server.repositories import ExecutionRepository, ProjectRepository, StateRepository
+from mcp_server.repositories import ExecutionRepository, MetricsRepository, ProjectRepository, StateRepository
 from mcp_server.schemas.cost import CostFilters
 from mcp_server.schemas.portable import reply_data
 from mcp_server.services import catalogue as catalogues
@@ -134,9 +136,33 @@ async def timeline(session: AsyncSession, project_id: uuid.UUID, *, page: int = 
     }
 
 
+# The cost view of the last projects shown, by (database, project), with what it was computed from: it is
+# computed again only when a cost was logged (the project's running totals and newest cost row move) or
+# a step changed (what counts as rework moves), not on every poll of an open page.
+_costs: OrderedDict[tuple[str, uuid.UUID], tuple[Any, dict[str, Any]]] = OrderedDict()
+COSTS_KEPT = 64
+
+
 async def cost(session: AsyncSession, project_id: uuid.UUID) -> dict[str, Any]:
     """The project's cost by model and by day (the last MAX_DAYS), with the cost of rework apart: the same
     figures get_cost_summary gives."""
+    found = await ProjectRepository(session).get(project_id, include_deleted=True)
+    changed = (await StateRepository(session).counts([project_id])).get(project_id, {}).get("last")
+    logged = await MetricsRepository(session).last_logged(project_id)
+    basis = None if found is None else (found.spent_usd, found.unpriced_calls, changed, logged)
+    key = (database_key(session), project_id)
+    kept = _costs.get(key)
+    if kept is not None and basis is not None and kept[0] == basis:
+        _costs.move_to_end(key)
+        return kept[1]
+    document = await _cost(session, project_id)
+    _costs[key] = (basis, document)
+    while len(_costs) > COSTS_KEPT:
+        _costs.popitem(last=False)
+    return document
+
+
+async def _cost(session: AsyncSession, project_id: uuid.UUID) -> dict[str, Any]:
     filters = CostFilters(project_id=project_id)
     by_model = await costs.summary(session, filters, ["provider", "model"])
     by_day = await costs.summary(session, filters, ["day"])
