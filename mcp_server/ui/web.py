@@ -54,11 +54,18 @@ def build_app(database: Database, *, token: str | None, allowed_hosts: list[str]
             return Response(status_code=304, headers={"etag": tag})
         return Response(body, media_type="application/json", headers={"etag": tag, "cache-control": "no-cache"})
 
-    def project_id(request: Request) -> uuid.UUID | None:
-        try:
-            return uuid.UUID(request.path_params["project_id"])
-        except ValueError:
-            return None
+    def about_project(reader: Callable[[AsyncSession, uuid.UUID, int], Awaitable[dict[str, Any]]]) -> Any:
+        """A route about one project: 404 unless the path names a project id."""
+
+        async def route(request: Request) -> Response:
+            try:
+                found = uuid.UUID(request.path_params["project_id"])
+            except ValueError:
+                return JSONResponse({"error": "not_found", "detail": "not a project id"}, status_code=404)
+            page = _page(request)
+            return await read(request, lambda session: reader(session, found, page))
+
+        return route
 
     async def index(_: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
@@ -66,24 +73,6 @@ def build_app(database: Database, *, token: str | None, allowed_hosts: list[str]
     async def projects(request: Request) -> Response:
         page = _page(request)
         return await read(request, lambda session: data.projects(session, page=page))
-
-    async def project(request: Request) -> Response:
-        found = project_id(request)
-        if found is None:
-            return JSONResponse({"error": "not_found", "detail": "not a project id"}, status_code=404)
-        return await read(request, lambda session: data.project(session, found))
-
-    async def timeline(request: Request) -> Response:
-        found, page = project_id(request), _page(request)
-        if found is None:
-            return JSONResponse({"error": "not_found", "detail": "not a project id"}, status_code=404)
-        return await read(request, lambda session: data.timeline(session, found, page=page))
-
-    async def cost(request: Request) -> Response:
-        found = project_id(request)
-        if found is None:
-            return JSONResponse({"error": "not_found", "detail": "not a project id"}, status_code=404)
-        return await read(request, lambda session: data.cost(session, found))
 
     async def login(request: Request) -> Response:
         if request.method == "GET":
@@ -111,9 +100,9 @@ def build_app(database: Database, *, token: str | None, allowed_hosts: list[str]
             Route("/", index),
             Route("/login", login, methods=["GET", "POST"]),
             Route("/api/projects", projects),
-            Route("/api/projects/{project_id}", project),
-            Route("/api/projects/{project_id}/executions", timeline),
-            Route("/api/projects/{project_id}/cost", cost),
+            Route("/api/projects/{project_id}", about_project(lambda s, p, _: data.project(s, p))),
+            Route("/api/projects/{project_id}/executions", about_project(lambda s, p, n: data.timeline(s, p, page=n))),
+            Route("/api/projects/{project_id}/cost", about_project(lambda s, p, _: data.cost(s, p))),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
         middleware=middleware,
