@@ -225,6 +225,16 @@ def _metric(
     }
 
 
+def _catalogue_token(conn: sqlite3.Connection, rng: random.Random) -> None:
+    """A change token for the seeded catalogue, as every writer of definitions gives one (the servers keep
+    a catalogue in memory only while its token holds: mcp_server/services/catalogue.py)."""
+    conn.execute(
+        "INSERT INTO revisions (name, token) VALUES ('catalogue:default', ?) "
+        "ON CONFLICT (name) DO UPDATE SET token = excluded.token",
+        (f"{rng.getrandbits(128):032x}",),
+    )
+
+
 def seed_metrics(
     path: Path, *, rows: int, projects: int = 200, processes: int = 10, days: int = 90, seed: int = 7
 ) -> dict[str, int]:
@@ -239,6 +249,7 @@ def seed_metrics(
         _insert(conn, "projects", iter(project_rows))
         chain = [(f"p{i:03d}", [f"p{i - 1:03d}"] if i else []) for i in range(processes)]
         _insert(conn, "process_definitions", (_definition(pid, i, deps, EPOCH) for i, (pid, deps) in enumerate(chain)))
+        _catalogue_token(conn, rng)
         project_ids = [p["id"] for p in project_rows]
         process_ids = [pid for pid, _ in chain]
         executions: list[tuple[str, str, str, datetime]] = []
@@ -315,6 +326,7 @@ def seed_status(path: Path, *, processes: int, executions: int, seed: int = 11) 
         _insert(conn, "projects", iter([project]))
         dag = _dag(rng, processes)
         _insert(conn, "process_definitions", (_definition(pid, i, deps, EPOCH) for i, (pid, deps) in enumerate(dag)))
+        _catalogue_token(conn, rng)
         latest: dict[str, tuple[str, datetime]] = {}
         done: list[tuple[str, str, datetime]] = []
 
