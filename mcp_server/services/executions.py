@@ -176,7 +176,8 @@ async def start(
         "force": force,
         "reserve_usd": None if reserve_usd is None else str(reserve_usd),
     }
-    args_hash = request_hash("start_execution", args)
+    # Only a keyed call is ever compared with an earlier one.
+    args_hash = request_hash("start_execution", args) if idempotency_key else ""
     pipeline = await pipeline_state.load(session, project_id, lock=True, around=process_id)
     if (replayed := await _replay(session, idempotency_key, args_hash)) is not None:
         return StartReply.model_validate(replayed)
@@ -247,7 +248,7 @@ async def record(
         "expected_version": expected_version,
         "force": force,
     }
-    args_hash = request_hash("record_execution", args)
+    args_hash = request_hash("record_execution", args) if idempotency_key else ""
     # Worked out before the first statement, which takes the write lock: hashing and pricing hold nobody.
     output_hash = json_hash(output_data)
     quoted = costs.quote(usage) if usage is not None else None
@@ -357,8 +358,8 @@ async def record(
         cost = {key: value for key, value in reply_data(logged).items() if key in _COST_KEPT}
         if logged.priced:
             cost.pop("note", None)  # only why a cost is missing is news
-        status = await costs.budget_status(session, project_id, added=logged.cost_usd)
-        budget = None if status is None else budget_data(status)
+        # The project row loaded under the lock, its totals just moved by the cost logged (ProjectRepository._sync).
+        budget = budget_data(costs.status_of(pipeline.project, added=logged.cost_usd))
 
     reply = RecordReply(
         execution=_finished_ref(execution),
