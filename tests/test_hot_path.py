@@ -18,6 +18,7 @@ from mcp_server.db.engine import Database
 from mcp_server.db.migrate import upgrade_to_head
 from mcp_server.repositories import PriceRepository
 from mcp_server.server import build_server
+from mcp_server.services.kept import Kept
 from mcp_server.settings import Settings
 from tests.helpers import call_ok
 
@@ -157,3 +158,15 @@ async def test_a_large_read_streams_past_the_first_rows(tmp_path: Path) -> None:
             assert pieces == [700, 700, 700, 400]
     finally:
         await database.dispose()
+
+
+def test_kept_copies_are_used_only_on_the_same_basis() -> None:
+    kept: Kept[str, int | None] = Kept(2)
+    kept.put("a", "t1", None)
+    assert kept.get("a", "t1") == (None,)  # a kept None is a hit
+    assert kept.get("a", "t2") is None and kept.get("a", None) is None
+    kept.put("b", None, 1)  # no basis: never kept
+    assert kept.get("b", None) is None
+    kept.put("b", "t", 2)
+    kept.put("c", "t", 3)  # over size: the least recently used ("a") goes
+    assert kept.get("a", "t1") is None and kept.get("b", "t") == (2,) and kept.get("c", "t") == (3,)

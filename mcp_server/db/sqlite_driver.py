@@ -79,7 +79,7 @@ class OneHopCursor:
         except BaseException:
             cursor.close()
             raise
-        connection._track_write_lock(sql)
+        connection._track_write_lock()
         self.description = cursor.description
         self.rowcount = cursor.rowcount
         self.lastrowid = cursor.lastrowid
@@ -316,13 +316,12 @@ class OneHopConnection(aiosqlite.Connection):
         self._holds_write_lock = True
         return True
 
-    def _track_write_lock(self, sql: str) -> None:
-        """After a statement: whether the connection now holds the write lock until its transaction ends."""
+    def _track_write_lock(self) -> None:
+        """After a statement: a transaction that ended (COMMIT or ROLLBACK as SQL) holds the write lock no
+        more (begin_write is what takes it)."""
         if not self._conn.in_transaction:
             self._holds_write_lock = False
             self._release_gate()
-        elif _is_write_begin(sql):
-            self._holds_write_lock = True
 
     async def commit(self) -> None:
         """Inline when this transaction holds the write lock (appending to the WAL waits on nobody), then,

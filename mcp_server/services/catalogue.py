@@ -9,7 +9,6 @@ steps and each step's JSON schemas (read when first needed) are computed once pe
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +18,7 @@ from mcp_server.db.engine import database_key
 from mcp_server.repositories import ProcessDefinitionRepository
 from mcp_server.repositories.processes import Node
 from mcp_server.services import dag
+from mcp_server.services.kept import Kept
 
 # Pipelines kept per server process; a pipeline read again after eviction costs one catalogue read.
 KEPT = 32
@@ -73,7 +73,7 @@ class Catalogue:
         return found
 
 
-_kept: OrderedDict[tuple[str, str], Catalogue] = OrderedDict()
+_kept: Kept[tuple[str, str], Catalogue] = Kept(KEPT)
 
 
 async def load(session: AsyncSession, pipeline_id: str, token: str | None) -> Catalogue:
@@ -81,14 +81,8 @@ async def load(session: AsyncSession, pipeline_id: str, token: str | None) -> Ca
     the same, otherwise read now and kept. A pipeline without a token (never defined since the token
     was introduced) is read every time."""
     key = (database_key(session), pipeline_id)
-    kept = _kept.get(key)
-    if kept is not None and token is not None and kept.token == token:
-        _kept.move_to_end(key)
-        return kept
+    if (kept := _kept.get(key, token)) is not None:
+        return kept[0]
     catalogue = Catalogue.of(pipeline_id, token, await ProcessDefinitionRepository(session).list_nodes(pipeline_id))
-    if token is not None:
-        _kept[key] = catalogue
-        _kept.move_to_end(key)
-        while len(_kept) > KEPT:
-            _kept.popitem(last=False)
+    _kept.put(key, token, catalogue)
     return catalogue

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -35,6 +34,7 @@ from mcp_server.schemas.cost import (
 )
 from mcp_server.services import pricing
 from mcp_server.services.idempotency import check_replay, request_hash
+from mcp_server.services.kept import Kept
 from mcp_server.services.projects import load_project
 
 MAX_GROUPS = 1000
@@ -129,8 +129,7 @@ def _row_fields(
 
 
 # The team's own prices this server has looked up: (database, provider, model) -> (prices token, price).
-_custom_prices: OrderedDict[tuple[str, str, str], tuple[str, pricing.CustomPrice | None]] = OrderedDict()
-PRICES_KEPT = 256
+_custom_prices: Kept[tuple[str, str, str], pricing.CustomPrice | None] = Kept(256)
 
 
 async def _custom_price(
@@ -139,9 +138,8 @@ async def _custom_price(
     """The team's own price of the model, if any: looked up once per change of the prices (``token``, read
     in this transaction), or every time without one."""
     key = (database_key(session), provider, model)
-    kept = _custom_prices.get(key)
-    if kept is not None and token is not None and kept[0] == token:
-        return kept[1]
+    if (kept := _custom_prices.get(key, token)) is not None:
+        return kept[0]
     found = await PriceRepository(session).get(provider, model)
     price = (
         None
@@ -150,11 +148,7 @@ async def _custom_price(
             found.input_per_mtok, found.output_per_mtok, found.cache_read_per_mtok, found.cache_write_per_mtok
         )
     )
-    if token is not None:
-        _custom_prices[key] = (token, price)
-        _custom_prices.move_to_end(key)
-        while len(_custom_prices) > PRICES_KEPT:
-            _custom_prices.popitem(last=False)
+    _custom_prices.put(key, token, price)
     return price
 
 

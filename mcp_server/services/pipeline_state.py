@@ -19,6 +19,7 @@ from mcp_server.schemas.pipeline import InvalidatedOut
 from mcp_server.services import catalogue as catalogues
 from mcp_server.services import rules
 from mcp_server.services.catalogue import Catalogue
+from mcp_server.services.projects import project_not_found
 from mcp_server.services.rules import State
 
 # What start_execution and get_process_state hand over of the dependencies' outputs, in all.
@@ -116,10 +117,7 @@ async def load(
     locked_pipeline = await StateRepository(session).lock_project_and_catalogue(project_id) if lock else None
     found = await ProjectRepository(session).get_with_tokens(project_id, include_deleted=include_deleted)
     if found is None:
-        raise NotFound(
-            f"project {project_id} does not exist" + ("" if include_deleted else " or is deleted"),
-            hint="Call list_projects to find valid ids (include_deleted=true shows deleted ones)",
-        )
+        raise project_not_found(project_id, include_deleted=include_deleted)
     project, token, prices_token = found
     if locked_pipeline is not None and locked_pipeline != project.pipeline_id:
         raise Conflict(f"project {project_id} moved to another pipeline while this call ran", hint="Retry the call")

@@ -18,11 +18,15 @@ from mcp_server.schemas.project import ProjectOut, ProjectPage
 async def load_project(session: AsyncSession, project_id: uuid.UUID, *, include_deleted: bool = False) -> Project:
     project = await ProjectRepository(session).get(project_id, include_deleted=include_deleted)
     if project is None:
-        raise NotFound(
-            f"project {project_id} does not exist" + ("" if include_deleted else " or is deleted"),
-            hint="Call list_projects to find valid ids (include_deleted=true shows deleted ones)",
-        )
+        raise project_not_found(project_id, include_deleted=include_deleted)
     return project
+
+
+def project_not_found(project_id: uuid.UUID, *, include_deleted: bool) -> NotFound:
+    return NotFound(
+        f"project {project_id} does not exist" + ("" if include_deleted else " or is deleted"),
+        hint="Call list_projects to find valid ids (include_deleted=true shows deleted ones)",
+    )
 
 
 async def create(

@@ -43,11 +43,12 @@ async def pipeline_status(
     state: str | None = None,
     page: int = 1,
     page_size: int | None = DEFAULT_STATUS_PAGE,
+    loaded: pipeline_state.ProjectPipeline | None = None,
 ) -> PipelineStatus:
     """Counts per state, the steps that can run next and the cost, with one page of step rows (those in
     ``state`` when given; every row when ``page_size`` is None, for the CLI). Cost follows processes,
-    not history."""
-    pipeline = await pipeline_state.load(session, project_id, lock=False)
+    not history. ``loaded``: the project's pipeline, when the caller has read it in this transaction."""
+    pipeline = loaded or await pipeline_state.load(session, project_id, lock=False)
     graph, states = pipeline.graph, pipeline.states()
     processes: list[ProcessStatus] = []
     counts = dict.fromkeys((s.value for s in State), 0)

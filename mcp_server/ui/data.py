@@ -5,18 +5,24 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections import OrderedDict
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mcp_server.db.engine import database_key
 from mcp_server.enums import StateName
-from mcp_server.repositories import ExecutionRepository, MetricsRepository, ProjectRepository, StateRepository
+from mcp_server.models import ProjectStatus
+from mcp_server.repositories import (
+    ExecutionRepository,
+    MetricsRepository,
+    ProcessDefinitionRepository,
+    ProjectRepository,
+    StateRepository,
+)
 from mcp_server.schemas.cost import CostFilters
 from mcp_server.schemas.portable import reply_data
-from mcp_server.services import catalogue as catalogues
 from mcp_server.services import costs, pipeline_state, status
+from mcp_server.services.kept import Kept
 
 PREVIEW_CHARS = 160  # of a step's current output
 TIMELINE_PAGE = 50
@@ -38,21 +44,24 @@ async def projects(session: AsyncSession, *, page: int = 1, page_size: int = 50)
     """A page of projects (newest first): pipeline, steps by state, budget, last activity."""
     listed = await ProjectRepository(session).list(page=page, page_size=page_size)
     counted = await StateRepository(session).counts([project.id for project in listed.items])
+    steps = {
+        pipeline_id: processes
+        for pipeline_id, (processes, _) in (await ProcessDefinitionRepository(session).pipelines()).items()
+    }
     rows = []
     for project in listed.items:
-        catalogue = await catalogues.load(session, project.pipeline_id, None)
         found = counted.get(project.id, {"counts": {}, "last": None})
         counts = {state.value: found["counts"].get(state.value, 0) for state in StateName}
-        counts[StateName.EMPTY.value] += max(len(catalogue.nodes) - sum(found["counts"].values()), 0)
+        counts[StateName.EMPTY.value] += max(steps.get(project.pipeline_id, 0) - sum(found["counts"].values()), 0)
         budget = costs.status_of(project)
         last = found["last"] or project.updated_at or project.created_at
         rows.append(
             {
                 "id": str(project.id),
                 "name": project.name,
-                "status": str(project.status.value if hasattr(project.status, "value") else project.status),
+                "status": ProjectStatus(project.status).value,
                 "pipeline_id": project.pipeline_id,
-                "steps": len(catalogue.nodes),
+                "steps": steps.get(project.pipeline_id, 0),
                 "counts": counts,
                 "budget_usd": _money(budget.budget_usd),
                 "spent_usd": _money(budget.spent_usd),
@@ -75,8 +84,8 @@ def _layers(graph: dict[str, list[str]], order: list[str]) -> dict[str, int]:
 
 async def project(session: AsyncSession, project_id: uuid.UUID) -> dict[str, Any]:
     """One project: its pipeline as layers of steps with states, causes and current outputs; counts; budget."""
-    snapshot = await status.pipeline_status(session, project_id, page_size=None)
     pipeline = await pipeline_state.load(session, project_id, lock=False)
+    snapshot = await status.pipeline_status(session, project_id, page_size=None, loaded=pipeline)
     layers = _layers(pipeline.graph, pipeline.order)
     current = {pid: row.current_execution_id for pid, row in pipeline.rows.items() if row.current_execution_id}
     executions = ExecutionRepository(session)
@@ -139,8 +148,7 @@ async def timeline(session: AsyncSession, project_id: uuid.UUID, *, page: int = 
 # The cost view of the last projects shown, by (database, project), with what it was computed from: it is
 # computed again only when a cost was logged (the project's running totals and newest cost row move) or
 # a step changed (what counts as rework moves), not on every poll of an open page.
-_costs: OrderedDict[tuple[str, uuid.UUID], tuple[Any, dict[str, Any]]] = OrderedDict()
-COSTS_KEPT = 64
+_costs: Kept[tuple[str, uuid.UUID], dict[str, Any]] = Kept(64)
 
 
 async def cost(session: AsyncSession, project_id: uuid.UUID) -> dict[str, Any]:
@@ -151,14 +159,10 @@ async def cost(session: AsyncSession, project_id: uuid.UUID) -> dict[str, Any]:
     logged = await MetricsRepository(session).last_logged(project_id)
     basis = None if found is None else (found.spent_usd, found.unpriced_calls, changed, logged)
     key = (database_key(session), project_id)
-    kept = _costs.get(key)
-    if kept is not None and basis is not None and kept[0] == basis:
-        _costs.move_to_end(key)
-        return kept[1]
+    if (kept := _costs.get(key, basis)) is not None:
+        return kept[0]
     document = await _cost(session, project_id)
-    _costs[key] = (basis, document)
-    while len(_costs) > COSTS_KEPT:
-        _costs.popitem(last=False)
+    _costs.put(key, basis, document)
     return document
 
 
