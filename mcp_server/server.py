@@ -100,12 +100,6 @@ def _unlogged_usage(arguments: dict[str, Any]) -> str:
     return f". The `usage` was NOT logged; to log it, call report_cost with {text}"
 
 
-def _is_integrity_race(exc: BaseException) -> bool:
-    from sqlalchemy.exc import IntegrityError
-
-    return isinstance(exc, IntegrityError)
-
-
 def _is_busy(exc: BaseException) -> bool:
     """Contention, not a fault: the pool had no free connection in time, or SQLite's write lock stayed taken
     past busy_timeout."""
@@ -235,14 +229,6 @@ class PipelineStateServer(MCPServer[App]):
             cause = exc.__cause__
             if isinstance(cause, DomainError):
                 raise ToolError(f"{prefix}: {cause.render()}{_unlogged_usage(arguments)}") from cause
-            if cause is not None and _is_integrity_race(cause):
-                # Two calls raced past each other's checks (the same idempotency key at once, a step
-                # deleted while an execution of it was being written): the database kept the rule.
-                self.incidents.warning("race", f"concurrent change refused by the database: {type(cause).__name__}")
-                raise ToolError(
-                    f"{prefix}: conflict: a concurrent call changed the same data first; nothing was written. "
-                    "Re-read it (get_process_state, get_execution) and retry"
-                ) from None
             if cause is not None and _is_busy(cause):
                 self.incidents.warning("busy", f"overloaded: {type(cause).__name__} waiting for the database")
                 raise ToolError(f"{prefix}: {BUSY}") from None

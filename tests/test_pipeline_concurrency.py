@@ -192,3 +192,36 @@ async def test_a_redefinition_racing_records_is_seen_by_the_next_record(settings
         )
         assert refused.is_error and "schema_violation" in refused.content[0].text  # type: ignore[union-attr]
         await call_ok(writer, "record_execution", project_id=project, process_id="shaped", output_data={"answer": 1})
+
+
+async def test_one_idempotency_key_raced_from_many_servers_ends_ok_once_and_conflict_otherwise(
+    settings: Settings, client: Client, db: Database
+) -> None:
+    """Four servers record at once with one idempotency key, each for its own project (so no project lock
+    orders them): one call is stored; every other one ends as `conflict` (the key is taken, by another
+    call's arguments), never `internal`, and writes nothing."""
+    await call_ok(client, "define_process", process_id="s", name="S")
+    projects = [(await call_ok(client, "create_project", name=f"p{n}"))["id"] for n in range(4)]
+    async with AsyncExitStack() as stack:
+        servers = [await stack.enter_async_context(Client(build_server(settings))) for _ in range(4)]
+        for round_ in range(8):
+            key = f"shared-{round_}"
+            texts = await _race(
+                *(
+                    (
+                        server,
+                        "record_execution",
+                        {"project_id": project, "process_id": "s", "output_data": {"n": n}, "idempotency_key": key},
+                    )
+                    for n, (server, project) in enumerate(zip(servers, projects, strict=True))
+                )
+            )
+            assert texts.count("ok") == 1, texts
+            assert all(text == "ok" or "conflict" in text for text in texts), texts
+            async with db.unit_of_work(write=False) as session:
+                stored = await session.scalar(
+                    select(func.count()).select_from(ProcessExecution).where(ProcessExecution.idempotency_key == key)
+                )
+            assert stored == 1
+    async with db.unit_of_work(write=False) as session:
+        assert await session.scalar(select(func.count()).select_from(ProcessExecution)) == 8

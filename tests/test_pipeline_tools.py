@@ -56,7 +56,9 @@ async def test_list_is_topological_and_define_replaces(client: Client) -> None:
     paged = await call_ok(client, "list_processes", page=2, page_size=2)
     assert [p["id"] for p in paged["items"]] == ["y"] and paged["has_more"] is False
     replaced = await call_ok(client, "define_process", process_id="y", name="Y2", depends_on=[])
-    assert replaced["created"] is False and replaced["process"]["name"] == "Y2"
+    assert replaced["process_id"] == "y" and replaced["created"] is False
+    assert replaced["changed"] == ["name", "depends_on"] and replaced["stale_states"] == 0
+    assert [p["name"] for p in (await call_ok(client, "list_processes"))["items"] if p["id"] == "y"] == ["Y2"]
 
 
 async def test_delete_process_refused_while_dependents_or_executions_exist(client: Client) -> None:

@@ -2,10 +2,12 @@
 
 import uuid
 
+import anyio
 import pytest
 
 from mcp_server.db.engine import Database
 from mcp_server.db.types import utcnow
+from mcp_server.errors import Conflict
 from mcp_server.models import ProjectStatus, StateName
 from mcp_server.repositories import (
     ExecutionRepository,
@@ -15,6 +17,7 @@ from mcp_server.repositories import (
     StateRepository,
 )
 from mcp_server.repositories.states import StateChange
+from tests.helpers import table_counts
 
 pytestmark = pytest.mark.anyio
 
@@ -135,3 +138,40 @@ async def test_prompt_versions_latest_and_listing(db: Database) -> None:
         page = await prompts.list_versions("summarise", page=1, page_size=2)
         assert [p.version for p in page.items] == [3, 2] and page.total == 3
         assert [(p.prompt_id, p.version) for p in await prompts.latest_of_each()] == [("other", 1), ("summarise", 3)]
+
+
+async def test_a_write_beaten_by_a_concurrent_call_is_a_conflict_where_it_arises(db: Database) -> None:
+    """Locks keep these races out of the tools; should one slip through, the repository that wrote says
+    `conflict`, naming what, and the unit of work writes nothing. Two transactions run at once: the second
+    takes the key the first holds, and fails once the first commits."""
+    first_holds = anyio.Event()
+
+    async def first() -> None:
+        async with db.unit_of_work() as session:
+            await PromptRepository(session).create(prompt_id="raced", version=1, user_template="a", content_hash="a")
+            first_holds.set()
+            await anyio.sleep(0.3)  # the second is waiting for this transaction meanwhile
+
+    async def second() -> None:
+        await first_holds.wait()
+        with pytest.raises(Conflict, match="version 1 of prompt 'raced': a concurrent call took the same key first"):
+            async with db.unit_of_work() as session:
+                await PromptRepository(session).create(
+                    prompt_id="raced", version=1, user_template="b", content_hash="b"
+                )
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            group.start_soon(first)
+            group.start_soon(second)
+    async with db.unit_of_work(write=False) as session:
+        stored = await PromptRepository(session).list_versions("raced", page=1, page_size=10)
+        assert [(p.version, p.user_template) for p in stored.items] == [(1, "a")]
+
+    # A row that refers to a project no one committed (deleted meanwhile, say) is a conflict too.
+    change = StateChange(StateName.RUNNING, utcnow())
+    before = await table_counts(db)
+    with pytest.raises(Conflict, match="the state of step 'x': a concurrent call changed what it refers to first"):
+        async with db.unit_of_work() as session:
+            await StateRepository(session).create(uuid.uuid4(), "x", change)
+    assert await table_counts(db) == before

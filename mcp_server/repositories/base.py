@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from sqlalchemy import Insert, Select, Table, func, insert, inspect, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
 from mcp_server.db.base import Base
+from mcp_server.errors import Conflict
 
 T = TypeVar("T")
 M = TypeVar("M", bound=Base)
@@ -26,6 +31,41 @@ class Page(Generic[T]):
     @property
     def has_more(self) -> bool:
         return self.page * self.page_size < self.total
+
+
+# The constraints a concurrent call can trip without any bug: it took the same unique key first, or removed
+# (or had not yet committed) the row this one refers to. SQLite's extended result codes; PostgreSQL's SQLSTATEs.
+_RACE_CODES: dict[Any, Literal["unique", "reference"]] = {
+    sqlite3.SQLITE_CONSTRAINT_UNIQUE: "unique",
+    sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY: "unique",
+    sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY: "reference",
+    "23505": "unique",  # unique_violation
+    "23503": "reference",  # foreign_key_violation
+}
+
+
+def race_kind(exc: IntegrityError) -> Literal["unique", "reference"] | None:
+    """What an integrity error says about a concurrent call; None for a violation no race explains (a
+    NOT NULL or CHECK failure is a bug, and stays one)."""
+    orig = exc.orig
+    code = getattr(orig, "sqlite_errorcode", None)
+    if code is None:
+        code = getattr(orig, "sqlstate", None)
+    return _RACE_CODES.get(code)
+
+
+@asynccontextmanager
+async def raced(what: str, *, hint: str) -> AsyncIterator[None]:
+    """Around a write that a concurrent call can beat: the database keeps the rule, and the caller gets a
+    `conflict` naming ``what`` (the unit of work then rolls back, so nothing is written)."""
+    try:
+        yield
+    except IntegrityError as exc:
+        kind = race_kind(exc)
+        if kind is None:
+            raise
+        why = "took the same key first" if kind == "unique" else "changed what it refers to first"
+        raise Conflict(f"{what}: a concurrent call {why}; nothing was written", hint=hint) from exc
 
 
 class Repository:

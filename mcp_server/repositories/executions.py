@@ -4,12 +4,41 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from typing import Any
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import select
 
 from mcp_server.models import ProcessExecution
-from mcp_server.repositories.base import Page, Repository
+from mcp_server.repositories.base import Page, Repository, raced
+
+
+class ExecutionChange(TypedDict, total=False):
+    """What finishing or failing an execution sets."""
+
+    status: str
+    prompt_version_id: uuid.UUID | None
+    output_data: Any
+    output_hash: str | None
+    reasoning: str | None
+    missing_info: Any
+    error_message: str
+    completed_at: datetime
+    idempotency_key: str | None
+    request_hash: str | None
+    updated_by: str | None
+
+
+class NewExecution(ExecutionChange, total=False):
+    """An execution as start_execution or a one-call record_execution writes it."""
+
+    project_id: uuid.UUID
+    process_id: str
+    input_data: Any
+    reserved_usd: Decimal | None
+    started_at: datetime
+    created_by: str | None
 
 
 class ExecutionRepository(Repository):
@@ -63,10 +92,15 @@ class ExecutionRepository(Repository):
         query = query.order_by(ProcessExecution.created_at.desc(), ProcessExecution.id.desc())
         return await self._page(query, page=page, page_size=page_size)
 
-    async def create(self, **fields: Any) -> ProcessExecution:
-        return await self._insert(ProcessExecution, fields)
+    async def create(self, **fields: Unpack[NewExecution]) -> ProcessExecution:
+        async with raced(
+            f"an execution of step {fields.get('process_id')!r}",
+            hint="Re-read the step with get_process_state and retry; a retry with the same idempotency_key "
+            "returns the first call's reply",
+        ):
+            return await self._insert(ProcessExecution, dict(fields))
 
-    async def update(self, execution: ProcessExecution, **fields: Any) -> ProcessExecution:
+    async def update(self, execution: ProcessExecution, **fields: Unpack[ExecutionChange]) -> ProcessExecution:
         for key, value in fields.items():
             setattr(execution, key, value)
         await self.session.flush()

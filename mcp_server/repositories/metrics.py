@@ -39,7 +39,7 @@ from mcp_server.models import (
     PromptVersion,
     StateName,
 )
-from mcp_server.repositories.base import Repository
+from mcp_server.repositories.base import Repository, raced
 from mcp_server.repositories.projects import ProjectRepository
 
 
@@ -156,7 +156,11 @@ class MetricsRepository(Repository):
         return (await self.session.scalars(select(LLMMetrics).where(LLMMetrics.idempotency_key == key))).first()
 
     async def create(self, **fields: Any) -> LLMMetrics:
-        metric = await self._insert(LLMMetrics, fields)
+        async with raced(
+            "the cost row",
+            hint="Retry the call; with the same idempotency_key the retry returns the first call's reply",
+        ):
+            metric = await self._insert(LLMMetrics, fields)
         await self._account([metric])
         return metric
 
@@ -176,11 +180,10 @@ class MetricsRepository(Repository):
         await self._account([metric])
         return metric, True
 
-    async def update(self, metric: LLMMetrics, **fields: Any) -> LLMMetrics:
-        for key, value in fields.items():
-            setattr(metric, key, value)
+    async def keep_reply(self, metric: LLMMetrics, reply: dict[str, Any]) -> None:
+        """Store the reply a keyed report gave, for its repeats to return."""
+        metric.reply = reply
         await self.session.flush()
-        return metric
 
     async def insert_many(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Bulk insert of complete rows (one executemany), for imports and fixtures."""

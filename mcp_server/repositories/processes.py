@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypedDict, Unpack
 
 from sqlalchemy import delete, exists, func, select, text
 
 from mcp_server.models import ProcessDefinition, ProcessExecution, ProcessState, Project
-from mcp_server.repositories.base import Repository
+from mcp_server.repositories.base import Repository, raced
 from mcp_server.repositories.states import catalogue_lock_key
 
 
@@ -20,6 +20,17 @@ class Node(NamedTuple):
     depends_on: list[str]
     input_schema: dict[str, Any] | None = None
     output_schema: dict[str, Any] | None = None
+
+
+class DefinitionChange(TypedDict, total=False):
+    """What redefining a process sets: every field of its definition."""
+
+    name: str
+    depends_on: list[str]
+    order_index: int
+    description: str | None
+    input_schema: dict[str, Any] | None
+    output_schema: dict[str, Any] | None
 
 
 class ProcessDefinitionRepository(Repository):
@@ -92,13 +103,20 @@ class ProcessDefinitionRepository(Repository):
 
     async def create(self, **fields: Any) -> ProcessDefinition:
         definition = ProcessDefinition(**fields)
-        self.session.add(definition)
-        await self.session.flush()
+        async with raced(
+            f"process {definition.id!r} of pipeline {definition.pipeline_id!r}",
+            hint="Re-read the pipeline with list_processes and retry",
+        ):
+            self.session.add(definition)
+            await self.session.flush()
         return definition
 
-    async def update(self, definition: ProcessDefinition, **fields: Any) -> ProcessDefinition:
+    async def update(
+        self, definition: ProcessDefinition, *, updated_by: str | None, **fields: Unpack[DefinitionChange]
+    ) -> ProcessDefinition:
         for key, value in fields.items():
             setattr(definition, key, value)
+        definition.updated_by = updated_by
         await self.session.flush()
         return definition
 

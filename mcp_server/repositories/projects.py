@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, cast
+from decimal import Decimal
+from typing import Any, TypedDict, Unpack, cast
 
 from sqlalchemy import BigInteger, Table, bindparam, exists, literal, or_, select, type_coerce, update
 from sqlalchemy.orm.attributes import set_committed_value
@@ -41,6 +42,19 @@ _WITH_TOKENS = select(
     .label("catalogue_token"),
     token_of(PRICES).label("prices_token"),
 ).where(Project.id == bindparam("project_id"))
+
+
+class ProjectChange(TypedDict, total=False):
+    """What update_project (and the start of a project's first execution) can set."""
+
+    name: str
+    description: str | None
+    status: ProjectStatus
+    metadata_: dict[str, Any]
+    budget_usd: Decimal | None
+    budget_policy: str
+    pipeline_id: str
+    updated_by: str | None
 
 
 class ProjectRepository(Repository):
@@ -86,7 +100,7 @@ class ProjectRepository(Repository):
         await self.session.flush()
         return project
 
-    async def update(self, project: Project, **fields: Any) -> Project:
+    async def update(self, project: Project, **fields: Unpack[ProjectChange]) -> Project:
         for key, value in fields.items():
             setattr(project, key, value)
         project.updated_at = utcnow()

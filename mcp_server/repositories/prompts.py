@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 
 from mcp_server.models import PromptVersion
-from mcp_server.repositories.base import Page, Repository
+from mcp_server.repositories.base import Page, Repository, raced
 
 
 class PromptRepository(Repository):
@@ -57,6 +57,10 @@ class PromptRepository(Repository):
 
     async def create(self, **fields: Any) -> PromptVersion:
         version = PromptVersion(**fields)
-        self.session.add(version)
-        await self.session.flush()
+        async with raced(
+            f"version {version.version} of prompt {version.prompt_id!r}",
+            hint="Retry save_prompt_version: it takes the next version, or returns the latest when identical",
+        ):
+            self.session.add(version)
+            await self.session.flush()
         return version

@@ -14,7 +14,7 @@ from sqlalchemy import Table, Update, bindparam, func, insert, select, text, upd
 from mcp_server.db.types import GUID
 from mcp_server.enums import StateName
 from mcp_server.models import ProcessExecution, ProcessState
-from mcp_server.repositories.base import Repository
+from mcp_server.repositories.base import Repository, raced
 
 
 @dataclass(slots=True)
@@ -135,7 +135,8 @@ class StateRepository(Repository):
         """The first row of a step in a project (version 1)."""
         row = StateRow(uuid.uuid4(), project_id, process_id, change.state.value, 0, None, None, None, None, change.at)
         change.apply_to(row)
-        await self.session.execute(_CREATE, {name: getattr(row, name) for name in ROW_COLUMNS})
+        async with raced(f"the state of step {process_id!r}", hint="Re-read it with get_process_state and retry"):
+            await self.session.execute(_CREATE, {name: getattr(row, name) for name in ROW_COLUMNS})
         return row
 
     async def compare_and_set(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from pydantic import (
     AfterValidator,
@@ -113,8 +113,25 @@ class Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+class Paged(Protocol):
+    @property
+    def total(self) -> int: ...
+
+    @property
+    def page(self) -> int: ...
+
+    @property
+    def has_more(self) -> bool: ...
+
+
 class PageInfo(Out):
+    """The paging envelope of every reply that pages: how many match, which page this is, whether more follow."""
+
     total: int
     page: int
-    page_size: int
     has_more: bool
+
+
+def envelope(result: Paged) -> dict[str, Any]:
+    """A repository page's envelope, as the reply models take it."""
+    return {"total": result.total, "page": result.page, "has_more": result.has_more}

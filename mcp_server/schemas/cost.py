@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints, ValidationError, model_validator
 
-from mcp_server.enums import CostSource
+from mcp_server.enums import BudgetPolicy, CostSource
 from mcp_server.errors import InvalidArgument
 from mcp_server.schemas.common import DecimalOut, NoNul, Out, Usd
 
@@ -137,15 +137,26 @@ class CostRecord(Out):
         return cls(**fields, priced=row.cost_usd is not None, note=_note(row.cost_source, row.provider, row.model))
 
 
+class LoggedCost(BaseModel):
+    """What a record reply says of the usage it logged: the agent sent the tokens, so only what it did not
+    know comes back (the note only when the cost is missing)."""
+
+    id: uuid.UUID
+    cost_usd: DecimalOut | None = None
+    cost_source: CostSource
+    note: str | None = None
+
+
 class BudgetStatus(BaseModel):
-    project_id: uuid.UUID
-    budget_usd: DecimalOut | None = Field(description="Absent: no budget.")
-    policy: str = Field(description="warn, or block: starts that would pass the budget are refused.")
+    """A project's budget as every reply about a project carries it (the reply names the project)."""
+
+    budget_usd: DecimalOut | None = None
+    policy: BudgetPolicy
     spent_usd: DecimalOut
     reserved_usd: DecimalOut = Field(description="Held by running executions.")
     remaining_usd: DecimalOut | None = Field(description="budget - spent - reserved.")
     exceeded: bool
-    crossed: int | None = Field(None, description="Percent of the budget (50, 80, 100) this call crossed.")
+    crossed: int | None = Field(None, description="Percent (50, 80, 100) this call crossed.")
     unpriced_calls: int = Field(description="Not in spent_usd.")
     note: str | None = None
 
@@ -193,7 +204,7 @@ class CostGroup(CostFigures):
 
 
 class CostSummary(BaseModel):
-    filters: CostFilters
+    # The filters the agent sent are not echoed back; the grouping is, as the key of every row.
     group_by: list[GroupKey]
     totals: CostGroup = Field(description="Every matching call (no keys).")
     groups: list[CostGroup] = Field(description="One row per group, ordered by the keys.")

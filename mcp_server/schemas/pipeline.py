@@ -8,7 +8,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mcp_server.enums import ExecutionStatus, StateName
 from mcp_server.schemas.common import JsonObject, JsonObjectOut, Name, Out, PageInfo, SlugRef, Text, UsdOut
+from mcp_server.schemas.cost import BudgetStatus, LoggedCost
 
 
 class ProcessSpec(BaseModel):
@@ -37,21 +39,19 @@ class ProcessDefinitionOut(Out):
 
 
 class DefineProcessReply(BaseModel):
+    # Not the definition the agent just sent (list_processes has it).
     pipeline_id: str
-    process: ProcessDefinitionOut
+    process_id: str
     created: bool = Field(description="False: an existing definition was replaced.")
-    changed: list[str] | None = Field(None, description="The fields the replacement changed (all are replaced).")
+    changed: list[str] | None = Field(None, description="Fields unlike the old definition.")
     stale_states: int | None = Field(None, description="States made stale: depends_on or a schema changed.")
     stale_projects: int | None = None
 
 
-class ProcessList(BaseModel):
+class ProcessList(PageInfo):
     pipeline_id: str
     items: list[ProcessDefinitionOut] = Field(description="In topological order; ties by order_index.")
     schemas_included: bool = True
-    total: int = 0
-    page: int = 1
-    has_more: bool = False
 
 
 class PipelineOut(BaseModel):
@@ -86,7 +86,7 @@ class ExecutionOut(Out):
     id: uuid.UUID
     project_id: uuid.UUID
     process_id: str
-    status: str
+    status: ExecutionStatus
     input_data: JsonObjectOut
     output_data: JsonObjectOut | None
     output_hash: str | None
@@ -106,7 +106,7 @@ class ExecutionRef(Out):
     # What a writing tool says of the execution it wrote; get_execution has the rest.
 
     id: uuid.UUID
-    status: str
+    status: ExecutionStatus
     started_at: datetime | None
     completed_at: datetime | None
     error_message: str | None = None
@@ -118,7 +118,7 @@ class ExecutionRow(Out):
     id: uuid.UUID
     project_id: uuid.UUID | None = None
     process_id: str
-    status: str
+    status: ExecutionStatus
     started_at: datetime | None
     completed_at: datetime | None
     created_by: str | None
@@ -138,8 +138,8 @@ class ExecutionPage(PageInfo):
 
 class StateOut(Out):
     process_id: str
-    state: str
-    version: int = Field(description="Pass as expected_version.")
+    state: StateName
+    version: int
     current_execution_id: uuid.UUID | None
     invalidated_by_process_id: str | None = Field(description="Root cause.")
     invalidation_reason: str | None
@@ -147,11 +147,11 @@ class StateOut(Out):
 
 class InvalidatedOut(BaseModel):
     process_id: str
-    previous_state: str
+    previous_state: StateName
     version: int = Field(description="The stale state's new version.")
 
 
-CAN_RUN = "Run it next: every dependency completed, and it is neither completed nor running."
+CAN_RUN = "Every dependency completed; itself neither completed nor running."
 
 
 class HandedInputs(BaseModel):
@@ -162,7 +162,7 @@ class HandedInputs(BaseModel):
 class StartReply(HandedInputs):
     execution: ExecutionRef
     state: StateOut
-    budget: dict[str, Any] | None = Field(None, description="With reserve_usd: the budget after it.")
+    budget: BudgetStatus | None = Field(None, description="With reserve_usd: the budget after it.")
     replayed: bool = False
 
 
@@ -182,8 +182,8 @@ class RecordReply(BaseModel):
     late_finish: bool = Field(False, description="Went stale while running: stays stale.")
     superseded_by: uuid.UUID | None = Field(None, description="The winner: this one is superseded.")
     note: str | None = None
-    cost: dict[str, Any] | None = Field(None, description="The cost row logged from `usage`.")
-    budget: dict[str, Any] | None = Field(None, description="The project's budget after it.")
+    cost: LoggedCost | None = Field(None, description="The cost logged from `usage`.")
+    budget: BudgetStatus | None = Field(None, description="The project's budget after it.")
     replayed: bool = False
 
 
@@ -200,7 +200,7 @@ class InvalidateReply(BaseModel):
 
 class DependencyState(BaseModel):
     process_id: str
-    state: str
+    state: StateName
     version: int
 
 
@@ -218,7 +218,7 @@ class ProcessStateDetail(HandedInputs, StateOut):
 class ProcessStatus(BaseModel):
     process_id: str
     name: str
-    state: str
+    state: StateName
     version: int
     can_run: bool = Field(description=CAN_RUN)
     blocked_by: list[str] | None = Field(None, description="Unfinished dependencies (up to 10).")
@@ -228,18 +228,15 @@ class ProcessStatus(BaseModel):
     last_updated_at: datetime | None = None
 
 
-class PipelineStatus(BaseModel):
+class PipelineStatus(PageInfo):
     project_id: uuid.UUID
     project_name: str
     pipeline_id: str
     processes: list[ProcessStatus] = Field(description="This page, in topological order.")
-    total: int
-    page: int
-    has_more: bool
     ready_processes: list[str] = Field(description="Ids that can run next (first 100).")
     ready_count: int
     plan: list[str] = Field(description="Every step not completed, in the order to run them (first 100).")
     plan_count: int
     counts: dict[str, int] = Field(description="Steps in each state.")
     complete: bool
-    cost: dict[str, Any] | None = Field(None, description="LLM cost so far and budget.")
+    cost: BudgetStatus = Field(description="LLM cost so far and budget.")

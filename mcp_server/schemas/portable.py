@@ -16,7 +16,8 @@ portability check accept:
 - free-form JSON is ``{"type": "object"}``; size bounds the server enforces anyway are left out.
 
 ``compact_output_schema`` keeps output schemas exact but small: no titles, no ``additionalProperties:
-true``, no defaults (the reply always carries every field), no formats (annotations only).
+true``, no defaults (the reply always carries every field), no formats (annotations only), no ``type``
+beside an enum of strings.
 """
 
 from __future__ import annotations
@@ -129,6 +130,8 @@ def _compact(node: Any) -> Any:
             out[key] = {name: _compact(sub) for name, sub in value.items()}
         else:
             out[key] = _compact(value)
+    if isinstance(out.get("enum"), list) and out.get("type") == "string":
+        out.pop("type")  # an enum of strings says the type already
     properties = out.get("properties")
     if isinstance(properties, dict):
         # Replies leave null fields out (``without_nulls``): a nullable field is an optional, typed one.

@@ -8,11 +8,12 @@ from typing import Any
 
 from pydantic import model_validator
 
-from mcp_server.enums import ProjectStatus
+from mcp_server.enums import BudgetPolicy, ProjectStatus
 from mcp_server.schemas.common import Out, PageInfo, UsdOut
 
 
-class ProjectOut(Out):
+class ProjectRow(Out):
+    # A listed project: what picks it out and what it has spent (get_project has the rest).
     id: uuid.UUID
     name: str
     description: str | None
@@ -20,18 +21,10 @@ class ProjectOut(Out):
     pipeline_id: str
     metadata: dict[str, Any]
     budget_usd: UsdOut | None
-    budget_policy: str
     spent_usd: UsdOut
-    reserved_usd: UsdOut
-    remaining_usd: UsdOut | None = None
     exceeded: bool = False
-    unpriced_calls: int
-    is_deleted: bool
-    created_at: datetime
     updated_at: datetime | None
     deleted_at: datetime | None
-    created_by: str | None
-    updated_by: str | None
 
     @model_validator(mode="before")
     @classmethod
@@ -50,5 +43,25 @@ class ProjectOut(Out):
         return data
 
 
+class ProjectOut(ProjectRow):
+    budget_policy: BudgetPolicy
+    reserved_usd: UsdOut
+    remaining_usd: UsdOut | None = None
+    unpriced_calls: int
+    is_deleted: bool
+    created_at: datetime
+    created_by: str | None
+    updated_by: str | None
+
+
+class DeletedProject(Out):
+    # What delete_project says: the project is hidden now (restore_project returns it whole).
+    id: uuid.UUID
+    name: str
+    is_deleted: bool
+    deleted_at: datetime
+    updated_by: str | None
+
+
 class ProjectPage(PageInfo):
-    items: list[ProjectOut]
+    items: list[ProjectRow]

@@ -231,7 +231,6 @@ def status_of(project: Project, *, added: Decimal | None = None) -> BudgetStatus
         extra = f"{unpriced} unpriced call(s) are not included in spent_usd"
         note = extra if note is None else f"{note}; {extra}"
     return BudgetStatus(
-        project_id=project.id,
         budget_usd=budget,
         policy=project.budget_policy,
         spent_usd=spent,
@@ -304,7 +303,7 @@ async def report_cost(
     reply = CostReply(
         cost=CostRecord.from_row(row), budget=await budget_status(session, project_id, added=row.cost_usd)
     )
-    await metrics.update(row, reply=reply.model_dump(mode="json"))
+    await metrics.keep_reply(row, reply.model_dump(mode="json"))
     return reply
 
 
@@ -358,7 +357,6 @@ async def summary(session: AsyncSession, filters: CostFilters, group_by: list[Gr
     # When every group is here, adding their exact sums saves a second scan of the rows.
     totals = _sum(groups) if groups and not truncated else (await metrics.summarize(**where))[0]
     return CostSummary(
-        filters=filters,
         group_by=group_by,
         totals=CostGroup(**_figures(totals)),
         groups=[_group(g) for g in groups],

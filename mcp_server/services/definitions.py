@@ -4,14 +4,14 @@ topological order, delete; a definition that changes what a step computes makes 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mcp_server.enums import DEFAULT_PIPELINE
 from mcp_server.errors import Conflict, InvalidArgument, NotFound
 from mcp_server.models import ProcessDefinition
-from mcp_server.repositories import ProcessDefinitionRepository, RevisionRepository, revisions
+from mcp_server.repositories import DefinitionChange, ProcessDefinitionRepository, RevisionRepository, revisions
 from mcp_server.schemas.pipeline import (
     ApplyReply,
     DefineProcessReply,
@@ -63,7 +63,7 @@ class _Plan:
     stale_projects: int = 0
 
 
-def _fields(spec: ProcessSpec) -> dict[str, Any]:
+def _fields(spec: ProcessSpec) -> DefinitionChange:
     return {
         "name": spec.name,
         "depends_on": list(dict.fromkeys(spec.depends_on)),
@@ -147,12 +147,11 @@ async def _apply(
         if row is None:
             plan.added.append(pid)
             continue
-        new = _fields(spec)
-        differ = [name for name in new if getattr(row, name) != new[name]]
+        differ = [name for name, value in _fields(spec).items() if getattr(row, name) != value]
         if differ:
             plan.changed.append(pid)
             plan.fields[pid] = differ
-            if any(getattr(row, name) != new[name] for name in COMPUTING):
+            if any(name in COMPUTING for name in differ):
                 plan.recomputing.append(pid)
         else:
             plan.unchanged += 1
@@ -208,11 +207,11 @@ async def _mark_stale(
 async def define(
     session: AsyncSession, *, pipeline_id: str, spec: ProcessSpec, actor: str | None
 ) -> DefineProcessReply:
-    plan, written = await _apply(session, pipeline_id, [spec], complete=False, dry_run=False, actor=actor)
+    plan, _ = await _apply(session, pipeline_id, [spec], complete=False, dry_run=False, actor=actor)
     recomputed = bool(plan.recomputing)
     return DefineProcessReply(
         pipeline_id=pipeline_id,
-        process=ProcessDefinitionOut.model_validate(written[spec.process_id]),
+        process_id=spec.process_id,
         created=bool(plan.added),
         changed=plan.fields.get(spec.process_id),
         stale_states=plan.stale_states if recomputed else None,
@@ -279,7 +278,6 @@ async def pipelines(session: AsyncSession, *, page: int = 1, page_size: int = 10
         ],
         total=len(counts),
         page=page,
-        page_size=page_size,
         has_more=first + len(chosen) < len(counts),
     )
 

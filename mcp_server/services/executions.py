@@ -13,8 +13,10 @@ from mcp_server.db.types import money_to_units, utcnow
 from mcp_server.enums import BudgetPolicy
 from mcp_server.errors import BudgetExceeded, InvalidArgument, InvalidTransition, NotFound
 from mcp_server.models import ExecutionStatus, ProcessExecution, Project, ProjectStatus
-from mcp_server.repositories import ExecutionRepository, ProjectRepository, PromptRepository
+from mcp_server.repositories import ExecutionChange, ExecutionRepository, ProjectRepository, PromptRepository
 from mcp_server.repositories.states import StateChange
+from mcp_server.schemas.common import envelope
+from mcp_server.schemas.cost import BudgetStatus, LoggedCost
 from mcp_server.schemas.pipeline import (
     MAX_LISTED,
     ExecutionOut,
@@ -28,12 +30,10 @@ from mcp_server.schemas.pipeline import (
     StartReply,
     StateOut,
 )
-from mcp_server.schemas.portable import reply_data
 from mcp_server.services import costs, pipeline_state, rules
 from mcp_server.services.idempotency import check_replay, request_hash
 from mcp_server.services.pipeline_state import ProjectPipeline
 from mcp_server.services.rules import Event, State
-from mcp_server.services.status import budget_data
 from mcp_server.services.validation import json_hash, validate
 
 if TYPE_CHECKING:
@@ -149,9 +149,7 @@ async def _refuse_over_running(
 async def _starts_the_project(session: AsyncSession, pipeline: ProjectPipeline, actor: str | None) -> None:
     """A project moves from draft to in_progress by itself at its first execution (SPEC §6)."""
     if pipeline.project.status == ProjectStatus.DRAFT:
-        await ProjectRepository(session).update(
-            pipeline.project, status=ProjectStatus.IN_PROGRESS.value, updated_by=actor
-        )
+        await ProjectRepository(session).update(pipeline.project, status=ProjectStatus.IN_PROGRESS, updated_by=actor)
 
 
 async def start(
@@ -210,7 +208,7 @@ async def start(
         execution=ExecutionRef.model_validate(execution),
         state=_state_out(pipeline, process_id),
         **(await pipeline_state.inputs_of(session, pipeline, process_id)).fields(),
-        budget=None if reserve_usd is None else budget_data(costs.status_of(pipeline.project)),
+        budget=None if reserve_usd is None else costs.status_of(pipeline.project),
     )
     if idempotency_key:
         execution.reply = reply.model_dump(mode="json")
@@ -264,9 +262,7 @@ async def record(
     current_hash = None if current is None else current[1]
     executions = ExecutionRepository(session)
     now = utcnow()
-    keyed = {"idempotency_key": idempotency_key, "request_hash": args_hash} if idempotency_key else {}
-
-    outputs = {
+    finished: ExecutionChange = {
         "output_data": output_data,
         "output_hash": output_hash,
         "reasoning": reasoning,
@@ -274,6 +270,8 @@ async def record(
         "completed_at": now,
         "updated_by": actor,
     }
+    if idempotency_key:
+        finished["idempotency_key"], finished["request_hash"] = idempotency_key, args_hash
     note: str | None = None
     state = pipeline.state(process_id)
     if execution_id is None:
@@ -288,16 +286,14 @@ async def record(
         decision = rules.finish(state, started=False, changed_since_start=False, force=force)
         input_data = {} if input_data is None else input_data
         validate(input_schema, input_data, what="input_data", process_id=process_id)
+        finished["status"], finished["prompt_version_id"] = decision.status.value, prompt_version_id
         execution = await executions.create(
             project_id=project_id,
             process_id=process_id,
-            prompt_version_id=prompt_version_id,
             input_data=input_data,
-            status=decision.status.value,
             started_at=now,
             created_by=actor,
-            **outputs,
-            **keyed,
+            **finished,
         )
         await _starts_the_project(session, pipeline, actor)
     else:
@@ -305,15 +301,13 @@ async def record(
         changed = _changed_since(state, current, execution.started_at)
         decision = rules.finish(state, started=True, changed_since_start=changed, force=force)
         if execution.idempotency_key is not None:
-            keyed = {}  # the start's key stays with the row; this call is not replayable by its own key
+            # The start's key stays with the row; this call is not replayable by its own key.
+            finished.pop("idempotency_key", None)
+            finished.pop("request_hash", None)
+        finished["status"] = decision.status.value
+        finished["prompt_version_id"] = prompt_version_id or execution.prompt_version_id
         await _release(session, execution)
-        await executions.update(
-            execution,
-            status=decision.status.value,
-            prompt_version_id=prompt_version_id or execution.prompt_version_id,
-            **outputs,
-            **keyed,
-        )
+        await executions.update(execution, **finished)
 
     invalidated: list[InvalidatedOut] = []
     # A finish that leaves the step as it was changes no current output.
@@ -340,8 +334,8 @@ async def record(
         elif note is None:
             note = "the output equals the current one: nothing downstream was invalidated"
 
-    cost: dict[str, Any] | None = None
-    budget: dict[str, Any] | None = None
+    cost: LoggedCost | None = None
+    budget: BudgetStatus | None = None
     if usage is not None:
         logged = await costs.record_usage(
             session,
@@ -355,11 +349,14 @@ async def record(
             quoted=quoted,
         )
         # The row echoes what the agent just sent: the reply keeps what it did not know.
-        cost = {key: value for key, value in reply_data(logged).items() if key in _COST_KEPT}
-        if logged.priced:
-            cost.pop("note", None)  # only why a cost is missing is news
+        cost = LoggedCost(
+            id=logged.id,
+            cost_usd=logged.cost_usd,
+            cost_source=logged.cost_source,
+            note=None if logged.priced else logged.note,  # only why a cost is missing is news
+        )
         # The project row loaded under the lock, its totals just moved by the cost logged (ProjectRepository._sync).
-        budget = budget_data(costs.status_of(pipeline.project, added=logged.cost_usd))
+        budget = costs.status_of(pipeline.project, added=logged.cost_usd)
 
     reply = RecordReply(
         execution=_finished_ref(execution),
@@ -373,13 +370,10 @@ async def record(
         cost=cost,
         budget=budget,
     )
-    if keyed:
+    if "idempotency_key" in finished:  # this call's key is on the row: its repeats return this reply
         execution.reply = reply.model_dump(mode="json")
         await session.flush()
     return reply
-
-
-_COST_KEPT = frozenset({"id", "cost_usd", "cost_source", "note"})
 
 
 def _finished_ref(execution: ProcessExecution) -> ExecutionRef:
@@ -529,8 +523,5 @@ async def list_page(
     )
     return ExecutionPage(
         items=[_row(e, include_data, one_project=project_id is not None) for e in result.items],
-        total=result.total,
-        page=result.page,
-        page_size=result.page_size,
-        has_more=result.has_more,
+        **envelope(result),
     )

@@ -12,7 +12,8 @@ from mcp_server.enums import DEFAULT_PIPELINE
 from mcp_server.errors import Conflict, InvalidArgument, NotFound
 from mcp_server.models import Project, ProjectStatus
 from mcp_server.repositories import ProjectRepository, StateRepository
-from mcp_server.schemas.project import ProjectOut, ProjectPage
+from mcp_server.schemas.common import envelope
+from mcp_server.schemas.project import DeletedProject, ProjectOut, ProjectPage, ProjectRow
 
 
 async def load_project(session: AsyncSession, project_id: uuid.UUID, *, include_deleted: bool = False) -> Project:
@@ -68,11 +69,8 @@ async def list_page(
         status=status, include_deleted=include_deleted, page=page, page_size=page_size
     )
     return ProjectPage(
-        items=[ProjectOut.model_validate(p) for p in result.items],
-        total=result.total,
-        page=result.page,
-        page_size=result.page_size,
-        has_more=result.has_more,
+        items=[ProjectRow.model_validate(p) for p in result.items],
+        **envelope(result),
     )
 
 
@@ -115,10 +113,10 @@ async def _check_pipeline_change(session: AsyncSession, project: Project, pipeli
         )
 
 
-async def delete(session: AsyncSession, project_id: uuid.UUID, *, actor: str | None) -> ProjectOut:
+async def delete(session: AsyncSession, project_id: uuid.UUID, *, actor: str | None) -> DeletedProject:
     project = await load_project(session, project_id)
     await ProjectRepository(session).soft_delete(project, by=actor)
-    return ProjectOut.model_validate(project)
+    return DeletedProject.model_validate(project)
 
 
 async def restore(session: AsyncSession, project_id: uuid.UUID, *, actor: str | None) -> ProjectOut:

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mcp_server.errors import InvalidArgument, NotFound
 from mcp_server.models import PromptVersion
 from mcp_server.repositories import PromptRepository
-from mcp_server.schemas.common import SLUG_PATTERN
+from mcp_server.schemas.common import SLUG_PATTERN, envelope
 from mcp_server.schemas.prompt import PromptVersionOut, PromptVersionPage, SavedPromptVersion
 from mcp_server.services import templates
 
@@ -67,10 +67,7 @@ async def list_page(session: AsyncSession, *, prompt_id: str, page: int, page_si
     result = await PromptRepository(session).list_versions(prompt_id, page=page, page_size=page_size)
     return PromptVersionPage(
         items=[to_out(row) for row in result.items],
-        total=result.total,
-        page=result.page,
-        page_size=result.page_size,
-        has_more=result.has_more,
+        **envelope(result),
     )
 
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
-from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mcp_server.repositories import ExecutionRepository
@@ -18,22 +16,8 @@ from mcp_server.schemas.pipeline import (
     ProcessStateDetail,
     ProcessStatus,
 )
-from mcp_server.schemas.portable import reply_data
 from mcp_server.services import costs, pipeline_state, rules
 from mcp_server.services.rules import State
-
-
-async def project_cost(session: AsyncSession, project_id: uuid.UUID) -> dict[str, Any] | None:
-    """The project's cost so far and budget status (from its running totals: one row, no SUM)."""
-    status = await costs.budget_status(session, project_id)
-    return None if status is None else budget_data(status)
-
-
-def budget_data(status: BaseModel) -> dict[str, Any]:
-    """A budget as a reply about one project carries it: without the project id it already names."""
-    data: dict[str, Any] = reply_data(status)
-    data.pop("project_id", None)
-    return data
 
 
 async def pipeline_status(
@@ -99,7 +83,7 @@ async def pipeline_status(
         plan_count=len(plan),
         counts=counts,
         complete=steps > 0 and counts[State.COMPLETED.value] == steps,
-        cost=await project_cost(session, project_id),
+        cost=costs.status_of(pipeline.project),  # from its running totals: one row, no SUM
     )
 
 

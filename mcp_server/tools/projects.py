@@ -13,7 +13,7 @@ from mcp_server.enums import DEFAULT_PIPELINE as DEFAULT
 from mcp_server.enums import BudgetPolicy, ProjectStatus
 from mcp_server.lazy import lazy_module
 from mcp_server.schemas.common import JsonObject, Name, Page, PageSize, SlugRef, Text, Usd
-from mcp_server.schemas.project import ProjectOut, ProjectPage
+from mcp_server.schemas.project import DeletedProject, ProjectOut, ProjectPage
 from mcp_server.tools.base import Registrar, actor_of, app_of
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ def register(registrar: Registrar) -> None:
             )
 
     @tool(title="Delete project", read_only=False, destructive=True, idempotent=True)
-    async def delete_project(project_id: ProjectId, ctx: Context[App]) -> ProjectOut:
+    async def delete_project(project_id: ProjectId, ctx: Context[App]) -> DeletedProject:
         """Soft-delete a project: hidden from get/list, history kept; restore_project undoes it."""
         async with app_of(ctx).db.unit_of_work() as session:
             return await projects.delete(session, project_id, actor=actor_of(ctx))
