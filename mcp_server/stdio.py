@@ -2,8 +2,10 @@
 memory or parsed, and every line that is not a valid JSON-RPC message gets a JSON-RPC error reply
 (the SDK's own transport drops such lines silently, leaving the client to wait for its time-out).
 
-Valid lines go on to the SDK's ``stdio_server`` unchanged; replies and errors share one writer, a whole
-line at a time, so they never interleave on stdout.
+The SDK's server reads and writes these ends directly, as the read and write streams of a transport:
+each valid line is parsed once into its message (the SDK's ``stdio_server`` would parse it again, and
+pass every message through two memory streams and two tasks); replies and errors share one writer, a
+whole line at a time, so they never interleave on stdout.
 
 Both ends are read and written on the event loop, non-blocking (the SDK's own transport runs every
 read and write on a worker thread: two thread round trips per call). A pipe that is full or empty is
@@ -18,11 +20,12 @@ import json
 import os
 import stat
 import sys
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import mcp_types as types
+from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
 if TYPE_CHECKING:
@@ -46,20 +49,26 @@ def _nonblocking(fd: int) -> bool:
 
 
 class WireOut:
-    """stdout as the SDK writes it (``write`` then ``flush``), plus whole-line error replies."""
+    """stdout as the SDK's server writes a transport (``mcp.shared``'s WriteStream protocol): each message
+    a whole line, written by the task that sends it; error replies of the reader share the same lock."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
-        self._pending: list[str] = []
         self._lock = anyio.Lock()
         self._inline = _nonblocking(fd)
 
-    async def write(self, text: str) -> None:
-        self._pending.append(text)
+    async def send(self, item: SessionMessage) -> None:
+        line = item.message.model_dump_json(by_alias=True, exclude_unset=True) + "\n"  # as the SDK's stdio writer
+        await self._send(line.encode())
 
-    async def flush(self) -> None:
-        data, self._pending = "".join(self._pending), []
-        await self._send(data.encode())
+    async def aclose(self) -> None:
+        return None  # the descriptor stays open until the process ends: a late reply never hits a closed fd
+
+    async def __aenter__(self) -> WireOut:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     async def error(self, request_id: Any, code: int, message: str) -> None:
         reply = {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
@@ -94,15 +103,38 @@ def _request_id(value: Any) -> Any:
 
 
 class WireIn:
-    """stdin as lines of valid JSON-RPC for the SDK; everything else is answered here."""
+    """stdin as the SDK's server reads a transport (``mcp.shared``'s ReadStream protocol): each valid
+    line parsed once into a JSON-RPC message; everything else is answered here."""
 
     def __init__(self, fd: int, out: WireOut) -> None:
         self._fd = fd
         self._out = out
         self._inline = _nonblocking(fd)
+        self._messages = self._lines()
 
-    def __aiter__(self) -> AsyncIterator[str]:
-        return self._lines()
+    async def receive(self) -> SessionMessage | Exception:
+        try:
+            return SessionMessage(await anext(self._messages))
+        except StopAsyncIteration:
+            raise anyio.EndOfStream from None
+
+    def __aiter__(self) -> WireIn:
+        return self
+
+    async def __anext__(self) -> SessionMessage | Exception:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        await self._messages.aclose()
+
+    async def __aenter__(self) -> WireIn:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     async def _read(self) -> bytes:
         if not self._inline:
@@ -114,7 +146,7 @@ class WireIn:
             except BlockingIOError:
                 await anyio.wait_readable(self._fd)
 
-    async def _lines(self) -> AsyncIterator[str]:
+    async def _lines(self) -> AsyncGenerator[types.JSONRPCMessage, None]:
         buffer = bytearray()
         oversized = False
         while True:
@@ -140,8 +172,8 @@ class WireIn:
         if line is not None:
             yield line
 
-    async def _complete(self, raw: bytes, oversized: bool) -> str | None:
-        """The line as text when it is a valid JSON-RPC message; otherwise the error is sent here."""
+    async def _complete(self, raw: bytes, oversized: bool) -> types.JSONRPCMessage | None:
+        """The line's message when it is a valid JSON-RPC message; otherwise the error is sent here."""
         if oversized:
             await self._out.error(
                 None, INVALID_REQUEST, f"message larger than {MAX_LINE_BYTES} bytes: refused unread; send it smaller"
@@ -151,8 +183,7 @@ class WireIn:
             return None
         try:
             text = raw.decode("utf-8")
-            types.jsonrpc_message_adapter.validate_json(text, by_name=False)
-            return text
+            return types.jsonrpc_message_adapter.validate_json(text, by_name=False)
         except UnicodeDecodeError:
             await self._out.error(None, PARSE_ERROR, "Parse error: the line is not UTF-8")
             return None
@@ -185,14 +216,11 @@ def _claim(fd: int, diversion: int) -> int:
 
 async def serve(server: PipelineStateServer) -> None:
     """Run the server on this process's stdin and stdout."""
-    from mcp.server.stdio import stdio_server
-
     sys.stdout.flush()
     null = os.open(os.devnull, os.O_RDONLY)
     wire_in, wire_out = _claim(0, null), _claim(1, 2)
     os.close(null)
     out = WireOut(wire_out)
-    async with stdio_server(stdin=cast(Any, WireIn(wire_in, out)), stdout=cast(Any, out)) as (read, write):
-        # The SDK's own run_stdio_async does the same with its transport.
-        lowlevel = server._lowlevel_server
-        await lowlevel.run(read, write, lowlevel.create_initialization_options())
+    # The SDK's own run_stdio_async runs the same server on its transport's streams.
+    lowlevel = server._lowlevel_server
+    await lowlevel.run(WireIn(wire_in, out), out, lowlevel.create_initialization_options())
