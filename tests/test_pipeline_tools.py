@@ -108,8 +108,14 @@ async def test_diamond_through_completion_rerun_invalidation_and_noop(client: Cl
     await record(client, project, "d", 2)
     noop = await record(client, project, "a", 2)
     assert noop["output_changed"] is False and noop["invalidated"] == []
-    assert "nothing downstream" in noop["note"]
+    assert "nothing downstream" in noop["note"] and "still to re-run" not in noop["note"]
     assert all(s["state"] == "completed" for s in (await status_of(client, project)).values())
+
+    # The same output again leaves steps made stale by an earlier change stale: the note names them.
+    await record(client, project, "a", 3)
+    again = await record(client, project, "b", 2)
+    assert again["output_changed"] is False
+    assert again["note"].endswith("stale from an earlier change, still to re-run: d")  # below b only
 
 
 async def test_readiness_is_enforced_unless_forced(client: Client, db: Database) -> None:

@@ -18,6 +18,7 @@ from mcp_server.repositories.states import StateChange
 from mcp_server.schemas.common import envelope
 from mcp_server.schemas.cost import BudgetStatus, LoggedCost
 from mcp_server.schemas.pipeline import (
+    MAX_BLOCKERS,
     MAX_LISTED,
     ExecutionOut,
     ExecutionPage,
@@ -79,11 +80,13 @@ async def _admit(session: AsyncSession, project: Project, reserve_usd: Decimal |
         return reserve_usd if units else None
     status = costs.status_of(project)
     asked = "" if reserve_usd is None else f"; this start would reserve {reserve_usd}"
+    over = status.remaining_usd is not None and status.remaining_usd <= 0
+    smaller = "" if reserve_usd is None or over else f", start with a reserve_usd of at most {status.remaining_usd}"
     raise BudgetExceeded(
-        f"project {project.id} would pass its budget (policy block): budget {status.budget_usd} USD, spent "
-        f"{status.spent_usd}, reserved {status.reserved_usd} by running executions, remaining {status.remaining_usd}"
-        + asked,
-        hint="Raise the budget (update_project budget_usd), or wait for running executions to finish or "
+        f"project {project.id} {'has reached' if over else 'would pass'} its budget (policy block): budget "
+        f"{status.budget_usd} USD, spent {status.spent_usd}, reserved {status.reserved_usd} by running executions, "
+        f"remaining {status.remaining_usd}" + asked,
+        hint=f"Raise the budget (update_project budget_usd){smaller}, or wait for running executions to finish or "
         "fail and release what they hold",
         details={
             "budget_usd": str(status.budget_usd),
@@ -333,6 +336,12 @@ async def record(
             invalidated = await pipeline_state.cascade(session, pipeline, process_id, reason)
         elif note is None:
             note = "the output equals the current one: nothing downstream was invalidated"
+            still = pipeline_state.stale_downstream(pipeline, process_id)
+            if still:
+                named = ", ".join(still[:MAX_BLOCKERS]) + (
+                    f" and {len(still) - MAX_BLOCKERS} more" if len(still) > MAX_BLOCKERS else ""
+                )
+                note += f"; stale from an earlier change, still to re-run: {named}"
 
     cost: LoggedCost | None = None
     budget: BudgetStatus | None = None

@@ -19,6 +19,7 @@ from mcp_server.schemas.pipeline import InvalidatedOut
 from mcp_server.services import catalogue as catalogues
 from mcp_server.services import rules
 from mcp_server.services.catalogue import Catalogue
+from mcp_server.services.dag import descendants
 from mcp_server.services.projects import project_not_found
 from mcp_server.services.rules import State
 
@@ -159,6 +160,13 @@ async def cascade(session: AsyncSession, pipeline: ProjectPipeline, root: str, r
         InvalidatedOut(process_id=hit.process_id, previous_state=hit.previous.value, version=row.version)
         for hit, row in zip(hits, rows, strict=True)
     ]
+
+
+def stale_downstream(pipeline: ProjectPipeline, root: str) -> list[str]:
+    """The transitive dependents of ``root`` that are stale already (from an earlier change), in the order
+    to redo them: a call that leaves them stale says so."""
+    below = descendants(pipeline.graph, [root], reverse=pipeline.catalogue.dependents)
+    return sorted((pid for pid in below if pipeline.state(pid) == State.STALE), key=pipeline.position.__getitem__)
 
 
 async def mark_stale(session: AsyncSession, pipeline: ProjectPipeline, hits: list[rules.Invalidation]) -> None:

@@ -76,7 +76,8 @@ def register(registrar: Registrar) -> None:  # noqa: C901 - one nested function 
         output_schema: Annotated[JsonObject | None, Field(description="JSON Schema 2020-12 for output_data.")] = None,
         pipeline_id: PipelineId = DEFAULT,
     ) -> DefineProcessReply:
-        """Create or replace a step of a pipeline. Changing depends_on or a schema makes the step `stale`
+        """Create a step of a pipeline, or replace it whole (fields left out are cleared). Changing
+        depends_on or a schema makes the step `stale`
         wherever it ran, with the cascade (`stale_states`). Errors: `invalid_argument` for an unknown
         dependency, a cycle (named) or an invalid schema."""
         spec = ProcessSpec(
@@ -153,7 +154,8 @@ def register(registrar: Registrar) -> None:  # noqa: C901 - one nested function 
         """Open an execution of a step: its state becomes `running` (version + 1). Returns the execution,
         the state and `inputs`: each dependency's current output. Finish it with
         record_execution(execution_id=…) or fail_execution. Errors: `not_ready` (names the unfinished
-        dependencies) unless force; `invalid_transition` if already running; `schema_violation`; `conflict`."""
+        dependencies) unless force; `invalid_transition` if already running; `schema_violation`; `conflict`;
+        `budget_exceeded` (policy block)."""
         async with app_of(ctx).db.unit_of_work() as session:
             return await executions.start(
                 session,

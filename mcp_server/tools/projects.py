@@ -22,7 +22,7 @@ else:  # loaded on the first call: start-up does not import the database layer
     projects = lazy_module("mcp_server.services.projects")
 
 Clearable = Literal["description", "budget_usd", "metadata"]
-POLICY = "warn (default): report exceeded; block: refuse starts that would pass the budget."
+POLICY = "warn (default): report exceeded; block: refuse starts that would pass the budget (costs are always logged)."
 ProjectId = Annotated[uuid.UUID, Field(description="From create_project or list_projects.")]
 
 
@@ -65,7 +65,9 @@ def register(registrar: Registrar) -> None:
         status: Annotated[ProjectStatus | None, Field(description="Only projects in this status.")] = None,
         page: Page = 1,
         page_size: PageSize = 20,
-        include_deleted: Annotated[bool, Field(description="Also list soft-deleted projects.")] = False,
+        include_deleted: Annotated[
+            bool, Field(description="Also list soft-deleted projects (with deleted_at).")
+        ] = False,
     ) -> ProjectPage:
         """Projects, newest first, one page at a time."""
         async with app_of(ctx).db.unit_of_work(write=False) as session:
