@@ -7,6 +7,7 @@ itself while an agent records. Without Chromium these tests skip, except under C
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -201,6 +202,9 @@ def test_the_pages_show_states_causes_and_costs(filled: dict[str, Any], browser:
     assert sum(Decimal(bar.get_attribute("data-cost") or "0") for bar in bars) == Decimal(totals["cost_usd"])
     assert page.locator("#timeline tr[data-execution]").count() == 6
     _shoot(page, tmp_path, "dashboard-project.png")
+    # The project view's budget is the status tool's, figure for figure.
+    view = json.loads(_get(f"{filled['base']}/api/projects/{filled['project']}")[1])
+    assert view["budget"] == filled["status"]["cost"] and view["budget"]["budget_usd"] == "0.5"
     assert requested and all(url.startswith(filled["base"] + "/") for url in requested), requested
 
 

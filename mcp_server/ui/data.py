@@ -119,7 +119,7 @@ async def project(session: AsyncSession, project_id: uuid.UUID) -> dict[str, Any
         "ready": snapshot.ready_processes,
         "plan_count": snapshot.plan_count,
         "complete": snapshot.complete,
-        "budget": snapshot.cost,
+        "budget": reply_data(snapshot.cost),
         "steps": steps,
     }
 

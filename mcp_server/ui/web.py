@@ -14,6 +14,8 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +43,20 @@ LOGIN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><titl
 Reader = Callable[[AsyncSession], Awaitable[dict[str, Any]]]
 
 
+def _plain(value: Any) -> Any:
+    """The few non-JSON values a view may hold; anything else is a bug in the view, not a string."""
+    if isinstance(value, Decimal):
+        return format(value, "f")  # "0.0000001", never "1E-7"
+    if isinstance(value, uuid.UUID | date):
+        return value.isoformat() if isinstance(value, date) else str(value)
+    raise TypeError(f"a dashboard view holds a {type(value).__name__}, which is not JSON")
+
+
 def build_app(database: Database, *, token: str | None, allowed_hosts: list[str] | None) -> Starlette:
     async def read(request: Request, reader: Reader) -> Response:
         try:
             async with database.unit_of_work(write=False) as session:
-                body = json.dumps(await reader(session), separators=(",", ":"), default=str).encode()
+                body = json.dumps(await reader(session), separators=(",", ":"), default=_plain).encode()
         except DomainError as exc:
             status = 404 if exc.code == "not_found" else 400
             return JSONResponse({"error": exc.code, "detail": exc.message}, status_code=status)
