@@ -23,7 +23,7 @@ from bench.report import table, write_json
 GROUPS: dict[str, Callable[[Sizes], list[Figure]]] = {
     "cold_start": fig_startup.run,
     "record": fig_record.run,
-    "throughput_sqlite": lambda s: [fig_throughput.run_sqlite(s)],
+    "throughput_sqlite": fig_throughput.run_sqlite,
     "throughput_postgres": lambda s: [fig_throughput.run_postgres(s)],
     "cost_summary": lambda s: [fig_summary.run(s)],
     "pipeline_status": lambda s: [fig_status.run(s)],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,13 @@ async def _worker(
     done.append(time.perf_counter())
 
 
-async def _session(url: str, index: int, calls: int, ready: list[Any], start: anyio.Event, out: dict[str, Any]) -> None:
+async def _session(
+    url: str, index: int, calls: int, ready: list[Any], start: anyio.Event, out: dict[str, Any], *, own_db: bool
+) -> None:
     async with connect(ours(url)) as client:
-        if index == 0:
+        if index == 0 or own_db:
             await define_linear(client)
+        if index == 0:
             out["defined"].set()
         await out["defined"].wait()
         project_id = await new_project(client, f"throughput {index}")
@@ -94,8 +98,9 @@ def _cpu_report(before: dict[str, Any], after: dict[str, Any], calls: int, secon
     }
 
 
-async def throughput(url: str, procs: int, calls_per_proc: int) -> dict[str, Any]:
-    """All sessions connect and warm up first; the clock runs from the last one ready to the last done."""
+async def throughput(url: str, procs: int, calls_per_proc: int, *, own_dbs: list[str] | None = None) -> dict[str, Any]:
+    """All sessions connect and warm up first; the clock runs from the last one ready to the last done.
+    ``own_dbs``: one database per process instead (nothing shared: what the machine itself allows)."""
     out: dict[str, Any] = {
         "procs": procs,
         "errors": [],
@@ -108,7 +113,8 @@ async def throughput(url: str, procs: int, calls_per_proc: int) -> dict[str, Any
     with anyio.fail_after(TIMEOUT_S):
         async with anyio.create_task_group() as group:
             for index in range(procs):
-                group.start_soon(_session, url, index, calls_per_proc, ready, start, out)
+                own = own_dbs[index] if own_dbs else url
+                group.start_soon(partial(_session, own, index, calls_per_proc, ready, start, out, own_db=bool(own_dbs)))
     elapsed = max(out["done"]) - out["t0"]
     total = procs * calls_per_proc
     ok = total - len(out["errors"])
@@ -122,8 +128,17 @@ async def throughput(url: str, procs: int, calls_per_proc: int) -> dict[str, Any
     }
 
 
-def _figure(key: str, title: str, single: dict[str, Any], multi: dict[str, Any]) -> Figure:
+def _figure(
+    key: str, title: str, single: dict[str, Any], multi: dict[str, Any], apart: dict[str, Any] | None = None
+) -> Figure:
     passed = multi["errors"] == 0 and single["errors"] == 0 and multi["calls_per_s"] >= 2 * single["calls_per_s"]
+    detail = {"single": single, "multi": multi}
+    if apart is not None:
+        # The control: as many processes, each on its own file. Its ratio to one process is what this
+        # machine's cores allow with nothing shared; the shared file's ratio reads against it.
+        detail["apart"] = apart
+        detail["machine_ceiling_ratio"] = round(apart["calls_per_s"] / single["calls_per_s"], 2)
+        detail["shared_vs_apart"] = round(multi["calls_per_s"] / apart["calls_per_s"], 2)
     return Figure(
         key=key,
         title=title,
@@ -132,15 +147,27 @@ def _figure(key: str, title: str, single: dict[str, Any], multi: dict[str, Any])
         unit="calls/s",
         bar="0 errors, ≥ 2× one process",
         passed=passed,
-        detail={"single": single, "multi": multi},
+        detail=detail,
     )
 
 
-def run_sqlite(sizes: Sizes) -> Figure:
+def run_sqlite(sizes: Sizes) -> list[Figure]:
     single = anyio.run(throughput, sqlite_url(db.fresh_sqlite("tp_single")), 1, sizes.single_calls)
     multi = anyio.run(throughput, sqlite_url(db.fresh_sqlite("tp_multi")), sizes.procs, sizes.calls_per_proc)
+    own = [sqlite_url(db.fresh_sqlite(f"tp_apart_{index}")) for index in range(sizes.procs)]
+    apart = anyio.run(partial(throughput, own[0], sizes.procs, sizes.calls_per_proc, own_dbs=own))
     title = f"{sizes.procs} procs × {sizes.calls_per_proc} record_execution, one SQLite file"
-    return _figure("throughput_sqlite", title, single, multi)
+    ceiling = Figure(
+        key="throughput_apart",
+        title=f"{sizes.procs} procs × {sizes.calls_per_proc} record_execution, each on its own file (cores' ceiling)",
+        ours=apart["calls_per_s"],
+        reference=single["calls_per_s"],
+        unit="calls/s",
+        bar="(info)",
+        passed=None,
+        detail={},
+    )
+    return [_figure("throughput_sqlite", title, single, multi, apart), ceiling]
 
 
 def run_postgres(sizes: Sizes) -> Figure:
