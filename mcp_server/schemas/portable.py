@@ -153,7 +153,7 @@ def _compact(node: Any) -> Any:
 
 def compact_output_schema(schema: dict[str, Any] | None) -> dict[str, Any] | None:
     """The output schema of replies without null fields, and without titles, defaults and
-    ``additionalProperties: true``; a definition used once is written in place."""
+    ``additionalProperties: true``; a definition used once, or an enum, is written in place."""
     return None if schema is None else _inline_single_use(_compact(schema))
 
 
@@ -176,6 +176,8 @@ def _inline_single_use(schema: dict[str, Any]) -> dict[str, Any]:
     counts: dict[str, int] = {}
     _refs(schema, counts)
     single = {ref.removeprefix("#/$defs/") for ref, count in counts.items() if count == 1}
+    # An enum is as short written in place as referred to (and a reference costs every validator a lookup).
+    single |= {name for name, body in defs.items() if "enum" in body and "properties" not in body}
     # A definition that refers to others keeps them as they are: only leaves and their users are inlined.
     kept = {name: body for name, body in defs.items() if name not in single}
     inlined = {name: body for name, body in defs.items() if name in single}
