@@ -253,6 +253,13 @@ async def test_list_executions_newest_first_with_filters(client: Client) -> None
     assert page["total"] == 3
     completed = await call_ok(client, "list_executions", project_id=project, status="completed")
     assert completed["total"] == 3
+    # All three completed; only the newest is the step's current output, and the list says which.
+    assert [e["current"] for e in completed["items"]] == [True, False, False]
+    newest, older = completed["items"][0]["id"], completed["items"][1]["id"]
+    assert (await call_ok(client, "get_execution", execution_id=newest))["current"] is True
+    assert (await call_ok(client, "get_execution", execution_id=older))["current"] is False
+    everywhere = await call_ok(client, "list_executions")  # across projects: the same answer
+    assert {e["id"]: e["current"] for e in everywhere["items"]}[newest] is True
 
 
 async def test_resources_show_catalogue_project_and_execution(client: Client) -> None:

@@ -10,7 +10,7 @@ from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import select
 
-from mcp_server.models import ProcessExecution
+from mcp_server.models import ProcessExecution, ProcessState
 from mcp_server.repositories.base import Page, Repository, raced
 
 
@@ -42,6 +42,14 @@ class NewExecution(ExecutionChange, total=False):
 
 
 class ExecutionRepository(Repository):
+    async def current_among(self, execution_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+        """Those of the executions whose output is their step's current one (a state row points at them)."""
+        wanted = list(execution_ids)
+        if not wanted:
+            return set()
+        query = select(ProcessState.current_execution_id).where(ProcessState.current_execution_id.in_(wanted))
+        return {found for found in await self.session.scalars(query) if found is not None}
+
     async def get(self, execution_id: uuid.UUID, *, for_update: bool = False) -> ProcessExecution | None:
         query = select(ProcessExecution).where(ProcessExecution.id == execution_id)
         if for_update:

@@ -44,7 +44,7 @@ class DefineProcessReply(BaseModel):
     process_id: str
     created: bool = Field(description="False: an existing definition was replaced.")
     changed: list[str] | None = Field(None, description="Fields unlike the old definition.")
-    stale_states: int | None = Field(None, description="States made stale: depends_on or a schema changed.")
+    stale_states: int | None = None  # the tool's description says what makes them stale
     stale_projects: int | None = None
 
 
@@ -82,6 +82,9 @@ class DeletedProcess(BaseModel):
     deleted: bool
 
 
+CURRENT = "The step's current output."
+
+
 class ExecutionOut(Out):
     id: uuid.UUID
     project_id: uuid.UUID
@@ -100,6 +103,7 @@ class ExecutionOut(Out):
     completed_at: datetime | None
     created_at: datetime
     created_by: str | None
+    current: bool = Field(False, description=CURRENT)
 
 
 class ExecutionRef(Out):
@@ -119,6 +123,7 @@ class ExecutionRow(Out):
     project_id: uuid.UUID | None = None
     process_id: str
     status: ExecutionStatus
+    current: bool = Field(False, description=CURRENT)
     started_at: datetime | None
     completed_at: datetime | None
     created_by: str | None
@@ -235,7 +240,7 @@ class PipelineStatus(PageInfo):
     processes: list[ProcessStatus] = Field(description="This page, in topological order.")
     ready_processes: list[str] = Field(description="Ids that can run next (first 100).")
     ready_count: int
-    plan: list[str] = Field(description="Every step not completed, in the order to run them (first 100).")
+    plan: list[str] = Field(description="Steps not completed, in run order (first 100).")
     plan_count: int
     counts: dict[str, int] = Field(description="Steps in each state.")
     complete: bool

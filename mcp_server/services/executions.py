@@ -487,17 +487,21 @@ async def invalidate(
 
 
 async def get(session: AsyncSession, execution_id: uuid.UUID) -> ExecutionOut:
-    execution = await ExecutionRepository(session).get(execution_id)
+    repo = ExecutionRepository(session)
+    execution = await repo.get(execution_id)
     if execution is None:
         raise NotFound(f"execution {execution_id} does not exist", hint="list_executions shows a project's executions")
-    return ExecutionOut.model_validate(execution)
+    out = ExecutionOut.model_validate(execution)
+    out.current = bool(await repo.current_among([execution.id]))
+    return out
 
 
 ERROR_IN_ROW = 100
 
 
-def _row(execution: ProcessExecution, include_data: bool, *, one_project: bool) -> ExecutionRow:
+def _row(execution: ProcessExecution, include_data: bool, *, one_project: bool, current: bool) -> ExecutionRow:
     row = ExecutionRow.model_validate(execution)
+    row.current = current
     if one_project:
         row.project_id = None
     if include_data:
@@ -527,10 +531,14 @@ async def list_page(
     page_size: int,
     include_data: bool = False,
 ) -> ExecutionPage:
-    result = await ExecutionRepository(session).list(
+    repo = ExecutionRepository(session)
+    result = await repo.list(
         project_id=project_id, process_id=process_id, status=status, page=page, page_size=page_size
     )
+    current = await repo.current_among(e.id for e in result.items)
     return ExecutionPage(
-        items=[_row(e, include_data, one_project=project_id is not None) for e in result.items],
+        items=[
+            _row(e, include_data, one_project=project_id is not None, current=e.id in current) for e in result.items
+        ],
         **envelope(result),
     )
