@@ -42,12 +42,16 @@ class NewExecution(ExecutionChange, total=False):
 
 
 class ExecutionRepository(Repository):
-    async def current_among(self, execution_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
-        """Those of the executions whose output is their step's current one (a state row points at them)."""
-        wanted = list(execution_ids)
+    async def current_among(self, executions: Iterable[ProcessExecution]) -> set[uuid.UUID]:
+        """Those of the executions whose output is their step's current one (a state row points at them);
+        read through the states' (project, process) index, so only these projects' states are looked at."""
+        wanted = list(executions)
         if not wanted:
             return set()
-        query = select(ProcessState.current_execution_id).where(ProcessState.current_execution_id.in_(wanted))
+        query = select(ProcessState.current_execution_id).where(
+            ProcessState.project_id.in_({e.project_id for e in wanted}),
+            ProcessState.current_execution_id.in_([e.id for e in wanted]),
+        )
         return {found for found in await self.session.scalars(query) if found is not None}
 
     async def get(self, execution_id: uuid.UUID, *, for_update: bool = False) -> ProcessExecution | None:

@@ -492,7 +492,7 @@ async def get(session: AsyncSession, execution_id: uuid.UUID) -> ExecutionOut:
     if execution is None:
         raise NotFound(f"execution {execution_id} does not exist", hint="list_executions shows a project's executions")
     out = ExecutionOut.model_validate(execution)
-    out.current = bool(await repo.current_among([execution.id]))
+    out.current = bool(await repo.current_among([execution]))
     return out
 
 
@@ -535,7 +535,7 @@ async def list_page(
     result = await repo.list(
         project_id=project_id, process_id=process_id, status=status, page=page, page_size=page_size
     )
-    current = await repo.current_among(e.id for e in result.items)
+    current = await repo.current_among(result.items)
     return ExecutionPage(
         items=[
             _row(e, include_data, one_project=project_id is not None, current=e.id in current) for e in result.items
