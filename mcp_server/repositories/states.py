@@ -208,10 +208,12 @@ class StateRepository(Repository):
             return None
         both = text(
             "SELECT catalogue.pipeline_id, pg_advisory_xact_lock(hashtext(:key)) FROM "
-            "(SELECT pipeline_id, pg_advisory_xact_lock_shared(hashtext('catalogue:' || pipeline_id)) "
+            "(SELECT pipeline_id, pg_advisory_xact_lock_shared(hashtext(:catalogue || pipeline_id)) "
             "FROM projects WHERE id = :id OFFSET 0) AS catalogue"
         ).bindparams(bindparam("id", type_=GUID()))
-        row = (await self.session.execute(both, {**_project_key(project_id), "id": project_id})).first()
+        # The lock key of the pipeline the project runs through, built in SQL as catalogue_lock_key builds it.
+        parameters = {**_project_key(project_id), "id": project_id, "catalogue": catalogue_lock_key("")}
+        row = (await self.session.execute(both, parameters)).first()
         return None if row is None else str(row[0])
 
 

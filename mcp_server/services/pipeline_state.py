@@ -19,7 +19,6 @@ from mcp_server.schemas.pipeline import InvalidatedOut
 from mcp_server.services import catalogue as catalogues
 from mcp_server.services import rules
 from mcp_server.services.catalogue import Catalogue
-from mcp_server.services.dag import descendants
 from mcp_server.services.projects import project_not_found
 from mcp_server.services.rules import State
 
@@ -165,7 +164,7 @@ async def cascade(session: AsyncSession, pipeline: ProjectPipeline, root: str, r
 def stale_downstream(pipeline: ProjectPipeline, root: str) -> list[str]:
     """The transitive dependents of ``root`` that are stale already (from an earlier change), in the order
     to redo them: a call that leaves them stale says so."""
-    below = descendants(pipeline.graph, [root], reverse=pipeline.catalogue.dependents)
+    below = pipeline.catalogue.descendants(root)
     return sorted((pid for pid in below if pipeline.state(pid) == State.STALE), key=pipeline.position.__getitem__)
 
 
