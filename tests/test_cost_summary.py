@@ -13,7 +13,7 @@ import pytest
 from mcp import Client
 from rich.console import Console
 
-from mcp_server.cli_tables import cost_table
+from mcp_server.cli.tables import cost_table
 from tests.helpers import call_ok
 
 pytestmark = pytest.mark.anyio

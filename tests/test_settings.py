@@ -76,7 +76,7 @@ def test_an_unsupported_database_url_is_refused_at_start(monkeypatch: pytest.Mon
 def test_the_cli_reports_a_bad_setting_without_echoing_it(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from mcp_server.__main__ import main
+    from mcp_server.cli.main import main
 
     monkeypatch.setenv("PIPELINE_STATE_DATABASE_URL", "mysql://root:s3cret@localhost/db")
     assert main(["db", "current"]) == 2

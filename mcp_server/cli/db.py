@@ -1,4 +1,4 @@
-"""``pipeline-state-mcp db backup FILE`` and ``db prune``: data that lives for months.
+"""``pipeline-state-mcp db …``: schema migrations, backup, prune and copy: data that lives for months.
 
 ``db backup``: a consistent copy of the database while servers write.
 
@@ -10,6 +10,9 @@ PostgreSQL: ``pg_dump`` is the tool for it; the command is printed with the pass
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import logging
 import os
 import shlex
 import sqlite3
@@ -136,4 +139,40 @@ def copy(settings: Settings, to_url: str) -> int:
         f"copied {rows} rows from {settings.display_url} to {mask_url(to_url)}; verified: rows per table, "
         "cost totals and state versions are equal\n"
     )
+    return 0
+
+
+def add_parsers(commands: Any) -> None:
+    db = commands.add_parser("db", help="manage the database schema (Alembic)")
+    db_actions = db.add_subparsers(dest="action", required=True)
+    up = db_actions.add_parser("upgrade", help="upgrade the schema (default: to head)")
+    up.add_argument("revision", nargs="?", default="head")
+    down = db_actions.add_parser("downgrade", help="downgrade the schema (e.g. -1 or base)")
+    down.add_argument("revision")
+    db_actions.add_parser("current", help="show the database's revision")
+    db_actions.add_parser("history", help="list the revisions")
+    prune = db_actions.add_parser("prune", help="delete old superseded executions (every cost figure stays)")
+    prune.add_argument("--older-than", required=True, help="age like 90d, 12h or 0d")
+    prune.add_argument("--project", type=uuid.UUID, help="only this project's executions")
+    prune.add_argument("--dry-run", action="store_true", help="only report what would be removed")
+    copy = db_actions.add_parser("copy", help="copy the whole database onto an empty one, then verify it")
+    copy.add_argument("--to", required=True, dest="to_url", help="the target database URL (e.g. postgresql://…)")
+    backup = db_actions.add_parser("backup", help="a consistent copy of the SQLite file while servers write")
+    backup.add_argument("file", type=Path)
+    backup.add_argument("--force", action="store_true", help="replace FILE if it exists")
+
+
+def run_db(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "backup":
+        return backup(settings, args.file, force=args.force)
+    if args.action == "copy":
+        return copy(settings, args.to_url)
+    if args.action == "prune":
+        return prune(settings, older_than=args.older_than, project_id=args.project, dry_run=args.dry_run)
+    from mcp_server.db.migrate import run_alembic
+
+    logging.getLogger("alembic").setLevel(logging.INFO)
+    extra: list[str] = [args.revision] if args.action in ("upgrade", "downgrade") else []
+    sys.stderr.write(f"database: {settings.display_url}\n")
+    asyncio.run(run_alembic(settings.async_database_url, args.action, *extra))
     return 0

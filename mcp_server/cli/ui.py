@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mcp_server.cli_serve import is_loopback
+from mcp_server.cli.serve import is_loopback
 from mcp_server.settings import Settings
 
 DEFAULT_PORT = 8765

@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from mcp_server.cli_tables import cost_table, status_table
+from mcp_server.cli.tables import cost_table, status_table
 
 TEXT_OUT = {"type": "object", "required": ["text"], "properties": {"text": {"type": "string", "minLength": 1}}}
 PIPELINE = [

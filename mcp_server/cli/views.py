@@ -85,7 +85,7 @@ def run_view(settings: Settings, args: argparse.Namespace) -> int:
     import anyio
     from rich.console import Console
 
-    from mcp_server.cli_tables import cost_table, status_table
+    from mcp_server.cli.tables import cost_table, status_table
     from mcp_server.errors import DomainError
 
     try:
