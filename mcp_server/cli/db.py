@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import shlex
 import sqlite3
+import stat
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,65 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from mcp_server.settings import Settings, mask_url
+
+COMPANIONS = ("-wal", "-shm", "-journal", "-writers")
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _refuse_target(source: Path, target: Path, *, force: bool) -> str | None:
+    """Why ``target`` must not receive a backup of ``source``, or None. The source is compared by inode, so
+    no other path, symlink or hard link to it (or to its -wal, -shm, -journal or -writers companion) passes."""
+    source_stat = source.stat()
+    protected = [str(source.resolve()) + suffix for suffix in ("", *COMPANIONS)]
+    if os.path.realpath(target) in protected:
+        return f"{target} is the database being backed up (or one of its companion files)"
+    try:
+        target_stat = target.stat()  # follows links: a symlink to the live file is the live file
+    except FileNotFoundError:
+        target_stat = None
+    if target_stat is not None:
+        if _same_file(target_stat, source_stat):
+            return f"{target} is the database being backed up (the same file)"
+        for suffix in COMPANIONS:
+            try:
+                if _same_file(target_stat, os.stat(f"{source}{suffix}")):
+                    return f"{target} is the database's {suffix[1:]} file"
+            except FileNotFoundError:
+                continue
+        if stat.S_ISDIR(target_stat.st_mode):
+            return f"{target} is a directory; name the backup file"
+        if not stat.S_ISREG(target_stat.st_mode):
+            return f"{target} is not a regular file"
+    if os.path.lexists(target) and not force:
+        return f"{target} exists; pass --force to replace it"
+    if not target.parent.is_dir():
+        return f"the directory {target.parent} does not exist"
+    return None
+
+
+def _remove_partial(partial: Path) -> None:
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{partial}{suffix}")
+
+
+def _copy_into(source: Path, partial: Path) -> str:
+    """The online backup of ``source`` into ``partial``, in one step; returns the integrity check's answer."""
+    src = sqlite3.connect(source, timeout=30)  # the backup only reads it
+    try:
+        dst = sqlite3.connect(partial)
+        try:
+            src.backup(dst)  # pages=-1: one step, one snapshot
+            check = str(dst.execute("PRAGMA integrity_check").fetchone()[0])
+            dst.execute("PRAGMA journal_mode = DELETE")  # a single self-contained file
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    return check
 
 
 def backup(settings: Settings, target: Path, *, force: bool = False) -> int:
@@ -40,27 +102,30 @@ def backup(settings: Settings, target: Path, *, force: bool = False) -> int:
     if not source.is_file():
         sys.stderr.write(f"pipeline-state-mcp: no database file at {source}\n")
         return 1
-    if target.exists() and not force:
-        sys.stderr.write(f"pipeline-state-mcp: {target} exists; pass --force to replace it\n")
+    refusal = _refuse_target(source, target, force=force)
+    if refusal:
+        sys.stderr.write(f"pipeline-state-mcp: {refusal}; nothing was written\n")
         return 1
-    partial = target.with_name(f".{target.name}.partial")
-    partial.unlink(missing_ok=True)
-    src = sqlite3.connect(source, timeout=30)  # the backup only reads it
+    partial: Path | None = None
     try:
-        dst = sqlite3.connect(partial)
-        try:
-            src.backup(dst)  # pages=-1: one step, one snapshot
-            check = dst.execute("PRAGMA integrity_check").fetchone()[0]
-            dst.execute("PRAGMA journal_mode = DELETE")  # a single self-contained file
-        finally:
-            dst.close()
-    finally:
-        src.close()
-    if check != "ok":
-        partial.unlink(missing_ok=True)
-        sys.stderr.write(f"pipeline-state-mcp: the copy failed its integrity check ({check}); nothing was written\n")
+        # A fresh name in the target's directory, created with O_EXCL: a planted link is never followed.
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+        os.close(fd)
+        partial = Path(name)
+        check = _copy_into(source, partial)
+        if check != "ok":
+            raise sqlite3.DatabaseError(f"the copy failed its integrity check ({check})")
+        refusal = _refuse_target(source, target, force=force)  # again, just before the rename
+        if refusal:
+            raise FileExistsError(refusal)
+        os.replace(partial, target)
+        partial = None
+    except (OSError, sqlite3.Error) as exc:
+        sys.stderr.write(f"pipeline-state-mcp: the backup failed: {exc}; nothing was written\n")
         return 1
-    os.replace(partial, target)
+    finally:
+        if partial is not None:
+            _remove_partial(partial)
     size = target.stat().st_size
     sys.stdout.write(f"backed up {source} to {target} ({size / 1_048_576:.1f} MiB, integrity ok)\n")
     return 0

@@ -1,0 +1,113 @@
+"""Hostile round 3 (issue 30), the command line: inputs and targets that must never turn the CLI against the
+database it manages or the terminal it prints to. Every test drives the real command on real databases."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+import anyio
+import pytest
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+
+from tests.helpers import call_ok
+from tests.test_cli import SCRIPT, run_cli
+
+pytestmark = pytest.mark.anyio
+
+
+def _no_partials(*directories: Path) -> list[str]:
+    return [p.name for d in directories for p in d.iterdir() if ".partial" in p.name]
+
+
+def _refused_backup_targets(tmp_path: Path, live: Path) -> list[tuple[str, Path]]:
+    """Every way to name the live database (or a companion, or a directory) as a backup target."""
+    (tmp_path / "link.db").symlink_to(live)
+    os.link(live, tmp_path / "hard.db")
+    (tmp_path / "alias").symlink_to(tmp_path, target_is_directory=True)
+    (tmp_path / "sub").mkdir()
+    return [
+        ("the file itself", live),
+        ("another spelling", tmp_path / "sub" / ".." / live.name),
+        ("a symlinked directory", tmp_path / "alias" / live.name),
+        ("a symlink", tmp_path / "link.db"),
+        ("a hard link", tmp_path / "hard.db"),
+        ("the WAL", Path(f"{live}-wal")),
+        ("the shared memory", Path(f"{live}-shm")),
+        ("the writers' gate", Path(f"{live}-writers")),
+        ("a directory", tmp_path / "sub"),
+    ]
+
+
+async def test_a_backup_never_overwrites_the_live_database_while_a_server_writes(tmp_path: Path) -> None:
+    live = tmp_path / "live.db"
+    url = f"sqlite:///{live}"
+    params = StdioServerParameters(
+        command=SCRIPT, env={"PIPELINE_STATE_DATABASE_URL": url, "XDG_DATA_HOME": str(tmp_path / "d")}
+    )
+    outcomes: list[tuple[str, int, str]] = []
+    async with Client(params) as client:
+        await call_ok(client, "define_process", process_id="a", name="A")
+        project = (await call_ok(client, "create_project", name="busy"))["id"]
+        usage = {"provider": "x", "model": "y", "cost_usd": "0.001"}
+        await call_ok(client, "record_execution", project_id=project, process_id="a", output_data={}, usage=usage)
+        targets = _refused_backup_targets(tmp_path, live)
+        done = threading.Event()
+
+        def attack() -> None:
+            for label, target in targets:
+                result = run_cli("db", "backup", str(target), "--force", url=url)
+                outcomes.append((label, result.returncode, result.stderr))
+            done.set()
+
+        worker = threading.Thread(target=attack)
+        worker.start()
+        written = 1
+        with anyio.fail_after(180):
+            while not done.is_set():
+                await call_ok(client, "record_execution", project_id=project, process_id="a",
+                              output_data={"n": written}, usage=usage)  # fmt: skip
+                written += 1
+        worker.join()
+        summary = await call_ok(client, "get_cost_summary", project_id=project)
+        assert summary["totals"]["calls"] == written
+    for label, returncode, stderr in outcomes:
+        assert returncode == 1, (label, stderr)
+        assert "nothing was written" in stderr and "Traceback" not in stderr, (label, stderr)
+    assert len(outcomes) == len(targets)
+    with sqlite3.connect(live) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("SELECT count(*) FROM process_executions").fetchone()[0] == written
+    assert (tmp_path / "sub").is_dir() and _no_partials(tmp_path, tmp_path / "sub") == []
+
+
+def test_a_failed_backup_leaves_nothing_and_a_planted_link_is_never_followed(tmp_path: Path) -> None:
+    live = tmp_path / "live.db"
+    url = f"sqlite:///{live}"
+    assert run_cli("db", "upgrade", url=url).returncode == 0
+    missing = run_cli("db", "backup", str(tmp_path / "nowhere" / "copy.db"), url=url)
+    assert missing.returncode == 1 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+    assert not (tmp_path / "nowhere").exists()
+
+    # The old code wrote through `.copy.db.partial`: a link planted there must not redirect the backup.
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".copy.db.partial").symlink_to(victim)
+    done = run_cli("db", "backup", str(out / "copy.db"), url=url)
+    assert done.returncode == 0, done.stderr
+    assert victim.read_text() == "precious" and (out / ".copy.db.partial").is_symlink()
+    with sqlite3.connect(out / "copy.db") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert {p.name for p in out.iterdir()} == {"copy.db", ".copy.db.partial"}
+
+    # --force onto an ordinary existing file still replaces it; a link there is replaced, not written through.
+    (out / "victim-link.db").symlink_to(victim)
+    forced = run_cli("db", "backup", str(out / "victim-link.db"), "--force", url=url)
+    assert forced.returncode == 0, forced.stderr
+    assert victim.read_text() == "precious" and not (out / "victim-link.db").is_symlink()
+    assert _no_partials(out) == [".copy.db.partial"]
