@@ -13,10 +13,15 @@ import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
-from tests.helpers import call_ok
+from mcp_server.db.engine import Database
+from mcp_server.services.copy import TABLES
+from tests.conftest import fresh_sqlite_url
+from tests.helpers import call_ok, table_counts
 from tests.test_cli import SCRIPT, run_cli
 
 pytestmark = pytest.mark.anyio
+
+COPIED = {table.name for table in TABLES}
 
 
 def _no_partials(*directories: Path) -> list[str]:
@@ -111,3 +116,45 @@ def test_a_failed_backup_leaves_nothing_and_a_planted_link_is_never_followed(tmp
     assert forced.returncode == 0, forced.stderr
     assert victim.read_text() == "precious" and not (out / "victim-link.db").is_symlink()
     assert _no_partials(out) == [".copy.db.partial"]
+
+
+PIPELINE = """\
+pipeline_id: docs
+processes:
+  - {process_id: draft, name: Draft}
+  - {process_id: edit, name: Edit, depends_on: [draft]}
+"""
+
+
+async def _data_rows(url: str) -> dict[str, int]:
+    database = Database.connect(url)
+    try:
+        counts = await table_counts(database)
+    finally:
+        await database.dispose()
+    return {name: count for name, count in counts.items() if name in COPIED and count}
+
+
+async def test_db_copy_is_all_or_nothing_and_names_the_database_that_refused(
+    sqlite_template: Path, fresh_pg_database: str, tmp_path: Path
+) -> None:
+    source = fresh_sqlite_url(sqlite_template, tmp_path)
+    source_file = tmp_path / "state.db"
+    (tmp_path / "docs.yaml").write_text(PIPELINE)
+    assert run_cli("pipeline", "apply", str(tmp_path / "docs.yaml"), url=source).returncode == 0
+    assert run_cli("prices", "set", "acme", "x-1", "--input", "1", "--output", "2", url=source).returncode == 0
+    # SQLite keeps a value of any length (or with a NUL); PostgreSQL refuses both. The prices are copied last.
+    for bad, expected in (("'m' || char(0)", "refused a row of llm_prices"), ("printf('%.300c', 'm')", "300 char")):
+        with sqlite3.connect(source_file) as conn:
+            conn.execute(f"UPDATE llm_prices SET model = {bad}")  # noqa: S608 - the test's own literals
+        failed = run_cli("db", "copy", "--to", fresh_pg_database, url=source)
+        assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
+        assert expected in failed.stderr and "nothing was copied" in failed.stderr, failed.stderr
+        assert "cannot use the database sqlite" not in failed.stderr  # the source is not to blame for this
+        assert await _data_rows(fresh_pg_database) == {}  # all or nothing: the target is as empty as it was
+    assert "target postgresql://" in failed.stderr and "llm_prices.model" in failed.stderr
+    with sqlite3.connect(source_file) as conn:
+        conn.execute("UPDATE llm_prices SET model = 'x-1'")
+    retried = run_cli("db", "copy", "--to", fresh_pg_database, url=source)
+    assert retried.returncode == 0, retried.stderr
+    assert await _data_rows(fresh_pg_database) == {"process_definitions": 2, "llm_prices": 1}
