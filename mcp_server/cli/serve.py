@@ -7,17 +7,24 @@ import hmac
 import ipaddress
 import json
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
 from mcp_server.settings import Settings
 
 if TYPE_CHECKING:
+    import asyncio
+
     from mcp.server.transport_security import TransportSecuritySettings
 
 log = logging.getLogger(__name__)
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+# Seconds a client has to send a whole request (line, headers and body) from when it connects or its
+# previous response ended; a slower one is disconnected. Uvicorn has no such timeout of its own.
+HEADER_TIMEOUT_VARIABLE = "PIPELINE_STATE_HTTP_HEADER_TIMEOUT"
+DEFAULT_HEADER_TIMEOUT = 10.0
 
 
 def is_loopback(host: str) -> bool:
@@ -101,6 +108,81 @@ def loopback_security(host: str) -> TransportSecuritySettings:
     )
 
 
+def header_timeout() -> float:
+    """PIPELINE_STATE_HTTP_HEADER_TIMEOUT (seconds, > 0), else DEFAULT_HEADER_TIMEOUT."""
+    given = os.environ.get(HEADER_TIMEOUT_VARIABLE, "")
+    try:
+        seconds = float(given) if given else DEFAULT_HEADER_TIMEOUT
+    except ValueError:
+        raise SystemExit(f"{HEADER_TIMEOUT_VARIABLE} must be a number of seconds, not {given!r}") from None
+    if not 0 < seconds <= 3600:
+        raise SystemExit(f"{HEADER_TIMEOUT_VARIABLE} must be between 0 and 3600 seconds, not {given!r}")
+    return seconds
+
+
+def guarded_protocol(seconds: float) -> type[asyncio.Protocol]:
+    """Uvicorn's h11 protocol with a request timeout: a connection that has not sent a whole request
+    ``seconds`` after it opened (or after its previous response ended) is closed. Uvicorn times out only
+    an idle keep-alive connection, and only after a first response: a client that sends half a request
+    line and stalls (slowloris) would otherwise hold its socket for ever."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11Protocol(H11Protocol):
+        request_deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):
+                self._disarm()  # the whole request is in: the response may take as long as it takes
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()  # the next request on this connection gets the same time
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self.request_deadline = self.loop.call_later(seconds, self._expired)
+
+        def _disarm(self) -> None:
+            if self.request_deadline is not None:
+                self.request_deadline.cancel()
+                self.request_deadline = None
+
+        def _expired(self) -> None:
+            self.request_deadline = None
+            if self.conn.their_state in (h11.IDLE, h11.SEND_BODY) and not self.transport.is_closing():
+                self.logger.info("closing a connection that sent no whole request in %s s", seconds)
+                self.transport.close()
+
+    return GuardedH11Protocol
+
+
+def run_http(app: Any, settings: Settings, *, host: str, port: int, **options: Any) -> None:
+    """Serve ``app`` with uvicorn: logs on stderr (uvicorn's default config prints access logs on stdout),
+    and every connection held to a whole request within the header timeout."""
+    import uvicorn
+
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        log_config=None,
+        http=guarded_protocol(header_timeout()),
+        **options,
+    )
+
+
 def _announce(settings: Settings) -> None:
     sys.stderr.write(
         "pipeline-state-mcp: an MCP server speaking JSON-RPC on stdin/stdout.\n"
@@ -113,22 +195,12 @@ def _announce(settings: Settings) -> None:
 def serve(settings: Settings, args: argparse.Namespace) -> int:
     transport = getattr(args, "transport", "stdio")
     if transport == "http":
-        import uvicorn
-
         app = http_app(settings, host=args.host, stateless=args.stateless)
         log.info(
             "serving streamable HTTP on http://%s:%s/mcp (database %s)", args.host, args.port, settings.display_url
         )
-        # log_config=None: uvicorn's default config prints access logs on stdout; ours go to stderr.
         # timeout_graceful_shutdown: SIGTERM stops the server within seconds even with streams open.
-        uvicorn.run(
-            app,
-            host=args.host.strip("[]"),
-            port=args.port,
-            log_level=settings.log_level.lower(),
-            log_config=None,
-            timeout_graceful_shutdown=2,
-        )
+        run_http(app, settings, host=args.host.strip("[]"), port=args.port, timeout_graceful_shutdown=2)
         return 0
     if sys.stdin.isatty():
         _announce(settings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mcp_server.cli.serve import is_loopback
+from mcp_server.cli.serve import header_timeout, is_loopback, run_http
 from mcp_server.settings import Settings
 
 DEFAULT_PORT = 8765
@@ -25,8 +25,7 @@ def run_ui(settings: Settings, args: argparse.Namespace) -> int:
             "PIPELINE_STATE_AUTH_TOKEN; set a token (the browser signs in with it) or bind 127.0.0.1\n"
         )
         return 2
-    import uvicorn
-
+    header_timeout()  # a bad PIPELINE_STATE_HTTP_HEADER_TIMEOUT stops here, before the database is opened
     from mcp_server.db.engine import Database
     from mcp_server.ui.web import build_app
 
@@ -35,5 +34,5 @@ def run_ui(settings: Settings, args: argparse.Namespace) -> int:
     hosts = ["127.0.0.1", "localhost", "[::1]", args.host] if is_loopback(args.host) else None
     app = build_app(database, token=token, allowed_hosts=hosts)
     sys.stderr.write(f"pipeline-state-mcp ui: http://{args.host}:{args.port}/ (read-only) on {settings.display_url}\n")
-    uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level.lower(), log_config=None)
+    run_http(app, settings, host=args.host, port=args.port)
     return 0

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from collections.abc import Coroutine, Hashable
+from typing import Any, TypeVar, cast
 
+import anyio.to_thread
+from sqlalchemy import Table, Text, bindparam, func, literal, select
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mcp_server.db.engine import database_key
 from mcp_server.enums import StateName
-from mcp_server.models import ProjectStatus
+from mcp_server.models import ProcessExecution, ProcessState, Project, ProjectStatus, Revision
 from mcp_server.repositories import (
     ExecutionRepository,
     MetricsRepository,
@@ -19,6 +23,7 @@ from mcp_server.repositories import (
     ProjectRepository,
     StateRepository,
 )
+from mcp_server.repositories.revisions import CATALOGUE_PREFIX
 from mcp_server.schemas.cost import CostFilters
 from mcp_server.schemas.portable import reply_data
 from mcp_server.services import costs, pipeline_state, status
@@ -26,6 +31,23 @@ from mcp_server.services.kept import Kept
 
 PREVIEW_CHARS = 160  # of a step's current output
 TIMELINE_PAGE = 50
+STEP_PAGE = 200  # step rows in one page of the project view
+MAX_VIEW_BYTES = 1_000_000  # of step rows in one page of the project view
+MAX_DEPENDS_SHOWN = 20  # dependencies named in a step row (depends_count has them all)
+# The project columns the project view shows or derives from (its change tokens, with the state rows').
+BASIS_COLUMNS = (
+    "name",
+    "status",
+    "pipeline_id",
+    "is_deleted",
+    "updated_at",
+    "budget_usd",
+    "budget_policy",
+    "spent_usd",
+    "reserved_usd",
+    "unpriced_calls",
+)
+T = TypeVar("T")
 MAX_DAYS = 90  # cost by day: the most recent days shown
 
 
@@ -82,37 +104,99 @@ def _layers(graph: dict[str, list[str]], order: list[str]) -> dict[str, int]:
     return layer
 
 
-async def project(session: AsyncSession, project_id: uuid.UUID) -> dict[str, Any]:
-    """One project: its pipeline as layers of steps with states, causes and current outputs; counts; budget."""
+_PROJECTS = cast(Table, Project.__table__)
+_STATES = cast(Table, ProcessState.__table__)
+_EXECUTIONS = cast(Table, ProcessExecution.__table__)
+# Per project: how many state rows, the sum of their versions (every change of a row raises its version by
+# one) and when the last one changed.
+_STATE_TOKENS = (
+    select(
+        _STATES.c.project_id,
+        func.count().label("rows"),
+        func.sum(_STATES.c.version).label("versions"),
+        func.max(_STATES.c.last_updated_at).label("last"),
+    )
+    .where(_STATES.c.project_id == bindparam("project_id"))
+    .group_by(_STATES.c.project_id)
+    .subquery()
+)
+_BASIS = (
+    select(
+        *(_PROJECTS.c[name] for name in BASIS_COLUMNS),
+        select(Revision.token)
+        .where(Revision.name == literal(CATALOGUE_PREFIX) + _PROJECTS.c.pipeline_id)
+        .scalar_subquery()
+        .label("catalogue_token"),
+        _STATE_TOKENS.c.rows,
+        _STATE_TOKENS.c.versions,
+        _STATE_TOKENS.c.last,
+    )
+    .select_from(_PROJECTS.outerjoin(_STATE_TOKENS, _STATE_TOKENS.c.project_id == _PROJECTS.c.id))
+    .where(_PROJECTS.c.id == bindparam("project_id"))
+)
+
+
+async def project_basis(session: AsyncSession, project_id: uuid.UUID) -> Hashable | None:
+    """What the project view is made of, as change tokens read in one cheap statement (no step row is
+    read whole): the project's own figures, its pipeline's catalogue token, and its state rows' count,
+    version sum and last change. Equal tokens, equal view. None when nothing can tell (no such project, or
+    a pipeline whose catalogue has no token yet): then the view is built every time."""
+    row = (await session.execute(_BASIS, {"project_id": project_id})).first()
+    if row is None or row.catalogue_token is None:
+        return None
+    return (database_key(session), *tuple(row))
+
+
+async def project(session: AsyncSession, project_id: uuid.UUID, *, page: int = 1) -> dict[str, Any]:
+    """One project: its pipeline as layers of steps with states, causes and current outputs (a page of at
+    most STEP_PAGE steps and MAX_VIEW_BYTES, in the order to run them, with how many were left out);
+    counts; budget. The database is read here; the rest is computed off the event loop."""
     pipeline = await pipeline_state.load(session, project_id, lock=False)
-    snapshot = await status.pipeline_status(session, project_id, page_size=None, loaded=pipeline)
+    first = (page - 1) * STEP_PAGE
+    shown = pipeline.order[first : first + STEP_PAGE]
+    current = [pipeline.rows[pid].current_execution_id for pid in shown if pid in pipeline.rows]
+    previews = await _previews(session, [execution for execution in current if execution is not None])
+    return await anyio.to_thread.run_sync(_project_view, session, pipeline, page, previews)
+
+
+async def _previews(session: AsyncSession, execution_ids: list[uuid.UUID]) -> dict[uuid.UUID, str | None]:
+    """The start of each execution's output as JSON text, cut in the database: a large output is never read
+    whole (PostgreSQL writes JSONB with a space after ',' and ':')."""
+    if not execution_ids:
+        return {}
+    head = func.substr(sql_cast(_EXECUTIONS.c.output_data, Text), 1, PREVIEW_CHARS + 1)
+    query = select(_EXECUTIONS.c.id, head).where(_EXECUTIONS.c.id.in_(execution_ids))
+    found: dict[uuid.UUID, str | None] = {}
+    for execution_id, text in await session.execute(query):
+        if text is None or text == "null":
+            found[execution_id] = None
+        else:
+            found[execution_id] = text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
+    return found
+
+
+def _project_view(
+    session: AsyncSession,
+    pipeline: pipeline_state.ProjectPipeline,
+    page: int,
+    previews: dict[uuid.UUID, str | None],
+) -> dict[str, Any]:
+    """The project view from what was read (no I/O: runs in a worker thread; ``session`` is not used
+    since the pipeline is given)."""
+    computed = status.pipeline_status(session, pipeline.project_id, page=page, page_size=STEP_PAGE, loaded=pipeline)
+    snapshot = _finished(computed)
     layers = _layers(pipeline.graph, pipeline.order)
-    current = {pid: row.current_execution_id for pid, row in pipeline.rows.items() if row.current_execution_id}
-    executions = ExecutionRepository(session)
-    outputs = await executions.outputs(current.values())
-    steps = []
+    steps: list[dict[str, Any]] = []
+    size = 0
     for row in snapshot.processes:
-        pid = row.process_id
-        state_row = pipeline.rows.get(pid)
-        execution_id = current.get(pid)
-        steps.append(
-            {
-                "id": pid,
-                "name": row.name,
-                "state": row.state,
-                "version": row.version,
-                "layer": layers.get(pid, 0),
-                "depends_on": list(pipeline.graph.get(pid, [])),
-                "can_run": row.can_run,
-                "stale_cause": row.invalidated_by_process_id,
-                "reason": state_row.invalidation_reason if state_row else None,
-                "execution_id": str(execution_id) if execution_id else None,
-                "updated": row.last_updated_at.isoformat() if row.last_updated_at else None,
-                "output": _preview(outputs.get(execution_id)) if execution_id else None,
-            }
-        )
+        step = _step(pipeline, row, layers, previews)
+        size += len(json.dumps(step, default=str))
+        if size > MAX_VIEW_BYTES:
+            break
+        steps.append(step)
+    first = (page - 1) * STEP_PAGE
     return {
-        "id": str(project_id),
+        "id": str(pipeline.project_id),
         "name": snapshot.project_name,
         "pipeline_id": snapshot.pipeline_id,
         "counts": snapshot.counts,
@@ -121,7 +205,49 @@ async def project(session: AsyncSession, project_id: uuid.UUID) -> dict[str, Any
         "complete": snapshot.complete,
         "budget": reply_data(snapshot.cost),
         "steps": steps,
+        "steps_total": snapshot.total,
+        "steps_page": page,
+        "steps_first": first + 1 if steps else 0,
+        "steps_omitted": snapshot.total - len(steps),
+        "steps_per_page": STEP_PAGE,
     }
+
+
+def _step(
+    pipeline: pipeline_state.ProjectPipeline,
+    row: Any,
+    layers: dict[str, int],
+    previews: dict[uuid.UUID, str | None],
+) -> dict[str, Any]:
+    pid = row.process_id
+    state_row = pipeline.rows.get(pid)
+    execution_id = state_row.current_execution_id if state_row else None
+    depends_on = pipeline.graph.get(pid, [])
+    return {
+        "id": pid,
+        "name": row.name,
+        "state": row.state,
+        "version": row.version,
+        "layer": layers.get(pid, 0),
+        "depends_on": list(depends_on[:MAX_DEPENDS_SHOWN]),
+        "depends_count": len(depends_on),
+        "can_run": row.can_run,
+        "stale_cause": row.invalidated_by_process_id,
+        "reason": row.invalidation_reason,
+        "execution_id": str(execution_id) if execution_id else None,
+        "updated": row.last_updated_at.isoformat() if row.last_updated_at else None,
+        "output": previews.get(execution_id) if execution_id else None,
+    }
+
+
+def _finished(coroutine: Coroutine[Any, Any, T]) -> T:
+    """The value of a coroutine that does no I/O (it never suspends), run to its end on this thread."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return cast(T, done.value)
+    coroutine.close()
+    raise RuntimeError("a view's computation waited on I/O")
 
 
 async def timeline(session: AsyncSession, project_id: uuid.UUID, *, page: int = 1) -> dict[str, Any]:

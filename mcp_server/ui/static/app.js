@@ -1,6 +1,8 @@
 // pipeline-state dashboard: plain JavaScript and SVG, no library and nothing loaded from elsewhere.
 // Each view is drawn from one JSON document of the read-only API and redrawn when it changes: the page
 // polls every POLL_MS with the document's ETag, so an unchanged view costs the server a 304.
+// No inline style or script (the Content-Security-Policy refuses them): bar sizes are data-width and
+// data-height attributes, set through the DOM once the view is drawn.
 "use strict";
 
 const POLL_MS = 2000;
@@ -43,8 +45,22 @@ function budgetBar(p) {
   const spent = Math.min(100, (100 * Number(p.spent_usd)) / budget);
   const reserved = Math.min(100 - spent, (100 * Number(p.reserved_usd)) / budget);
   return `<div class="budget${p.exceeded ? " over" : ""}" title="spent ${esc(p.spent_usd)}, reserved ${esc(p.reserved_usd)}, remaining ${esc(p.remaining_usd)} of ${esc(p.budget_usd)} USD">
-    <div class="spent" style="width:${spent}%"></div><div class="reserved" style="width:${reserved}%"></div></div>
+    <div class="spent" data-width="${spent}"></div><div class="reserved" data-width="${reserved}"></div></div>
     <span class="muted">${usd(p.spent_usd)} of ${usd(p.budget_usd)}</span>`;
+}
+
+function sized(root) {
+  for (const el of root.querySelectorAll("[data-width]")) el.style.width = `${Number(el.dataset.width)}%`;
+  for (const el of root.querySelectorAll("[data-height]")) el.style.height = `${Number(el.dataset.height)}%`;
+}
+
+function stepPages(project, id) {
+  const shown = project.steps.length, total = project.steps_total, page = project.steps_page;
+  if (shown === total) return "";
+  const link = (n, label) => `<a href="#/project/${esc(id)}/steps/${n}">${label}</a>`;
+  const last = Math.max(1, Math.ceil(total / project.steps_per_page));
+  return `<p class="muted" id="step-pages">Steps ${project.steps_first}–${project.steps_first + shown - 1} of ${total}
+    (${project.steps_omitted} not shown) ${page > 1 ? link(page - 1, "← previous") : ""} ${page < last ? link(page + 1, "next →") : ""}</p>`;
 }
 
 async function projectsView() {
@@ -56,6 +72,7 @@ async function projectsView() {
   ${page.items.map((p) => `<tr data-project="${esc(p.id)}"><td><a href="#/project/${esc(p.id)}">${esc(p.name)}</a><div class="muted">${esc(p.status)}</div></td>
     <td>${esc(p.pipeline_id)} <span class="muted">(${p.steps})</span></td><td>${chips(p.counts)}</td><td>${budgetBar(p)}</td><td>${when(p.last_activity)}</td></tr>`).join("")}
   </tbody></table>${page.has_more ? '<p class="muted">Showing the newest projects.</p>' : ""}`;
+  sized(view);
 }
 
 function graphSVG(steps) {
@@ -78,7 +95,7 @@ function graphSVG(steps) {
     const [x, y] = at.get(s.id);
     const sub = s.state === "stale" && s.stale_cause ? `stale ← ${s.stale_cause}` : `${s.state} · v${s.version}`;
     return `<g class="node ${esc(s.state)}" data-node="${esc(s.id)}"><title>${esc(s.id)}: ${esc(s.state)}${s.reason ? " (" + esc(s.reason) + ")" : ""}</title>
-      <rect x="${x}" y="${y}" width="${W}" height="${H}" rx="6" class="${esc(s.state)}" style="fill:var(--${esc(s.state)})"/>
+      <rect x="${x}" y="${y}" width="${W}" height="${H}" rx="6" class="${esc(s.state)}"/>
       <text x="${x + 10}" y="${y + 19}" font-weight="600">${esc(s.id.length > 22 ? s.id.slice(0, 21) + "…" : s.id)}</text>
       <text x="${x + 10}" y="${y + 36}">${esc(sub)}</text></g>`;
   });
@@ -91,29 +108,29 @@ function costBars(cost) {
   return rows.map((r) => {
     const total = Number(r.cost_usd || 0), rework = Number(r.superseded_cost_usd || 0);
     return `<div class="bar" data-model="${esc(r.model)}" data-cost="${esc(r.cost_usd ?? "")}"><span class="label" title="${esc(r.model)}">${esc(r.model)}</span>
-      <span class="track"><span class="fill" style="width:${(100 * (total - rework)) / top}%"></span><span class="rework" style="width:${(100 * rework) / top}%"></span></span>
+      <span class="track"><span class="fill" data-width="${(100 * (total - rework)) / top}"></span><span class="rework" data-width="${(100 * rework) / top}"></span></span>
       <span class="value">${usd(r.cost_usd)} <span class="muted">${r.calls} calls</span></span></div>`;
   }).join("") || '<p class="muted">No cost logged yet.</p>';
 }
 
 function dayBars(cost) {
   const top = Math.max(...cost.by_day.map((d) => Number(d.cost_usd || 0)), 0) || 1;
-  return cost.by_day.map((d) => `<div data-day="${esc(d.day)}" title="${esc(d.day)}: ${usd(d.cost_usd)}" style="height:${Math.max(1, (100 * Number(d.cost_usd || 0)) / top)}%"></div>`).join("");
+  return cost.by_day.map((d) => `<div data-day="${esc(d.day)}" title="${esc(d.day)}: ${usd(d.cost_usd)}" data-height="${Math.max(1, (100 * Number(d.cost_usd || 0)) / top)}"></div>`).join("");
 }
 
-async function projectView(id) {
+async function projectView(id, stepPage) {
   const base = `/api/projects/${encodeURIComponent(id)}`;
-  const [[project, a], [cost, b], [timeline, c]] = await Promise.all([getJSON(base), getJSON(base + "/cost"), getJSON(base + "/executions")]);
-  if (!(a || b || c) && view.dataset.view === "project:" + id) return;
-  view.dataset.view = "project:" + id;
+  const [[project, a], [cost, b], [timeline, c]] = await Promise.all([getJSON(`${base}?page=${stepPage}`), getJSON(base + "/cost"), getJSON(base + "/executions")]);
+  if (!(a || b || c) && view.dataset.view === `project:${id}:${stepPage}`) return;
+  view.dataset.view = `project:${id}:${stepPage}`;
   const totals = cost.totals;
   view.innerHTML = `<p><a href="#/">← Projects</a></p><h1>${esc(project.name)} <span class="muted">· ${esc(project.pipeline_id)}</span></h1>
-  <div class="cards"><div class="card"><b>${project.steps.length}</b>steps</div>
+  <div class="cards"><div class="card"><b>${project.steps_total}</b>steps</div>
     ${STATES.map((s) => `<div class="card" data-count="${s}"><b>${project.counts[s] || 0}</b><span class="chip ${s}">&nbsp;</span> ${s}</div>`).join("")}
     <div class="card"><b data-total-cost="${esc(totals.cost_usd ?? "")}">${usd(totals.cost_usd)}</b>spent</div>
     <div class="card"><b data-rework-cost="${esc(totals.superseded_cost_usd ?? "")}">${usd(totals.superseded_cost_usd)}</b>rework</div></div>
   <h2>Pipeline</h2><div class="legend">${STATES.map((s) => `<span><span class="chip ${s}">&nbsp;</span> ${s}</span>`).join("")}</div>
-  <div class="graph" id="graph">${graphSVG(project.steps)}</div>
+  ${stepPages(project, id)}<div class="graph" id="graph">${graphSVG(project.steps)}</div>
   <h2>Steps</h2><table id="steps"><thead><tr><th>Step</th><th>State</th><th>Version</th><th>Last update</th><th>Current output</th></tr></thead><tbody>
   ${project.steps.map((s) => `<tr data-step="${esc(s.id)}" data-state="${esc(s.state)}"><td><b>${esc(s.id)}</b><div class="muted">${esc(s.name)}</div></td>
     <td><span class="chip ${esc(s.state)}">${esc(s.state)}</span>${s.stale_cause ? `<div class="stale-cause">cause: <b>${esc(s.stale_cause)}</b> — ${esc(s.reason || "")}</div>` : ""}</td>
@@ -122,13 +139,14 @@ async function projectView(id) {
   <h2>Cost by day</h2><div class="days" id="by-day">${dayBars(cost)}</div>
   <h2>Executions <span class="muted">(${timeline.total}, newest first)</span></h2><table id="timeline"><thead><tr><th>When</th><th>Step</th><th>Status</th><th>By</th></tr></thead><tbody>
   ${timeline.items.map((e) => `<tr data-execution="${esc(e.id)}"><td>${when(e.completed_at || e.started_at)}</td><td>${esc(e.process_id)}</td><td class="status-${esc(e.status)}">${esc(e.status)}</td><td class="muted">${esc(e.created_by || "")}</td></tr>`).join("")}</tbody></table>`;
+  sized(view);
 }
 
 async function render() {
   clearTimeout(timer);
-  const match = location.hash.match(/^#\/project\/([0-9a-fA-F-]{36})$/);
+  const match = location.hash.match(/^#\/project\/([0-9a-fA-F-]{36})(?:\/steps\/([1-9][0-9]{0,6}))?$/);
   try {
-    await (match ? projectView(match[1]) : projectsView());
+    await (match ? projectView(match[1], Number(match[2] || 1)) : projectsView());
     live.className = "";
     live.textContent = "live";
   } catch (error) {
