@@ -158,3 +158,36 @@ async def test_db_copy_is_all_or_nothing_and_names_the_database_that_refused(
     retried = run_cli("db", "copy", "--to", fresh_pg_database, url=source)
     assert retried.returncode == 0, retried.stderr
     assert await _data_rows(fresh_pg_database) == {"process_definitions": 2, "llm_prices": 1}
+
+
+async def _fail(client: Client, project: str, process: str, message: str) -> str:
+    started = await call_ok(client, "start_execution", project_id=project, process_id=process)
+    await call_ok(client, "fail_execution", execution_id=started["execution"]["id"], error_message=message)
+    return str(started["execution"]["id"])
+
+
+async def test_prune_keeps_the_execution_that_explains_a_current_failure(client: Client, db_url: str) -> None:
+    await call_ok(client, "define_process", process_id="a", name="A")
+    await call_ok(client, "define_process", process_id="b", name="B")
+    project = (await call_ok(client, "create_project", name="broken"))["id"]
+    await call_ok(client, "record_execution", project_id=project, process_id="a", output_data={"v": 1})
+    first = await _fail(client, project, "a", "first try: rate limited")
+    last = await _fail(client, project, "a", "the schema of the upstream changed")
+    recovered = await _fail(client, project, "b", "flaky")
+    await call_ok(client, "record_execution", project_id=project, process_id="b", output_data={"v": 1})
+    state = await call_ok(client, "get_process_state", project_id=project, process_id="a")
+    assert state["state"] == "failed"
+
+    pruned = run_cli("db", "prune", "--older-than", "0d", url=db_url)
+    assert pruned.returncode == 0, pruned.stderr
+    left = {e["id"] for e in (await call_ok(client, "list_executions", project_id=project, page_size=100))["items"]}
+    assert last in left  # why `a` is failed: still there, with its message
+    assert first not in left and recovered not in left  # superseded failures go as before
+    explained = await call_ok(client, "get_execution", execution_id=last)
+    assert explained["error_message"] == "the schema of the upstream changed"
+
+    for age in ("999999d", "999999h", "36501d"):
+        refused = run_cli("db", "prune", "--older-than", age, url=db_url)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+        assert "36500d" in refused.stderr
+    assert run_cli("db", "prune", "--older-than", "36500d", "--dry-run", url=db_url).returncode == 0

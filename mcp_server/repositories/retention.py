@@ -6,9 +6,10 @@ import uuid
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Text, and_, delete, func, not_, select, update
+from sqlalchemy import Text, and_, delete, exists, func, not_, select, update
+from sqlalchemy.orm import aliased
 
-from mcp_server.enums import ExecutionStatus
+from mcp_server.enums import ExecutionStatus, StateName
 from mcp_server.models import LLMMetrics, ProcessExecution, ProcessState
 from mcp_server.repositories.base import Repository
 
@@ -27,13 +28,33 @@ class PrunableTotals(NamedTuple):
     cost_rows: int
 
 
+def _explains_a_failure() -> Any:
+    """The execution is the latest failure of a step whose state is ``failed`` now: its error message is the
+    only record of why, so it stays as long as the state does."""
+    later = aliased(ProcessExecution)
+    failed_state = exists().where(
+        ProcessState.project_id == ProcessExecution.project_id,
+        ProcessState.process_id == ProcessExecution.process_id,
+        ProcessState.state == StateName.FAILED.value,
+    )
+    later_failure = exists().where(
+        later.project_id == ProcessExecution.project_id,
+        later.process_id == ProcessExecution.process_id,
+        later.status == ExecutionStatus.FAILED.value,
+        later.completed_at > ProcessExecution.completed_at,
+    )
+    return and_(ProcessExecution.status == ExecutionStatus.FAILED.value, failed_state, not_(later_failure))
+
+
 def _prunable(cutoff: datetime, project_id: uuid.UUID | None) -> Any:
-    """Executions that no state points at, not running or pending, created before the cutoff."""
+    """Executions that no state points at, not running or pending, not the one that explains a step's
+    current failure, created before the cutoff."""
     current = select(ProcessState.current_execution_id).where(ProcessState.current_execution_id.is_not(None))
     conditions = [
         ProcessExecution.created_at < cutoff,
         ProcessExecution.status.not_in((ExecutionStatus.RUNNING.value, ExecutionStatus.PENDING.value)),
         not_(ProcessExecution.id.in_(current)),
+        not_(_explains_a_failure()),
     ]
     if project_id is not None:
         conditions.append(ProcessExecution.project_id == project_id)

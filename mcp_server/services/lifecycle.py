@@ -17,15 +17,19 @@ from mcp_server.repositories.retention import RetentionRepository
 
 BATCH = 500  # executions per transaction: the write lock is never held for long
 _AGE = re.compile(r"^\s*(\d{1,6})\s*([dh])\s*$")
+MAX_AGE = timedelta(days=36_500)  # a century: older than any row, and far from the calendar's end
 
 
 def parse_age(text: str) -> timedelta:
-    """``90d``, ``12h`` or ``0d``."""
+    """``90d``, ``12h`` or ``0d``, at most MAX_AGE."""
     match = _AGE.match(text)
     if match is None:
         raise InvalidArgument(f"age {text!r} is not like 90d, 12h or 0d")
     amount, unit = int(match.group(1)), match.group(2)
-    return timedelta(days=amount) if unit == "d" else timedelta(hours=amount)
+    age = timedelta(days=amount) if unit == "d" else timedelta(hours=amount)
+    if age > MAX_AGE:
+        raise InvalidArgument(f"age {text!r} is more than {MAX_AGE.days}d", hint="Give an age of at most 36500d")
+    return age
 
 
 @dataclass
