@@ -1,19 +1,27 @@
-"""Project bundles: ``export`` and ``import`` across databases (SPEC §7).
+"""Project bundles: ``export`` and ``import`` across databases.
 
 A bundle is JSON Lines: a header (format, schema revision, counts), then one record per row, tables in
 dependency order: process definitions (of the exported projects' pipelines), projects, the prompt
 versions their executions used, executions, states, cost rows. Values are written in a form both
 engines read back exactly: ids and times as strings, money as decimal strings.
 
-``import`` loads a bundle in one transaction. Ids are kept; a row already present with the same content
-is skipped (importing twice changes nothing); a row present with other content is a clash: every clash
-is named and nothing is written.
+``import`` trusts nothing in a bundle. The header must be one this server can read (format, a known
+schema revision) and its counts must match the records that follow (a bundle cut short is refused).
+Every record is checked by the rules the tools apply (``bundle_rows``); the figures a project derives
+from its rows (spent, unpriced calls, reserved) are recomputed from them; the pipelines stay DAGs once
+merged with the definitions already here; every reference (a step of the project's pipeline, a prompt
+version, an execution of the same project and step) must hold. Ids are kept; a row already present
+with the same content is skipped (importing twice changes nothing); a row present with other content
+is a clash, and so is any new row for a project that already exists here: an import adds projects, it
+never changes one. Everything is checked before the first write, in one transaction: a refused import
+writes nothing.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,10 +32,14 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mcp_server.db.migrate import SCHEMA_HEAD
-from mcp_server.db.types import GUID, Money, UTCDateTime
+from mcp_server.db.types import MONEY_SCALE
 from mcp_server.errors import Conflict, InvalidArgument
 from mcp_server.models import LLMMetrics, ProcessDefinition, ProcessExecution, ProcessState, Project, PromptVersion
+from mcp_server.repositories import ProcessDefinitionRepository
+from mcp_server.repositories.projects import MAX_SPENT_UNITS
 from mcp_server.repositories.rows import RowRepository
+from mcp_server.services import dag
+from mcp_server.services.bundle_rows import NOTHING_WRITTEN, checked
 
 FORMAT = "pipeline-state-bundle"
 FORMAT_VERSION = 1
@@ -41,6 +53,7 @@ KINDS: dict[str, Table] = {
     "cost": LLMMetrics.__table__,  # type: ignore[dict-item]
 }
 MAX_CLASHES_NAMED = 20
+FIRST_REVISION = "0001"
 
 
 def _dump(value: Any) -> Any:
@@ -53,25 +66,16 @@ def _dump(value: Any) -> Any:
     return value
 
 
-def _load(table: Table, name: str, value: Any) -> Any:
-    if value is None:
-        return None
-    column_type = table.c[name].type
-    if isinstance(column_type, GUID):
-        return uuid.UUID(str(value))
-    if isinstance(column_type, UTCDateTime):
-        return datetime.fromisoformat(str(value))
-    if isinstance(column_type, Money):
-        return Decimal(str(value))
-    return value
-
-
 def _record(kind: str, row: Any) -> dict[str, Any]:
     return {"kind": kind, **{name: _dump(value) for name, value in row._mapping.items()}}
 
 
 def _key(table: Table, values: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(str(values[column.name]) for column in table.primary_key.columns)
+    return tuple(values[column.name] for column in table.primary_key.columns)
+
+
+def _named(table: Table, values: dict[str, Any]) -> str:
+    return "/".join(str(part) for part in _key(table, values))
 
 
 async def export(
@@ -133,64 +137,183 @@ class ImportReport:
     unchanged: dict[str, int] = field(default_factory=dict)
 
 
-def read(lines: Iterable[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The header and the records of a bundle, checked for shape (InvalidArgument naming the line)."""
+@dataclass
+class Row:
+    """One checked record: its kind, the line it came from, and the row to store (column -> value)."""
+
+    kind: str
+    line: int
+    values: dict[str, Any]
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _parse(line: str, number: int) -> dict[str, Any]:
+    try:
+        record = json.loads(line, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise InvalidArgument(f"line {number} is nested too deeply to read", hint=NOTHING_WRITTEN) from None
+    except ValueError as exc:  # not JSON, NaN/Infinity, an integer of thousands of digits
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)[:200]
+        raise InvalidArgument(f"line {number} is not JSON: {reason}", hint=NOTHING_WRITTEN) from None
+    if not isinstance(record, dict) or not isinstance(record.get("kind"), str):
+        raise InvalidArgument(f"line {number} is not a bundle record (no kind)", hint=NOTHING_WRITTEN)
+    return record
+
+
+def _revision_known(revision: Any) -> bool:
+    return (
+        isinstance(revision, str)
+        and len(revision) == len(SCHEMA_HEAD)
+        and revision.isdigit()
+        and FIRST_REVISION <= revision <= SCHEMA_HEAD
+    )
+
+
+def _check_header(record: dict[str, Any]) -> dict[str, Any]:
+    if record["kind"] != "header" or record.get("format") != FORMAT:
+        raise InvalidArgument("the first line is not a pipeline-state bundle header", hint=NOTHING_WRITTEN)
+    if record.get("format_version") != FORMAT_VERSION:
+        raise InvalidArgument(
+            f"bundle format version {str(record.get('format_version'))[:20]} is not {FORMAT_VERSION}",
+            hint=NOTHING_WRITTEN,
+        )
+    revision = record.get("schema_revision")
+    if not _revision_known(revision):
+        raise InvalidArgument(
+            f"the bundle was written at schema revision {str(revision)[:20]!r}, which this server does not know "
+            f"(it reads {FIRST_REVISION} to {SCHEMA_HEAD})",
+            hint="Nothing was written. Import it with the pipeline-state-mcp version that exported it, or a newer one",
+        )
+    counts = record.get("counts")
+    if (
+        not isinstance(counts, dict)
+        or not set(counts) <= set(KINDS)
+        or not all(type(count) is int and count >= 0 for count in counts.values())
+    ):
+        raise InvalidArgument(
+            f"the bundle header's counts are not a count of rows per kind ({', '.join(KINDS)})", hint=NOTHING_WRITTEN
+        )
+    return record
+
+
+def _check_counts(header: dict[str, Any], rows: Sequence[Row]) -> None:
+    found = Counter(row.kind for row in rows)
+    wrong = [kind for kind in KINDS if header["counts"].get(kind, 0) != found[kind]]
+    if wrong:
+        said = ", ".join(f"{header['counts'].get(kind, 0)} {kind}" for kind in wrong)
+        there = ", ".join(f"{found[kind]} {kind}" for kind in wrong)
+        raise InvalidArgument(
+            f"the bundle is incomplete or altered: its header counts {said} row(s), but {there} follow",
+            hint="Nothing was written. Export it again (a copy cut short is refused whole)",
+        )
+
+
+def read(lines: Iterable[str]) -> tuple[dict[str, Any], list[Row]]:
+    """The header and the checked rows of a bundle (InvalidArgument naming the line)."""
     header: dict[str, Any] | None = None
-    records: list[dict[str, Any]] = []
+    rows: list[Row] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InvalidArgument(f"line {number} is not JSON: {exc.msg}") from None
-        if not isinstance(record, dict) or "kind" not in record:
-            raise InvalidArgument(f"line {number} is not a bundle record (no kind)")
+        record = _parse(line, number)
         if header is None:
-            if record["kind"] != "header" or record.get("format") != FORMAT:
-                raise InvalidArgument("the first line is not a pipeline-state bundle header")
-            if record.get("format_version") != FORMAT_VERSION:
-                raise InvalidArgument(f"bundle format version {record.get('format_version')} is not {FORMAT_VERSION}")
-            header = record
+            header = _check_header(record)
             continue
-        table = KINDS.get(record["kind"])
-        if table is None:
-            raise InvalidArgument(f"line {number}: unknown kind {record['kind']!r}")
-        unknown = set(record) - {"kind"} - set(table.c.keys())
-        if unknown:
-            raise InvalidArgument(f"line {number}: {record['kind']} has no field(s) {sorted(unknown)}")
-        records.append(record)
+        kind = record["kind"]
+        if kind not in KINDS:
+            raise InvalidArgument(f"line {number}: unknown kind {kind[:50]!r}", hint=NOTHING_WRITTEN)
+        rows.append(Row(kind, number, checked(kind, record, number)))
     if header is None:
-        raise InvalidArgument("the bundle is empty")
-    return header, records
+        raise InvalidArgument("the bundle is empty", hint="Nothing was written")
+    _check_counts(header, rows)
+    return header, rows
 
 
-async def load(session: AsyncSession, records: Sequence[dict[str, Any]]) -> ImportReport:
-    """Insert what is new, skip what is identical, refuse (naming the rows, writing nothing) what clashes."""
+def _refused(row: Row, problem: str) -> InvalidArgument:
+    return InvalidArgument(
+        f"line {row.line}: {row.kind} {_named(KINDS[row.kind], row.values)} {problem}", hint=NOTHING_WRITTEN
+    )
+
+
+def _by_kind(rows: Sequence[Row]) -> dict[str, list[Row]]:
+    """The rows grouped by kind; the same row twice in one bundle is refused."""
+    grouped: dict[str, list[Row]] = {kind: [] for kind in KINDS}
+    seen: set[tuple[Any, ...]] = set()
+    for row in rows:
+        key = (row.kind, *_key(KINDS[row.kind], row.values))
+        if key in seen:
+            raise _refused(row, "is in the bundle twice")
+        seen.add(key)
+        grouped[row.kind].append(row)
+    return grouped
+
+
+def _figures(grouped: dict[str, list[Row]]) -> dict[Any, dict[str, Any]]:
+    """What each project's spent, unpriced calls and reserve are, recomputed from its rows in the bundle;
+    a figure the bundle leaves out (an older revision) is filled in."""
+    spent: dict[Any, Decimal] = defaultdict(Decimal)
+    unpriced: Counter[Any] = Counter()
+    reserved: dict[Any, Decimal] = defaultdict(Decimal)
+    for row in grouped["cost"]:
+        cost, project = row.values["cost_usd"], row.values["project_id"]
+        if cost is None:
+            unpriced[project] += 1
+        else:
+            spent[project] += cost
+    for row in grouped["execution"]:
+        reserved[row.values["project_id"]] += row.values["reserved_usd"] or 0
+    figures: dict[Any, dict[str, Any]] = {}
+    for row in grouped["project"]:
+        pid = row.values["id"]
+        figures[pid] = {"spent_usd": spent[pid], "unpriced_calls": unpriced[pid], "reserved_usd": reserved[pid]}
+        for name, value in figures[pid].items():
+            if row.values[name] is None:
+                row.values[name] = value
+    return figures
+
+
+def _check_figures(projects: list[Row], figures: dict[Any, dict[str, Any]]) -> None:
+    """A project the bundle adds says what its rows make, never a figure of its own."""
+    for row in projects:
+        for name, value in figures[row.values["id"]].items():
+            if row.values[name] != value:
+                raise _refused(
+                    row, f"says {name} {_dump(row.values[name])}, but its rows in the bundle make {_dump(value)}"
+                )
+        if row.values["spent_usd"] * MONEY_SCALE > MAX_SPENT_UNITS:
+            raise _refused(row, "costs more than one project can hold")
+
+
+def _differ(present: dict[str, Any], values: dict[str, Any]) -> list[str]:
+    """The columns where the stored row and the bundle's differ (as both engines give values back)."""
+    return sorted(name for name, value in values.items() if present.get(name) != value)
+
+
+async def _classify(session: AsyncSession, grouped: dict[str, list[Row]], report: ImportReport) -> dict[str, list[Row]]:
+    """The rows not yet here; rows here and identical are counted unchanged; rows here and different are
+    refused together, each named (Conflict)."""
     repo = RowRepository(session)
-    report = ImportReport()
+    new: dict[str, list[Row]] = {kind: [] for kind in KINDS}
     clashes: list[str] = []
-    new: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
     for kind, table in KINDS.items():
-        mine = [record for record in records if record["kind"] == kind]
-        if not mine:
+        if not grouped[kind]:
             continue
         keys = [column.name for column in table.primary_key.columns]
-        wanted = [{key: _load(table, key, record[key]) for key in keys} for record in mine]
-        existing: dict[tuple[Any, ...], dict[str, Any]] = {}
-        for row in await repo.by_keys(table, wanted):
-            dumped = {name: _dump(value) for name, value in row._mapping.items()}
-            existing[_key(table, dumped)] = dumped
-        for record in mine:
-            values = {name: value for name, value in record.items() if name != "kind"}
-            present = existing.get(_key(table, values))
+        wanted = [{key: row.values[key] for key in keys} for row in grouped[kind]]
+        stored = {
+            _key(table, dict(found._mapping)): dict(found._mapping) for found in await repo.by_keys(table, wanted)
+        }
+        for row in grouped[kind]:
+            present = stored.get(_key(table, row.values))
             if present is None:
-                new[kind].append({name: _load(table, name, value) for name, value in values.items()})
-            elif _same(table, present, values):
-                report.unchanged[kind] = report.unchanged.get(kind, 0) + 1
+                new[kind].append(row)
+            elif differ := _differ(present, row.values):
+                clashes.append(f"{kind} {_named(table, row.values)} differs in {', '.join(differ)}")
             else:
-                differ = sorted(n for n in values if _load(table, n, present.get(n)) != _load(table, n, values[n]))
-                clashes.append(f"{kind} {'/'.join(_key(table, values))} differs in {', '.join(differ)}")
+                report.unchanged[kind] = report.unchanged.get(kind, 0) + 1
     if clashes:
         named = "; ".join(clashes[:MAX_CLASHES_NAMED]) + (
             f"; and {len(clashes) - MAX_CLASHES_NAMED} more" if len(clashes) > MAX_CLASHES_NAMED else ""
@@ -200,13 +323,133 @@ async def load(session: AsyncSession, records: Sequence[dict[str, Any]]) -> Impo
             hint="Nothing was written. A row with the same id must have the same content (and a pipeline step "
             "the same definition); import into another database, or export again from the source",
         )
-    for kind, rows in new.items():
-        if rows:
-            await repo.insert(KINDS[kind], rows)
-            report.inserted[kind] = len(rows)
+    return new
+
+
+async def _catalogues(session: AsyncSession, new: list[Row], pipelines: set[str]) -> dict[str, set[str]]:
+    """The steps of each pipeline once the new definitions join those here (a DAG, dependencies known)."""
+    repo = ProcessDefinitionRepository(session)
+    added: dict[str, list[Row]] = defaultdict(list)
+    for row in new:
+        added[row.values["pipeline_id"]].append(row)
+    steps: dict[str, set[str]] = {}
+    for pipeline in sorted(pipelines | set(added)):
+        if added[pipeline]:
+            await repo.lock_catalogue(pipeline)
+        graph = {node.id: list(node.depends_on) for node in await repo.list_nodes(pipeline)}
+        graph.update({row.values["id"]: row.values["depends_on"] for row in added[pipeline]})
+        for row in added[pipeline]:
+            unknown = sorted(set(row.values["depends_on"]) - set(graph))
+            if unknown:
+                raise _refused(row, f"depends on {unknown}, which pipeline {pipeline!r} does not define")
+        cycle = dag.find_cycle(graph)
+        if cycle is not None:
+            raise InvalidArgument(
+                f"the bundle's definitions would make a cycle in pipeline {pipeline!r}: {' -> '.join(cycle)}",
+                hint="Nothing was written. A pipeline must be a DAG, with the definitions already here too",
+            )
+        steps[pipeline] = set(graph)
+    return steps
+
+
+async def _check_owners(session: AsyncSession, new: dict[str, list[Row]]) -> dict[Any, str]:
+    """Every new execution, state and cost row belongs to a project the bundle adds: rows are never added
+    to a project already here (they would change its history, budget and holds). Returns the new
+    projects' pipelines."""
+    adding = {row.values["id"]: row.values["pipeline_id"] for row in new["project"]}
+    strays = [
+        row
+        for kind in ("execution", "state", "cost")
+        for row in new[kind]
+        if row.values["project_id"] is not None and row.values["project_id"] not in adding
+    ]
+    if strays:
+        wanted = [{"id": pid} for pid in {row.values["project_id"] for row in strays}]
+        here = {found.id for found in await RowRepository(session).by_keys(KINDS["project"], wanted)}
+        row = strays[0]
+        pid = row.values["project_id"]
+        if pid in here:
+            raise Conflict(
+                f"line {row.line}: {row.kind} {_named(KINDS[row.kind], row.values)} would be added to project {pid}, "
+                f"which is already here ({len(strays)} such row(s))",
+                hint="Nothing was written. An import adds whole projects and never changes one that exists: the "
+                "rows of a project already here must be identical to the stored ones",
+            )
+        raise _refused(row, f"belongs to project {pid}, which is neither in the bundle nor here")
+    return adding
+
+
+async def _known_prompts(session: AsyncSession, grouped: dict[str, list[Row]], new: dict[str, list[Row]]) -> set[Any]:
+    """The prompt versions the new rows refer to that exist (in the bundle or here)."""
+    known = {row.values["id"] for row in grouped["prompt_version"]}
+    asked = {row.values["prompt_version_id"] for kind in ("execution", "cost") for row in new[kind]} - known - {None}
+    if asked:
+        found = await RowRepository(session).by_keys(KINDS["prompt_version"], [{"id": pid} for pid in asked])
+        known |= {row.id for row in found}
+    return known
+
+
+def _check_executions(new: dict[str, list[Row]], steps: dict[Any, set[str]], prompts: set[Any]) -> dict[Any, Row]:
+    """Each new execution runs a step of its project's pipeline, with a prompt version that exists."""
+    executions: dict[Any, Row] = {}
+    for row in new["execution"]:
+        if row.values["process_id"] not in steps[row.values["project_id"]]:
+            raise _refused(row, f"runs step {row.values['process_id']!r}, which its project's pipeline does not define")
+        if row.values["prompt_version_id"] not in prompts | {None}:
+            raise _refused(row, f"uses prompt version {row.values['prompt_version_id']}, which does not exist")
+        executions[row.values["id"]] = row
+    for row in new["cost"]:
+        execution = executions.get(row.values["execution_id"])
+        if row.values["execution_id"] is not None and (
+            execution is None or execution.values["project_id"] != row.values["project_id"]
+        ):
+            raise _refused(row, f"is the cost of execution {row.values['execution_id']}, not one of its project's")
+        if row.values["prompt_version_id"] not in prompts | {None}:
+            raise _refused(row, f"names prompt version {row.values['prompt_version_id']}, which does not exist")
+    return executions
+
+
+def _check_states(new: dict[str, list[Row]], steps: dict[Any, set[str]], executions: dict[Any, Row]) -> None:
+    """One state per step of the project's pipeline; its current execution is one of that step's; a running
+    step has a running execution (to finish or fail)."""
+    running = {
+        (row.values["project_id"], row.values["process_id"])
+        for row in executions.values()
+        if row.values["status"] == "running"
+    }
+    seen: set[tuple[Any, str]] = set()
+    for row in new["state"]:
+        step = (row.values["project_id"], row.values["process_id"])
+        if step[1] not in steps[step[0]]:
+            raise _refused(row, f"is the state of step {step[1]!r}, which its project's pipeline does not define")
+        if step in seen:
+            raise _refused(row, f"is a second state of step {step[1]!r}")
+        seen.add(step)
+        current = executions.get(row.values["current_execution_id"])
+        if row.values["current_execution_id"] is not None and (
+            current is None or (current.values["project_id"], current.values["process_id"]) != step
+        ):
+            raise _refused(row, f"points at execution {row.values['current_execution_id']}, not one of this step's")
+        if row.values["state"] == "running" and step not in running:
+            raise _refused(row, "is running, but no execution of its step is")
+
+
+async def load(session: AsyncSession, rows: Sequence[Row]) -> ImportReport:
+    """Insert what is new, skip what is identical; refuse (naming the rows, writing nothing) what clashes,
+    breaks a rule the tools keep, or would change a project already here."""
+    grouped = _by_kind(rows)
+    figures = _figures(grouped)
+    report = ImportReport()
+    new = await _classify(session, grouped, report)
+    adding = await _check_owners(session, new)
+    _check_figures(new["project"], figures)
+    catalogues = await _catalogues(session, new["definition"], set(adding.values()))
+    steps = {pid: catalogues[pipeline] for pid, pipeline in adding.items()}
+    executions = _check_executions(new, steps, await _known_prompts(session, grouped, new))
+    _check_states(new, steps, executions)
+    repo = RowRepository(session)
+    for kind, chosen in new.items():
+        if chosen:
+            await repo.insert(KINDS[kind], [row.values for row in chosen])
+            report.inserted[kind] = len(chosen)
     return report
-
-
-def _same(table: Table, present: dict[str, Any], values: dict[str, Any]) -> bool:
-    """Equal as both engines give values back (times as UTC instants, money exact)."""
-    return all(_load(table, name, present.get(name)) == _load(table, name, value) for name, value in values.items())
