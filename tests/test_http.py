@@ -223,3 +223,36 @@ async def test_sigterm_stops_the_http_server_within_5_s_with_a_stream_open(db_ur
                     process.terminate()
                     with anyio.fail_after(5):
                         await process.wait()
+
+
+async def _closed_by_server(stream: anyio.abc.SocketStream) -> bool:
+    """True once the server closed the connection (end of stream or reset) without answering."""
+    try:
+        return await stream.receive() == b""  # pragma: no cover - an answer is a failure
+    except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionResetError):
+        return True
+
+
+async def test_a_half_sent_request_is_cut_off_and_others_are_served(db_url: str, tmp_path: Path) -> None:
+    """Slowloris: a client that sends half a request line (or nothing, or half of its second request) and
+    stalls is disconnected after PIPELINE_STATE_HTTP_HEADER_TIMEOUT; meanwhile a real client's session,
+    idle longer than that between calls and holding its event stream open, works throughout."""
+    extra = {"PIPELINE_STATE_HTTP_HEADER_TIMEOUT": "1"}
+    async with _serve(db_url, tmp_path, extra=extra) as url:
+        port = int(url.split(":")[2].split("/")[0])
+        stalled = await anyio.connect_tcp("127.0.0.1", port)
+        await stalled.send(b"POST /mcp HT")
+        silent = await anyio.connect_tcp("127.0.0.1", port)
+        second = await anyio.connect_tcp("127.0.0.1", port)
+        await second.send(b"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # answered (401), then half another
+        assert (await second.receive()).startswith(b"HTTP/1.1 401")
+        await second.send(b"GET /mcp HTTP/1.1\r\nHost: 12")
+        with anyio.fail_after(60):
+            async with _client(url) as client:
+                project = await call_ok(client, "create_project", name="while stalled")
+                await anyio.sleep(2.5)  # longer than the timeout: a session is not a stalled request
+                assert (await call_ok(client, "get_project", project_id=project["id"]))["name"] == "while stalled"
+        with anyio.fail_after(10):  # 1 s timeout; the bound leaves room for a loaded machine
+            for stream in (stalled, silent, second):
+                assert await _closed_by_server(stream)
+                await stream.aclose()
