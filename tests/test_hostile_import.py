@@ -182,6 +182,12 @@ async def test_a_new_project_imports_only_with_figures_its_rows_make(db_url: str
         target.update(change)
         code, _, err = await cli("import", _write(tmp_path / "bad.jsonl", forged))
         _refused(code, err, word)
+    # Executions of a step whose state the bundle leaves out.
+    without = [
+        r for r in source if not (r["kind"] == "state" and r["project_id"] == docs and r["process_id"] == "spec")
+    ]
+    code, _, err = await cli("import", _write(tmp_path / "stateless.jsonl", without))
+    _refused(code, err, "no state")
     assert await _snapshot(db_url) == before
     # The untouched bundle imports, and the imported project's budget works as the source's did.
     code, out, err = await cli("import", _write(tmp_path / "good.jsonl", source))
@@ -240,6 +246,7 @@ WRONG: list[tuple[str, dict[str, Any], str]] = [
     ("execution", {"project_id": "12"}, "project_id"),
     ("execution", {"reply": {"not": "a reply"}}, "reply"),
     ("state", {"version": 0}, "version"),
+    ("state", {"version": -1}, "version"),
     ("state", {"version": True}, "version"),
     ("state", {"state": "weird"}, "state"),
     ("state", {"last_updated_at": "yesterday"}, "last_updated_at"),

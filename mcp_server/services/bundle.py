@@ -410,13 +410,16 @@ def _check_executions(new: dict[str, list[Row]], steps: dict[Any, set[str]], pro
 
 
 def _check_states(new: dict[str, list[Row]], steps: dict[Any, set[str]], executions: dict[Any, Row]) -> None:
-    """One state per step of the project's pipeline; its current execution is one of that step's; a running
-    step has a running execution (to finish or fail)."""
-    running = {
-        (row.values["project_id"], row.values["process_id"])
-        for row in executions.values()
-        if row.values["status"] == "running"
-    }
+    """One state per step of the project's pipeline, and one for every step that has run; its current
+    execution is one of that step's; a running step has a running execution (to finish or fail); its
+    version counts at least one write per execution (each start or one-call record raises it)."""
+    runs: Counter[tuple[Any, str]] = Counter()
+    running: set[tuple[Any, str]] = set()
+    for execution in executions.values():
+        step = (execution.values["project_id"], execution.values["process_id"])
+        runs[step] += 1
+        if execution.values["status"] == "running":
+            running.add(step)
     seen: set[tuple[Any, str]] = set()
     for row in new["state"]:
         step = (row.values["project_id"], row.values["process_id"])
@@ -432,6 +435,11 @@ def _check_states(new: dict[str, list[Row]], steps: dict[Any, set[str]], executi
             raise _refused(row, f"points at execution {row.values['current_execution_id']}, not one of this step's")
         if row.values["state"] == "running" and step not in running:
             raise _refused(row, "is running, but no execution of its step is")
+        if row.values["version"] < runs[step]:
+            raise _refused(row, f"has version {row.values['version']}, below the {runs[step]} execution(s) of its step")
+    stateless = [row for row in new["execution"] if (row.values["project_id"], row.values["process_id"]) not in seen]
+    if stateless:
+        raise _refused(stateless[0], "ran a step that has no state in the bundle")
 
 
 async def load(session: AsyncSession, rows: Sequence[Row]) -> ImportReport:

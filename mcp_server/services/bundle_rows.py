@@ -75,6 +75,7 @@ Money = Annotated[Usd, BeforeValidator(_exact_money)]
 Whole = Annotated[int, BeforeValidator(_strict_int)]
 Count = Annotated[Whole, Field(ge=0, le=2**63 - 1)]
 Version = Annotated[Whole, Field(ge=1, le=INT32)]
+StateVersion = Annotated[Whole, Field(ge=0, le=INT32)]  # at least the step's executions (checked with them)
 Who = Annotated[str, StringConstraints(max_length=ACTOR_MAX), NoNul]
 Key = Annotated[str, StringConstraints(min_length=1, max_length=200), NoNul]
 Hash = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
@@ -207,7 +208,7 @@ class StateRow(_Row):
     project_id: uuid.UUID
     process_id: Slug
     state: StateName = StateName.EMPTY
-    version: Version
+    version: StateVersion
     current_execution_id: uuid.UUID | None = None
     invalidated_at: Time | None = None
     invalidated_by_process_id: Slug | None = None
