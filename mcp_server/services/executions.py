@@ -35,7 +35,7 @@ from mcp_server.services import costs, pipeline_state, rules
 from mcp_server.services.idempotency import check_replay, request_hash
 from mcp_server.services.pipeline_state import ProjectPipeline
 from mcp_server.services.rules import Event, State
-from mcp_server.services.validation import json_hash, validate
+from mcp_server.services.validation import check_ahead, json_hash
 
 if TYPE_CHECKING:
     from mcp_server.schemas.cost import UsageIn
@@ -179,6 +179,7 @@ async def start(
     }
     # Only a keyed call is ever compared with an earlier one.
     args_hash = request_hash("start_execution", args) if idempotency_key else ""
+    checks = await check_ahead(session, project_id, process_id, input_data=input_data)  # before the lock
     pipeline = await pipeline_state.load(session, project_id, lock=True, around=process_id)
     if (replayed := await _replay(session, idempotency_key, args_hash)) is not None:
         return StartReply.model_validate(replayed)
@@ -189,7 +190,7 @@ async def start(
     target = rules.next_state(pipeline.state(process_id), Event.START, process_id=process_id)
     pipeline.check_ready(process_id, force=force)
     input_schema, _ = await pipeline.catalogue.schemas_of(session, process_id)
-    validate(input_schema, input_data, what="input_data", process_id=process_id)
+    await checks.validate(input_schema, input_data, what="input_data", process_id=process_id)
     await _check_prompt(session, prompt_version_id)
     held = await _admit(session, pipeline.project, reserve_usd)
     execution = await ExecutionRepository(session).create(
@@ -253,13 +254,15 @@ async def record(
     # Worked out before the first statement, which takes the write lock: hashing and pricing hold nobody.
     output_hash = json_hash(output_data)
     quoted = costs.quote(usage) if usage is not None else None
+    ahead = {"output_data": output_data} | ({"input_data": input_data or {}} if execution_id is None else {})
+    checks = await check_ahead(session, project_id, process_id, **ahead)
     pipeline = await pipeline_state.load(session, project_id, lock=True, around=process_id)
     if (replayed := await _replay(session, idempotency_key, args_hash)) is not None:
         return RecordReply.model_validate(replayed)
     pipeline.definition(process_id)
     pipeline.check_version(process_id, expected_version)
     input_schema, output_schema = await pipeline.catalogue.schemas_of(session, process_id)
-    validate(output_schema, output_data, what="output_data", process_id=process_id)
+    await checks.validate(output_schema, output_data, what="output_data", process_id=process_id)
     await _check_prompt(session, prompt_version_id)
     current = _current(pipeline, process_id)
     current_hash = None if current is None else current[1]
@@ -288,7 +291,7 @@ async def record(
         pipeline.check_ready(process_id, force=force)
         decision = rules.finish(state, started=False, changed_since_start=False, force=force)
         input_data = {} if input_data is None else input_data
-        validate(input_schema, input_data, what="input_data", process_id=process_id)
+        await checks.validate(input_schema, input_data, what="input_data", process_id=process_id)
         finished["status"], finished["prompt_version_id"] = decision.status.value, prompt_version_id
         execution = await executions.create(
             project_id=project_id,

@@ -15,10 +15,20 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
+from urllib.parse import unquote, urldefrag, urljoin
 
+import anyio.to_thread
+from anyio import CapacityLimiter
+from anyio.lowlevel import RunVar
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mcp_server.db.engine import database_key
 from mcp_server.errors import InvalidArgument, SchemaViolation
+from mcp_server.schemas.common import MAX_JSON_DEPTH
 
 
 def canonical_json(value: Any) -> str:
@@ -60,14 +70,182 @@ def _reason(message: str) -> str:
     return f"is not a valid JSON Schema 2020-12: {first or 'invalid schema'}"
 
 
+# --- What a schema costs: the most subschemas it applies to any one value -------------------------------
+
+# A schema applies at most this many subschemas to one value of the data, once its references are followed.
+# Real schemas stay in the hundreds (a oneOf of a hundred variants included); a schema whose definitions
+# refer to each other twice per level passes it by depth 12, and validating against it would cost 2^depth.
+MAX_APPLIED = 10_000
+
+# Keywords whose subschemas apply to the same value, and those that apply to a part of it; ``$defs``
+# are only indexed (a definition applies where it is referred to).
+_HERE_ONE = ("not", "if", "then", "else")
+_HERE_MANY = ("allOf", "anyOf", "oneOf")
+_OBJECT_ONE = ("additionalProperties", "unevaluatedProperties", "propertyNames")
+_ARRAY_ONE = ("items", "contains", "unevaluatedItems")
+_ANY_KEY = "{*}"  # a label for the parts a wildcard keyword reaches: any property ...
+_ANY_ITEM = "[*]"  # ... or any item
+_ROOT = "https://schema.invalid/root"
+
+
+class _TooCostly(Exception):
+    """The schema applies more than ``MAX_APPLIED`` subschemas to one value (or cannot be followed)."""
+
+
+def _subschemas(node: dict[str, Any]) -> list[tuple[str | None, Any]]:
+    """Each subschema written in ``node`` with where it applies: None (the same value), a property name,
+    or one of the wildcard labels; ``$defs`` entries as ``"$defs"``."""
+    found: list[tuple[str | None, Any]] = [(None, node[k]) for k in _HERE_ONE if k in node]
+    found += [(None, s) for k in _HERE_MANY if isinstance(node.get(k), list) for s in node[k]]
+    for key, label in (("dependentSchemas", None), ("patternProperties", _ANY_KEY), ("$defs", "$defs")):
+        if isinstance(node.get(key), dict):
+            found += [(label, s) for s in node[key].values()]
+    if isinstance(node.get("definitions"), dict):
+        found += [("$defs", s) for s in node["definitions"].values()]
+    if isinstance(node.get("properties"), dict):
+        found += [(f"{{{name}}}", s) for name, s in node["properties"].items()]
+    found += [(_ANY_KEY, node[k]) for k in _OBJECT_ONE if k in node]
+    found += [(_ANY_ITEM, node[k]) for k in _ARRAY_ONE if k in node]
+    if isinstance(node.get("prefixItems"), list):
+        found += [(_ANY_ITEM, s) for s in node["prefixItems"]]
+    return [(label, s) for label, s in found if isinstance(s, dict | bool)]
+
+
+class _Expansion:
+    """A schema's subschemas, its resources (``$id``) and anchors, and how many subschemas apply to one value."""
+
+    def __init__(self, schema: Any) -> None:
+        self.nodes: dict[int, Any] = {}
+        self.base: dict[int, str] = {}
+        self.root = schema
+        self.resources: dict[str, Any] = {_ROOT: schema}
+        self.anchors: dict[tuple[str, str], Any] = {}
+        self.memo: dict[int, dict[int, int]] = {}
+        self.open: set[int] = set()
+        stack: list[tuple[Any, str]] = [(schema, _ROOT)]
+        while stack:
+            node, base = stack.pop()
+            if id(node) in self.nodes:
+                continue
+            self.nodes[id(node)] = node
+            if isinstance(node, dict):
+                if isinstance(node.get("$id"), str):
+                    base = urldefrag(urljoin(base, node["$id"]))[0]
+                    self.resources[base] = node
+                for key in ("$anchor", "$dynamicAnchor"):
+                    if isinstance(node.get(key), str):
+                        self.anchors[(base, node[key])] = node
+                stack += [(s, base) for _, s in _subschemas(node)]
+            self.base[id(node)] = base
+
+    def resolve(self, node: dict[str, Any], ref: str) -> Any:
+        base = self.base[id(node)]
+        document, fragment = (base, ref[1:]) if ref.startswith("#") else urldefrag(urljoin(base, ref))
+        target = self.resources.get(document or _ROOT)
+        if target is not None and fragment and not fragment.startswith("/"):
+            target = self.anchors.get((document or _ROOT, fragment))
+        for part in fragment.split("/")[1:] if fragment.startswith("/") else []:
+            part = unquote(part).replace("~1", "/").replace("~0", "~")
+            if isinstance(target, dict):
+                target = target.get(part)
+            elif isinstance(target, list) and part.isdigit() and int(part) < len(target):
+                target = target[int(part)]
+            else:
+                target = None
+        if not isinstance(target, dict | bool):
+            raise _TooCostly(f"refers to {ref[:200]!r}, which the server cannot follow to measure the schema")
+        if id(target) not in self.nodes:  # a pointer into a part that is not a schema keyword's
+            self.nodes[id(target)] = target
+            self.base[id(target)] = self.base[id(node)]
+        return target
+
+    def here(self, node: Any) -> dict[int, int]:
+        """The subschemas that apply to the value ``node`` applies to, each with how many times it does
+        (a reference back to a subschema already being applied to that value adds nothing)."""
+        key = id(node)
+        if key in self.memo:
+            return self.memo[key]
+        if key in self.open:
+            return {}
+        self.open.add(key)
+        applied = {key: 1}
+        if isinstance(node, dict):
+            same = [s for label, s in _subschemas(node) if label is None]
+            same += [self.resolve(node, node[k]) for k in ("$ref", "$dynamicRef") if isinstance(node.get(k), str)]
+            for sub in same:
+                for other, times in self.here(sub).items():
+                    applied[other] = applied.get(other, 0) + times
+                if sum(applied.values()) > MAX_APPLIED:
+                    raise _TooCostly("")
+        self.open.discard(key)
+        self.memo[key] = applied
+        return applied
+
+    def _parts(self, applied: dict[int, int]) -> dict[str, dict[int, int]]:
+        """What applies to each part of the value (one property, any property, any item)."""
+        parts: dict[str, dict[int, int]] = {}
+        for key, times in applied.items():
+            node = self.nodes[key]
+            for label, sub in _subschemas(node) if isinstance(node, dict) else []:
+                if label is None or label == "$defs":
+                    continue
+                into = parts.setdefault(label, {})
+                for other, count in self.here(sub).items():
+                    into[other] = into.get(other, 0) + count * times
+        wildcard = parts.get(_ANY_KEY, {})
+        for label, into in parts.items():  # patternProperties and the like may reach a named property too
+            if label.startswith("{") and label != _ANY_KEY:
+                for other, count in wildcard.items():
+                    into[other] = into.get(other, 0) + count
+        return parts
+
+    def most_applied(self, depth: int) -> int:
+        """The most subschemas applied to one value, down to ``depth`` levels of nesting (an upper bound:
+        each level takes, subschema by subschema, the most any one part gets)."""
+        applied = self.here(self.root)
+        most = sum(applied.values())
+        for _ in range(depth):
+            parts = self._parts(applied)
+            if not parts:
+                break
+            deeper: dict[int, int] = {}
+            for into in parts.values():
+                for key, count in into.items():
+                    deeper[key] = max(deeper.get(key, 0), count)
+            most = max(most, sum(deeper.values()))
+            if most > MAX_APPLIED:
+                raise _TooCostly("")
+            if deeper == applied:  # a recursion that applies as much at every level
+                break
+            applied = deeper
+        return most
+
+
+def applied_size(schema: Any) -> int:
+    """The most subschemas the schema applies to any one value (references followed, recursion as deep
+    as data may nest); past ``MAX_APPLIED`` raises ``ValueError`` saying so."""
+    try:
+        return _Expansion(schema).most_applied(MAX_JSON_DEPTH)
+    except RecursionError:
+        raise ValueError("refers through a chain of references too long to follow; shorten it") from None
+    except _TooCostly as exc:
+        reason = str(exc) or (
+            f"applies more than {MAX_APPLIED:,} subschemas to one value once its $ref/$dynamicRef are followed "
+            f"(the limit is {MAX_APPLIED:,}; definitions that refer to each other more than once per level "
+            "double the work at every level)"
+        )
+        raise ValueError(reason) from None
+
+
 @lru_cache(maxsize=256)
 def _validator(schema_json: str) -> Any:
-    """The validator for one schema (canonical JSON), built once; raises ``ValueError`` for a bad schema."""
+    """The validator for one schema (canonical JSON), built once; raises ``ValueError`` for a bad schema,
+    or one that applies too many subschemas to one value (``applied_size``)."""
     import jsonschema_rs
 
     schema = json.loads(schema_json)
     try:
-        return jsonschema_rs.Draft202012Validator(
+        validator = jsonschema_rs.Draft202012Validator(
             schema,
             validate_formats=True,
             retriever=_refuse,
@@ -77,11 +255,14 @@ def _validator(schema_json: str) -> Any:
         raise ValueError(_reason(exc.message)) from None
     except jsonschema_rs.ReferencingError as exc:
         raise ValueError(_reason(str(exc))) from None
+    applied_size(schema)
+    return validator
 
 
 def check_schema(schema: dict[str, Any], *, field: str) -> None:
-    """Refuse a schema that is not valid JSON Schema 2020-12, refers outside itself, or needs a
-    backtracking regex: ``invalid_argument`` naming the field and the problem."""
+    """Refuse a schema that is not valid JSON Schema 2020-12, refers outside itself, needs a backtracking
+    regex, or applies more than ``MAX_APPLIED`` subschemas to one value: ``invalid_argument`` naming the
+    field and the problem."""
     try:
         _validator(canonical_json(schema))
     except ValueError as exc:
@@ -91,6 +272,21 @@ def check_schema(schema: dict[str, Any], *, field: str) -> None:
         ) from None
 
 
+# --- Checking data: bounded replies, off the event loop, before the write lock when possible --------------
+
+# A schema_violation reply lists this many violations (in path order) and counts them all.
+MAX_VIOLATIONS = 20
+# Characters kept of each violation's path and message (a message may quote the offending value).
+MAX_ECHO = 200
+# Validations running at once in one server process, each on a worker thread.
+CONCURRENT_CHECKS = 4
+
+
+def clip(text: str, limit: int = MAX_ECHO) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text) - limit:,} more characters)"
+
+
 def _json_path(parts: Any) -> str:
     path = "$"
     for part in parts:
@@ -98,31 +294,115 @@ def _json_path(parts: Any) -> str:
     return path
 
 
-def violations(schema: dict[str, Any] | None, data: Any) -> list[dict[str, str]]:
-    """Every violation of the schema by the data, each with its JSON path, in path order."""
-    if schema is None:
-        return []
-    validator = _validator(canonical_json(schema))
+@dataclass(frozen=True)
+class Found:
+    """What checking data against a schema found: how many violations, and the first ``MAX_VIOLATIONS``
+    in path order, each path and message clipped."""
+
+    count: int = 0
+    first: list[dict[str, str]] = field(default_factory=list)
+
+
+def _find(schema_json: str, data: Any) -> Found | str:
+    """Check ``data`` (runs on a worker thread): what was found, or why the schema cannot be used."""
+    try:
+        validator = _validator(schema_json)
+    except ValueError as exc:
+        return str(exc)
+    if validator.is_valid(data):
+        return Found()
     found = [
-        {"path": _json_path(error.instance_path), "message": error.message} for error in validator.iter_errors(data)
+        {"path": clip(_json_path(error.instance_path)), "message": clip(error.message)}
+        for error in validator.iter_errors(data)
     ]
-    return sorted(found, key=lambda v: (v["path"], v["message"]))
+    found.sort(key=lambda v: (v["path"], v["message"]))
+    return Found(len(found), found[:MAX_VIOLATIONS])
+
+
+def violations(schema: dict[str, Any] | None, data: Any) -> Found:
+    """The violations of the schema by the data (checked here, on this thread); ``ValueError`` if the
+    schema cannot be used."""
+    if schema is None:
+        return Found()
+    result = _find(canonical_json(schema), data)
+    if isinstance(result, str):
+        raise ValueError(result)
+    return result
+
+
+_limiter: RunVar[CapacityLimiter] = RunVar("schema_checks")
+
+
+async def _find_off_loop(schema_json: str, data: Any) -> Found | str:
+    try:
+        limiter = _limiter.get()
+    except LookupError:
+        limiter = CapacityLimiter(CONCURRENT_CHECKS)
+        _limiter.set(limiter)
+    return await anyio.to_thread.run_sync(_find, schema_json, data, limiter=limiter)
+
+
+# The schema each (database, project, process, field) was last checked against, for the next call to check
+# its data before it takes the write lock. A schema changed meanwhile is noticed under the lock.
+_KEPT_SCHEMAS = 4096
+_last_schema: OrderedDict[tuple[str, str, str, str], str | None] = OrderedDict()
+
+
+def _raise(result: Found | str, *, what: str, process_id: str) -> None:
+    if isinstance(result, str):
+        # A definition stored before these checks existed can still be unusable (a reference to a URL, or
+        # too costly to check against): it fails here, naming the schema, and nothing is fetched.
+        field_name = "input_schema" if what == "input_data" else "output_schema"
+        raise InvalidArgument(
+            f"the {field_name} of process {process_id!r} {result}; nothing was written",
+            hint="Redefine the process with define_process, putting shared parts under $defs",
+        )
+    if result.count:
+        listed = "" if result.count <= len(result.first) else f", the first {len(result.first)} listed"
+        raise SchemaViolation(
+            f"{what} of process {process_id!r} violates its schema ({result.count} problem(s){listed})",
+            hint="Fix every listed path and call again; nothing was written",
+            details={"violations": result.first, "violation_count": result.count},
+        )
 
 
 def validate(schema: dict[str, Any] | None, data: Any, *, what: str, process_id: str) -> None:
-    try:
-        found = violations(schema, data)
-    except ValueError as exc:
-        # A definition stored before these checks existed can still be unusable (a reference to a URL):
-        # it fails here, naming the schema, and nothing is fetched.
-        field = "input_schema" if what == "input_data" else "output_schema"
-        raise InvalidArgument(
-            f"the {field} of process {process_id!r} {exc}; nothing was written",
-            hint="Redefine the process with define_process, putting shared parts under $defs",
-        ) from None
-    if found:
-        raise SchemaViolation(
-            f"{what} of process {process_id!r} violates its schema ({len(found)} problem(s))",
-            hint="Fix every listed path and call again; nothing was written",
-            details={"violations": found},
-        )
+    """Check data against a schema on this thread: ``schema_violation`` listing the first violations, or
+    ``invalid_argument`` if the schema cannot be used."""
+    if schema is not None:
+        _raise(_find(canonical_json(schema), data), what=what, process_id=process_id)
+
+
+@dataclass
+class Checks:
+    """Data checked ahead of the write lock against the schemas last seen for its step; ``validate``
+    uses those results when the schema read under the lock is the same, and checks again otherwise."""
+
+    key: tuple[str, str, str]
+    done: dict[str, tuple[str, Any, Found | str]] = field(default_factory=dict)
+
+    async def validate(self, schema: dict[str, Any] | None, data: Any, *, what: str, process_id: str) -> None:
+        schema_json = None if schema is None else canonical_json(schema)
+        _last_schema[(*self.key, what)] = schema_json
+        _last_schema.move_to_end((*self.key, what))
+        while len(_last_schema) > _KEPT_SCHEMAS:
+            _last_schema.popitem(last=False)
+        if schema_json is None:
+            return
+        ahead = self.done.get(what)
+        if ahead is not None and ahead[0] == schema_json and (ahead[1] is data or ahead[1] == data == {}):
+            result = ahead[2]
+        else:  # the first call for this step, or its schema changed: checked now, still off the event loop
+            result = await _find_off_loop(schema_json, data)
+        _raise(result, what=what, process_id=process_id)
+
+
+async def check_ahead(session: AsyncSession, project_id: Any, process_id: str, **data: Any) -> Checks:
+    """Check each ``what=data`` against the schema last seen for the step, off the event loop and before
+    the caller's first statement (which takes the write lock): a slow check holds no lock and no loop."""
+    checks = Checks((database_key(session), str(project_id), process_id))
+    for what, value in data.items():
+        schema_json = _last_schema.get((*checks.key, what))
+        if schema_json is not None:
+            checks.done[what] = (schema_json, value, await _find_off_loop(schema_json, value))
+    return checks
