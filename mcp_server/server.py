@@ -5,28 +5,30 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from mcp.server.context import ServerRequestContext
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.server.mcpserver.tools import Tool
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
     INVALID_PARAMS,
     CallToolResult,
     GetPromptResult,
+    Icon,
     InputRequiredResult,
-    ListPromptsResult,
-    PaginatedRequestParams,
     Prompt,
     PromptArgument,
     PromptMessage,
     Resource,
     TextContent,
+    ToolAnnotations,
 )
 from pydantic import ValidationError
 
@@ -165,16 +167,58 @@ class IncidentLog:
         log.warning("%s%s", message, f" ({more} more since the last report)" if more else "")
 
 
-class PipelineStateServer(MCPServer[App]):
-    """MCPServer with the error model of SPEC §6 and prompts backed by saved prompt versions."""
+# The App of the prompts/list request being served: the SDK's public list_prompts takes no context, so
+# the middleware below hands it the request's (the SDK runs the handler inside the middleware chain).
+_LISTING_APP: ContextVar[App | None] = ContextVar("pipeline_state_listing_app", default=None)
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.hidden_write_tools: set[str] = set()
+
+async def _prompt_listing_context(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    if ctx.method != "prompts/list":
+        return await call_next(ctx)
+    token = _LISTING_APP.set(ctx.lifespan_context)
+    try:
+        return await call_next(ctx)
+    finally:
+        _LISTING_APP.reset(token)
+
+
+class PipelineStateServer(MCPServer[App]):
+    """MCPServer with the error model of docs/tools.md (a stable code first, then what to do) and prompts
+    backed by saved prompt versions."""
+
+    def __init__(
+        self, *, tools: list[Tool] | None = None, hidden_write_tools: Iterable[str] = (), **kwargs: Any
+    ) -> None:
+        super().__init__(tools=tools, middleware=[_prompt_listing_context], **kwargs)
+        # The tools as the SDK runs them (the same objects), read for their schemas on every call.
+        self.registered_tools: dict[str, Tool] = {tool.name: tool for tool in tools or ()}
+        self.hidden_write_tools: set[str] = set(hidden_write_tools)
         self._context_resources: dict[str, tuple[Resource, Callable[[App], Awaitable[str]]]] = {}
         self._running = anyio.Semaphore(MAX_RUNNING_CALLS)
         self._waiting = 0
         self.incidents = IncidentLog()
+
+    def add_tool(
+        self,
+        fn: Callable[..., Any],
+        name: str | None = None,
+        title: str | None = None,
+        description: str | None = None,
+        annotations: ToolAnnotations | None = None,
+        icons: list[Icon] | None = None,
+        meta: dict[str, Any] | None = None,
+        structured_output: bool | None = None,
+    ) -> None:
+        """A tool added after construction: the SDK builds it from ``fn`` as ``Tool.from_function`` does."""
+        options: dict[str, Any] = {"name": name, "title": title, "description": description, "icons": icons}
+        options |= {"annotations": annotations, "meta": meta, "structured_output": structured_output}
+        super().add_tool(fn, **options)
+        tool = Tool.from_function(fn, **options)
+        self.registered_tools.setdefault(tool.name, tool)
+
+    def remove_tool(self, name: str) -> None:
+        super().remove_tool(name)
+        self.registered_tools.pop(name, None)
 
     def add_context_resource(
         self, uri: str, read: Callable[[App], Awaitable[str]], *, name: str, description: str
@@ -201,7 +245,7 @@ class PipelineStateServer(MCPServer[App]):
         prefix = f"Error executing tool {name}"
         if name in self.hidden_write_tools:
             raise ToolError(f"{prefix}: read_only: {name} writes, and this server runs read-only")
-        registered = self._tool_manager.get_tool(name)
+        registered = self.registered_tools.get(name)
         if registered is None:
             raise ToolError(f"{prefix}: not_found: there is no tool named {name!r}. Call tools/list")
         unknown = unknown_arguments(arguments, registered.parameters)
@@ -252,36 +296,32 @@ class PipelineStateServer(MCPServer[App]):
             self._running.release()
         return _compact_reply(result, registered.output_schema)
 
-    # MCP prompts come from the database, not the SDK's static registry. Getting one goes through the
-    # public get_prompt (it receives the request context, hence the database); the SDK's public
-    # list_prompts receives no context, so listing stays on the handler that does (tests/test_sdk_contract.py
-    # fails by name if an SDK upgrade moves it).
-    async def _handle_list_prompts(
-        self, ctx: ServerRequestContext[App], params: PaginatedRequestParams | None
-    ) -> ListPromptsResult:
+    # MCP prompts come from the database, not the SDK's static registry; both list_prompts and get_prompt
+    # read it with the request's App (get_prompt receives it, list_prompts through _LISTING_APP).
+    async def list_prompts(self) -> list[Prompt]:
         from mcp_server.services import prompts
 
-        app = ctx.lifespan_context
+        app = _LISTING_APP.get()
+        if app is None:  # called outside a prompts/list request: no database to read
+            return await super().list_prompts()
         if "prompts" not in app.settings.enabled_toolsets:
-            return ListPromptsResult(prompts=[])
+            return []
         # Shielded for the same reason as call_tool: never cancel inside a transaction.
         with anyio.CancelScope(shield=True):
             async with app.db.unit_of_work(write=False) as session:
                 listed = await prompts.listing(session)
-        return ListPromptsResult(
-            prompts=[
-                Prompt(
-                    name=item.prompt_id,
-                    title=f"{item.prompt_id} (v{item.version})",
-                    description=item.system_prompt or f"Prompt {item.prompt_id}, version {item.version}",
-                    arguments=[
-                        PromptArgument(name=name, description=f"Value for {{{{{name}}}}}", required=True)
-                        for name in item.placeholders
-                    ],
-                )
-                for item in listed
-            ]
-        )
+        return [
+            Prompt(
+                name=item.prompt_id,
+                title=f"{item.prompt_id} (v{item.version})",
+                description=item.system_prompt or f"Prompt {item.prompt_id}, version {item.version}",
+                arguments=[
+                    PromptArgument(name=name, description=f"Value for {{{{{name}}}}}", required=True)
+                    for name in item.placeholders
+                ],
+            )
+            for item in listed
+        ]
 
     async def get_prompt(
         self, name: str, arguments: dict[str, Any] | None = None, context: Context[App, Any] | None = None
@@ -317,14 +357,17 @@ def build_server(settings: Settings, *, database: Database | None = None) -> Pip
                 with anyio.CancelScope(shield=True):
                     await handle.dispose()
 
+    from mcp_server.tools import build_tools, register_resources
+
+    tools, hidden = build_tools(settings)
     server = PipelineStateServer(
         name="pipeline-state",
         version=_package_version(),
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
         log_level=settings.log_level,
+        tools=tools,
+        hidden_write_tools=hidden,
     )
-    from mcp_server.tools import register_toolsets
-
-    register_toolsets(server, settings)
+    register_resources(server, settings)
     return server

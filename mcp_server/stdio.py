@@ -28,6 +28,8 @@ import mcp_types as types
 from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
+from mcp_server.sdk_gap import serve_streams
+
 if TYPE_CHECKING:
     from mcp_server.server import PipelineStateServer
 
@@ -221,6 +223,4 @@ async def serve(server: PipelineStateServer) -> None:
     wire_in, wire_out = _claim(0, null), _claim(1, 2)
     os.close(null)
     out = WireOut(wire_out)
-    # The SDK's own run_stdio_async runs the same server on its transport's streams.
-    lowlevel = server._lowlevel_server
-    await lowlevel.run(WireIn(wire_in, out), out, lowlevel.create_initialization_options())
+    await serve_streams(server, WireIn(wire_in, out), out)

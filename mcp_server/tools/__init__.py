@@ -1,4 +1,5 @@
-"""Thin MCP adapters, one module per toolset, each with ``register(registrar)``."""
+"""Thin MCP adapters, one module per toolset: module-level tool functions listed in the module's ``TOOLS``
+table; resources in ``resources.TEMPLATES``."""
 
 from __future__ import annotations
 
@@ -7,18 +8,38 @@ from typing import TYPE_CHECKING
 from mcp_server.settings import Settings
 
 if TYPE_CHECKING:
+    from mcp.server.mcpserver.tools import Tool
+
     from mcp_server.server import PipelineStateServer
+    from mcp_server.tools.base import ToolEntry
 
 
-def register_toolsets(server: PipelineStateServer, settings: Settings) -> None:
-    """Register the enabled toolsets (PIPELINE_STATE_TOOLSETS), writers left out when read-only."""
-    from mcp_server.tools import costs, pipeline, projects, prompts, resources
-    from mcp_server.tools.base import Registrar
+def toolsets() -> dict[str, tuple[ToolEntry, ...]]:
+    """Every toolset's table, in the order tools/list publishes them."""
+    from mcp_server.tools import costs, pipeline, projects, prompts
 
-    registrar = Registrar(server, read_only=settings.read_only)
-    modules = {"projects": projects, "pipeline": pipeline, "prompts": prompts, "costs": costs}
-    for name, module in modules.items():
-        if name in settings.enabled_toolsets:
-            module.register(registrar)
+    return {"projects": projects.TOOLS, "pipeline": pipeline.TOOLS, "prompts": prompts.TOOLS, "costs": costs.TOOLS}
+
+
+def build_tools(settings: Settings) -> tuple[list[Tool], set[str]]:
+    """The tools of the enabled toolsets (PIPELINE_STATE_TOOLSETS), and the names of the writers left
+    out because the server runs read-only."""
+    tools: list[Tool] = []
+    hidden: set[str] = set()
+    for name, table in toolsets().items():
+        if name not in settings.enabled_toolsets:
+            continue
+        for entry in table:
+            if settings.read_only and not entry.read_only:
+                hidden.add(entry.name)
+            else:
+                tools.append(entry.build())
+    return tools, hidden
+
+
+def register_resources(server: PipelineStateServer, settings: Settings) -> None:
+    """The pipeline resources, with the ``pipeline`` toolset."""
+    from mcp_server.tools import resources
+
     if "pipeline" in settings.enabled_toolsets:
         resources.register(server)

@@ -1,58 +1,56 @@
-"""Registration with annotations and toolset/read-only filtering, and per-call helpers."""
+"""A toolset is a table of ``ToolEntry`` rows; each row builds its SDK ``Tool`` with annotations and the
+portable schemas. Also the per-call helpers every tool uses."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.tools import Tool
 from mcp_types import ToolAnnotations
 
 from mcp_server.app import App
 from mcp_server.schemas.common import ACTOR_MAX
 from mcp_server.schemas.portable import compact_output_schema, portable_input_schema
 
-if TYPE_CHECKING:
-    from mcp_server.server import PipelineStateServer
 
-F = TypeVar("F", bound=Callable[..., Any])
+@dataclass(frozen=True)
+class ToolEntry:
+    """One tool of a toolset: the function (its name, docstring and signature make the tool) and its hints."""
 
+    fn: Callable[..., Awaitable[Any]]
+    title: str
+    read_only: bool
+    destructive: bool = False
+    idempotent: bool = False
 
-class Registrar:
-    """Adds a toolset's tools to the server, leaving out writers in read-only mode."""
+    @property
+    def name(self) -> str:
+        return self.fn.__name__
 
-    def __init__(self, server: PipelineStateServer, *, read_only: bool) -> None:
-        self.server = server
-        self.read_only = read_only
-
-    def tool(
-        self, *, title: str, read_only: bool, destructive: bool = False, idempotent: bool = False
-    ) -> Callable[[F], F]:
-        def decorator(fn: F) -> F:
-            if self.read_only and not read_only:
-                self.server.hidden_write_tools.add(fn.__name__)
-                return fn
-            self.server.add_tool(
-                fn,
-                # One paragraph: the docstring's line breaks are layout, and each one costs the model a token.
-                description=" ".join(inspect.cleandoc(fn.__doc__ or "").split()),
-                annotations=ToolAnnotations(
-                    title=title,
-                    read_only_hint=read_only,
-                    destructive_hint=destructive if not read_only else False,
-                    idempotent_hint=idempotent or read_only,
-                    open_world_hint=False,
-                ),
-            )
-            # Schemas every provider SDK loads (see mcp_server.schemas.portable); the SDK reads both live.
-            registered = self.server._tool_manager.get_tool(fn.__name__)
-            assert registered is not None
-            registered.parameters = portable_input_schema(registered.parameters)
-            registered.fn_metadata.output_schema = compact_output_schema(registered.fn_metadata.output_schema)
-            return fn
-
-        return decorator
+    def build(self) -> Tool:
+        """The SDK tool, with schemas every provider SDK loads (see mcp_server.schemas.portable)."""
+        tool = Tool.from_function(
+            self.fn,
+            # One paragraph: the docstring's line breaks are layout, and each one costs the model a token.
+            description=" ".join(inspect.cleandoc(self.fn.__doc__ or "").split()),
+            annotations=ToolAnnotations(
+                title=self.title,
+                read_only_hint=self.read_only,
+                destructive_hint=self.destructive if not self.read_only else False,
+                idempotent_hint=self.idempotent or self.read_only,
+                open_world_hint=False,
+            ),
+        )
+        # FuncMetadata reads output_schema live (its documented contract), so the copy publishes and
+        # validates against the compact one.
+        metadata = tool.fn_metadata.model_copy(
+            update={"output_schema": compact_output_schema(tool.fn_metadata.output_schema)}
+        )
+        return tool.model_copy(update={"parameters": portable_input_schema(tool.parameters), "fn_metadata": metadata})
 
 
 def app_of(ctx: Context[App]) -> App:

@@ -23,7 +23,7 @@ from mcp_server.schemas.cost import (
     UsageIn,
     UtcDatetime,
 )
-from mcp_server.tools.base import Registrar, actor_of, app_of
+from mcp_server.tools.base import ToolEntry, actor_of, app_of
 
 if TYPE_CHECKING:
     from mcp_server.services import costs
@@ -33,86 +33,89 @@ else:  # loaded on the first call: start-up does not import the database layer
 IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=200), NoNul]
 
 
-def register(registrar: Registrar) -> None:
-    tool = registrar.tool
-
-    @tool(title="Report LLM cost", read_only=False, idempotent=False)
-    async def report_cost(
-        provider: Provider,
-        model: ModelName,
-        ctx: Context[App],
-        prompt_tokens: Annotated[
-            Tokens,
-            Field(
-                description="ALL input tokens, cached ones included (OpenAI prompt_tokens; Anthropic input_tokens "
-                "+ cache_read_input_tokens + cache_creation_input_tokens)."
-            ),
-        ] = 0,
-        completion_tokens: Annotated[Tokens, Field(description="Output tokens, reasoning included.")] = 0,
-        total_tokens: Annotated[
-            Tokens | None, Field(description="Default prompt_tokens + completion_tokens; not less.")
-        ] = None,
-        cache_read_tokens: Annotated[Tokens, Field(description="Of prompt_tokens, read from the cache.")] = 0,
-        cache_write_tokens: Annotated[Tokens, Field(description="Of prompt_tokens, written to the cache.")] = 0,
-        cost_usd: Annotated[
-            Usd | None, Field(description='USD cost as your API reported it, e.g. "0.0042"; omit to compute it.')
-        ] = None,
-        inference_time_ms: Annotated[InferenceMs | None, Field(description="Duration of the call in ms.")] = None,
-        project_id: Annotated[uuid.UUID | None, Field(description="Project charged; its budget comes back.")] = None,
-        process_id: Annotated[SlugRef | None, Field(description="Pipeline step the call was for.")] = None,
-        execution_id: Annotated[
-            uuid.UUID | None, Field(description="Execution the call belongs to (implies project and step).")
-        ] = None,
-        idempotency_key: Annotated[
-            IdempotencyKey | None, Field(description="Retry-safe key: a repeat logs nothing twice (`replayed`).")
-        ] = None,
-    ) -> CostReply:
-        """Log the tokens and cost of one LLM call you made (or pass `usage` to record_execution).
-        Without cost_usd it is priced at the team's own price (`custom`) or from bundled genai-prices
-        (`computed`); an unknown model is stored `unpriced` with a null cost, never 0. Always stored, even
-        over budget. Returns the row and, with a project, its budget (spent, reserved, remaining, exceeded,
-        the threshold crossed). Errors: `not_found`, `conflict` (key reused), `invalid_argument`."""
-        usage = UsageIn.parse(
-            provider=provider,
-            model=model,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            total_tokens=total_tokens,
-            cache_read_tokens=cache_read_tokens,
-            cache_write_tokens=cache_write_tokens,
-            cost_usd=cost_usd,
-            inference_time_ms=inference_time_ms,
+async def report_cost(
+    provider: Provider,
+    model: ModelName,
+    ctx: Context[App],
+    prompt_tokens: Annotated[
+        Tokens,
+        Field(
+            description="ALL input tokens, cached ones included (OpenAI prompt_tokens; Anthropic input_tokens "
+            "+ cache_read_input_tokens + cache_creation_input_tokens)."
+        ),
+    ] = 0,
+    completion_tokens: Annotated[Tokens, Field(description="Output tokens, reasoning included.")] = 0,
+    total_tokens: Annotated[
+        Tokens | None, Field(description="Default prompt_tokens + completion_tokens; not less.")
+    ] = None,
+    cache_read_tokens: Annotated[Tokens, Field(description="Of prompt_tokens, read from the cache.")] = 0,
+    cache_write_tokens: Annotated[Tokens, Field(description="Of prompt_tokens, written to the cache.")] = 0,
+    cost_usd: Annotated[
+        Usd | None, Field(description='USD cost as your API reported it, e.g. "0.0042"; omit to compute it.')
+    ] = None,
+    inference_time_ms: Annotated[InferenceMs | None, Field(description="Duration of the call in ms.")] = None,
+    project_id: Annotated[uuid.UUID | None, Field(description="Project charged; its budget comes back.")] = None,
+    process_id: Annotated[SlugRef | None, Field(description="Pipeline step the call was for.")] = None,
+    execution_id: Annotated[
+        uuid.UUID | None, Field(description="Execution the call belongs to (implies project and step).")
+    ] = None,
+    idempotency_key: Annotated[
+        IdempotencyKey | None, Field(description="Retry-safe key: a repeat logs nothing twice (`replayed`).")
+    ] = None,
+) -> CostReply:
+    """Log the tokens and cost of one LLM call you made (or pass `usage` to record_execution).
+    Without cost_usd it is priced at the team's own price (`custom`) or from bundled genai-prices
+    (`computed`); an unknown model is stored `unpriced` with a null cost, never 0. Always stored, even
+    over budget. Returns the row and, with a project, its budget (spent, reserved, remaining, exceeded,
+    the threshold crossed). Errors: `not_found`, `conflict` (key reused), `invalid_argument`."""
+    usage = UsageIn.parse(
+        provider=provider,
+        model=model,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        total_tokens=total_tokens,
+        cache_read_tokens=cache_read_tokens,
+        cache_write_tokens=cache_write_tokens,
+        cost_usd=cost_usd,
+        inference_time_ms=inference_time_ms,
+    )
+    async with app_of(ctx).db.unit_of_work() as session:
+        return await costs.report_cost(
+            session,
+            usage,
+            project_id=project_id,
+            process_id=process_id,
+            execution_id=execution_id,
+            idempotency_key=idempotency_key,
+            actor=actor_of(ctx),
         )
-        async with app_of(ctx).db.unit_of_work() as session:
-            return await costs.report_cost(
-                session,
-                usage,
-                project_id=project_id,
-                process_id=process_id,
-                execution_id=execution_id,
-                idempotency_key=idempotency_key,
-                actor=actor_of(ctx),
-            )
 
-    @tool(title="Cost summary", read_only=True)
-    async def get_cost_summary(
-        ctx: Context[App],
-        project_id: Annotated[uuid.UUID | None, Field(description="Only this project's calls.")] = None,
-        process_id: Annotated[ShortText | None, Field(description="Only this step's.")] = None,
-        provider: Annotated[ShortText | None, Field(description="Only this provider's.")] = None,
-        model: Annotated[ShortText | None, Field(description="Only this model's.")] = None,
-        since: Annotated[UtcDatetime | None, Field(description="From this time on (ISO 8601, UTC by default).")] = None,
-        until: Annotated[UtcDatetime | None, Field(description="Before this time.")] = None,
-        group_by: Annotated[
-            list[GroupKey] | None, Field(max_length=7, description="Group by the tuple of these; `day` is UTC.")
-        ] = None,
-    ) -> CostSummary:
-        """What did this project, step, model or prompt cost? Totals of logged calls: count, tokens by kind,
-        cost_usd (exact decimal string, absent if unknown; unpriced_calls apart), mean inference time and
-        superseded_cost_usd (spent on executions no longer current: rework). Filters combine; group_by
-        adds one row per group (up to 1000)."""
-        filters = CostFilters(
-            project_id=project_id, process_id=process_id, provider=provider, model=model, since=since, until=until
-        )
-        async with app_of(ctx).db.unit_of_work(write=False) as session:
-            return await costs.summary(session, filters, list(group_by or []))
+
+async def get_cost_summary(
+    ctx: Context[App],
+    project_id: Annotated[uuid.UUID | None, Field(description="Only this project's calls.")] = None,
+    process_id: Annotated[ShortText | None, Field(description="Only this step's.")] = None,
+    provider: Annotated[ShortText | None, Field(description="Only this provider's.")] = None,
+    model: Annotated[ShortText | None, Field(description="Only this model's.")] = None,
+    since: Annotated[UtcDatetime | None, Field(description="From this time on (ISO 8601, UTC by default).")] = None,
+    until: Annotated[UtcDatetime | None, Field(description="Before this time.")] = None,
+    group_by: Annotated[
+        list[GroupKey] | None, Field(max_length=7, description="Group by the tuple of these; `day` is UTC.")
+    ] = None,
+) -> CostSummary:
+    """What did this project, step, model or prompt cost? Totals of logged calls: count, tokens by kind,
+    cost_usd (exact decimal string, absent if unknown; unpriced_calls apart), mean inference time and
+    superseded_cost_usd (spent on executions no longer current: rework). Filters combine; group_by
+    adds one row per group (up to 1000)."""
+    filters = CostFilters(
+        project_id=project_id, process_id=process_id, provider=provider, model=model, since=since, until=until
+    )
+    async with app_of(ctx).db.unit_of_work(write=False) as session:
+        return await costs.summary(session, filters, list(group_by or []))
+
+
+# The toolset, in the order tools/list publishes it.
+TOOLS: tuple[ToolEntry, ...] = (
+    ToolEntry(report_cost, "Report LLM cost", read_only=False, idempotent=False),
+    ToolEntry(get_cost_summary, "Cost summary", read_only=True),
+)

@@ -32,7 +32,7 @@ from mcp_server.schemas.pipeline import (
     RecordReply,
     StartReply,
 )
-from mcp_server.tools.base import Registrar, actor_of, app_of
+from mcp_server.tools.base import ToolEntry, actor_of, app_of
 
 if TYPE_CHECKING:
     from mcp_server.services import definitions, executions, status
@@ -59,245 +59,255 @@ Force = Annotated[
 ]
 
 
-def register(registrar: Registrar) -> None:  # noqa: C901 - one nested function per tool
-    tool = registrar.tool
+async def define_process(
+    process_id: Annotated[Slug, Field(description="Step id: a new or existing slug, e.g. `design`.")],
+    name: Annotated[Name, Field(description="Human-readable name.")],
+    ctx: Context[App],
+    depends_on: Annotated[
+        list[SlugRef], Field(max_length=100, description="Ids of the steps whose output this one needs.")
+    ] = [],  # noqa: B006 - pydantic copies defaults
+    order_index: Annotated[int, Field(ge=-1_000_000, le=1_000_000, description="Tie-break in listings.")] = 0,
+    description: Annotated[Text | None, Field(description="What this step does.")] = None,
+    input_schema: Annotated[JsonObject | None, Field(description="JSON Schema 2020-12 for input_data.")] = None,
+    output_schema: Annotated[JsonObject | None, Field(description="JSON Schema 2020-12 for output_data.")] = None,
+    pipeline_id: PipelineId = DEFAULT,
+) -> DefineProcessReply:
+    """Create a step of a pipeline, or replace it whole (fields left out are cleared). Changing
+    depends_on or a schema makes the step `stale`
+    wherever it ran, with the cascade (`stale_states`). Errors: `invalid_argument` for an unknown
+    dependency, a cycle (named) or an invalid schema."""
+    spec = ProcessSpec(
+        process_id=process_id,
+        name=name,
+        depends_on=depends_on,
+        order_index=order_index,
+        description=description,
+        input_schema=input_schema,
+        output_schema=output_schema,
+    )
+    async with app_of(ctx).db.unit_of_work() as session:
+        return await definitions.define(session, pipeline_id=pipeline_id, spec=spec, actor=actor_of(ctx))
 
-    @tool(title="Define process", read_only=False, destructive=True, idempotent=True)
-    async def define_process(
-        process_id: Annotated[Slug, Field(description="Step id: a new or existing slug, e.g. `design`.")],
-        name: Annotated[Name, Field(description="Human-readable name.")],
-        ctx: Context[App],
-        depends_on: Annotated[
-            list[SlugRef], Field(max_length=100, description="Ids of the steps whose output this one needs.")
-        ] = [],  # noqa: B006 - pydantic copies defaults
-        order_index: Annotated[int, Field(ge=-1_000_000, le=1_000_000, description="Tie-break in listings.")] = 0,
-        description: Annotated[Text | None, Field(description="What this step does.")] = None,
-        input_schema: Annotated[JsonObject | None, Field(description="JSON Schema 2020-12 for input_data.")] = None,
-        output_schema: Annotated[JsonObject | None, Field(description="JSON Schema 2020-12 for output_data.")] = None,
-        pipeline_id: PipelineId = DEFAULT,
-    ) -> DefineProcessReply:
-        """Create a step of a pipeline, or replace it whole (fields left out are cleared). Changing
-        depends_on or a schema makes the step `stale`
-        wherever it ran, with the cascade (`stale_states`). Errors: `invalid_argument` for an unknown
-        dependency, a cycle (named) or an invalid schema."""
-        spec = ProcessSpec(
-            process_id=process_id,
-            name=name,
-            depends_on=depends_on,
-            order_index=order_index,
-            description=description,
-            input_schema=input_schema,
-            output_schema=output_schema,
+
+async def list_processes(
+    ctx: Context[App],
+    pipeline_id: PipelineId = DEFAULT,
+    include_schemas: Annotated[bool, Field(description="Also each step's input_schema and output_schema.")] = False,
+    page: Page = 1,
+    page_size: PageSize = 100,
+) -> ProcessList:
+    """A pipeline's steps in dependency order (ties by order_index), with their dependencies,
+    one page at a time."""
+    async with app_of(ctx).db.unit_of_work(write=False) as session:
+        return await definitions.list_all(
+            session, pipeline_id, include_schemas=include_schemas, page=page, page_size=page_size
         )
-        async with app_of(ctx).db.unit_of_work() as session:
-            return await definitions.define(session, pipeline_id=pipeline_id, spec=spec, actor=actor_of(ctx))
 
-    @tool(title="List processes", read_only=True)
-    async def list_processes(
-        ctx: Context[App],
-        pipeline_id: PipelineId = DEFAULT,
-        include_schemas: Annotated[bool, Field(description="Also each step's input_schema and output_schema.")] = False,
-        page: Page = 1,
-        page_size: PageSize = 100,
-    ) -> ProcessList:
-        """A pipeline's steps in dependency order (ties by order_index), with their dependencies,
-        one page at a time."""
-        async with app_of(ctx).db.unit_of_work(write=False) as session:
-            return await definitions.list_all(
-                session, pipeline_id, include_schemas=include_schemas, page=page, page_size=page_size
-            )
 
-    @tool(title="List pipelines", read_only=True)
-    async def list_pipelines(ctx: Context[App], page: Page = 1, page_size: PageSize = 20) -> PipelineList:
-        """Every pipeline with its number of steps and projects, by id, one page at a time."""
-        async with app_of(ctx).db.unit_of_work(write=False) as session:
-            return await definitions.pipelines(session, page=page, page_size=page_size)
+async def list_pipelines(ctx: Context[App], page: Page = 1, page_size: PageSize = 20) -> PipelineList:
+    """Every pipeline with its number of steps and projects, by id, one page at a time."""
+    async with app_of(ctx).db.unit_of_work(write=False) as session:
+        return await definitions.pipelines(session, page=page, page_size=page_size)
 
-    @tool(title="Apply pipeline", read_only=False, destructive=True, idempotent=True)
-    async def apply_pipeline(
-        processes: Annotated[
-            list[ProcessSpec], Field(max_length=MAX_APPLIED, description="Every step, with define_process's fields.")
-        ],
-        ctx: Context[App],
-        pipeline_id: PipelineId = DEFAULT,
-        dry_run: Annotated[bool, Field(description="Only say what would change.")] = False,
-    ) -> ApplyReply:
-        """Make a pipeline exactly these steps in one call: adds, replaces, and deletes the steps left out
-        (`conflict` if they have executions). Returns the plan and how many states go stale."""
-        async with app_of(ctx).db.unit_of_work() as session:
-            return await definitions.apply(
-                session, pipeline_id=pipeline_id, specs=processes, dry_run=dry_run, actor=actor_of(ctx)
-            )
 
-    @tool(title="Delete process", read_only=False, destructive=True)
-    async def delete_process(
-        process_id: ProcessId, ctx: Context[App], pipeline_id: PipelineId = DEFAULT
-    ) -> DeletedProcess:
-        """Delete a step's definition. `conflict` while it has executions or dependents."""
-        async with app_of(ctx).db.unit_of_work() as session:
-            return await definitions.delete(session, process_id, pipeline_id)
+async def apply_pipeline(
+    processes: Annotated[
+        list[ProcessSpec], Field(max_length=MAX_APPLIED, description="Every step, with define_process's fields.")
+    ],
+    ctx: Context[App],
+    pipeline_id: PipelineId = DEFAULT,
+    dry_run: Annotated[bool, Field(description="Only say what would change.")] = False,
+) -> ApplyReply:
+    """Make a pipeline exactly these steps in one call: adds, replaces, and deletes the steps left out
+    (`conflict` if they have executions). Returns the plan and how many states go stale."""
+    async with app_of(ctx).db.unit_of_work() as session:
+        return await definitions.apply(
+            session, pipeline_id=pipeline_id, specs=processes, dry_run=dry_run, actor=actor_of(ctx)
+        )
 
-    @tool(title="Start execution", read_only=False)
-    async def start_execution(
-        project_id: ProjectId,
-        process_id: ProcessId,
-        ctx: Context[App],
-        input_data: Annotated[JsonObject, Field(description="The step's input, a JSON object.")] = {},  # noqa: B006
-        prompt_version_id: Annotated[uuid.UUID | None, Field(description="The prompt version used.")] = None,
-        reserve_usd: Annotated[
-            Usd | None, Field(description="Expected cost, held against the budget meanwhile.")
-        ] = None,
-        expected_version: ExpectedVersion = None,
-        idempotency_key: IdempotencyKey = None,
-        force: Force = False,
-    ) -> StartReply:
-        """Open an execution of a step: its state becomes `running` (version + 1). Returns the execution,
-        the state and `inputs`: each dependency's current output. Finish it with
-        record_execution(execution_id=…) or fail_execution. Errors: `not_ready` (names the unfinished
-        dependencies) unless force; `invalid_transition` if already running; `schema_violation`; `conflict`;
-        `budget_exceeded` (policy block)."""
-        async with app_of(ctx).db.unit_of_work() as session:
-            return await executions.start(
-                session,
-                project_id=project_id,
-                process_id=process_id,
-                input_data=input_data,
-                prompt_version_id=prompt_version_id,
-                expected_version=expected_version,
-                idempotency_key=idempotency_key,
-                force=force,
-                actor=actor_of(ctx),
-                reserve_usd=reserve_usd,
-            )
 
-    @tool(title="Record execution", read_only=False)
-    async def record_execution(
-        project_id: ProjectId,
-        process_id: ProcessId,
-        output_data: Annotated[
-            JsonObject,
-            Field(description='The step\'s result, a JSON object (wrap a scalar: {"value": 3}).'),
-        ],
-        ctx: Context[App],
-        input_data: Annotated[JsonObject | None, Field(description="The input (new executions only).")] = None,
-        execution_id: Annotated[
-            uuid.UUID | None, Field(description="Finish this started execution; omit to record in one call.")
-        ] = None,
-        reasoning: Annotated[Text | None, Field(description="Why the output is what it is.")] = None,
-        missing_info: Annotated[JsonObject | None, Field(description="What was missing or assumed.")] = None,
-        prompt_version_id: Annotated[uuid.UUID | None, Field(description="The prompt version used.")] = None,
-        usage: Annotated[
-            UsageIn | None, Field(description="This step's LLM usage: report_cost's fields and rules.")
-        ] = None,
-        expected_version: ExpectedVersion = None,
-        idempotency_key: IdempotencyKey = None,
-        force: Force = False,
-    ) -> RecordReply:
-        """Record a step's output: the step becomes `completed` (version + 1) and completed, failed or
-        running steps downstream `stale` (`invalidated`, in the order to redo them) unless the output is
-        unchanged. Returns the execution, state and logged cost. A started execution that finishes after
-        its step went stale leaves it stale (`late_finish`); after another execution changed the step, it
-        is stored `superseded` (`superseded_by`) unless force. Errors: `not_ready`, `schema_violation`
-        (each with its path), `conflict`, `invalid_transition` (e.g. the step is running: finish that)."""
-        async with app_of(ctx).db.unit_of_work() as session:
-            return await executions.record(
-                session,
-                project_id=project_id,
-                process_id=process_id,
-                output_data=output_data,
-                input_data=input_data,
-                execution_id=execution_id,
-                reasoning=reasoning,
-                missing_info=missing_info,
-                prompt_version_id=prompt_version_id,
-                usage=usage,
-                expected_version=expected_version,
-                idempotency_key=idempotency_key,
-                force=force,
-                actor=actor_of(ctx),
-            )
+async def delete_process(process_id: ProcessId, ctx: Context[App], pipeline_id: PipelineId = DEFAULT) -> DeletedProcess:
+    """Delete a step's definition. `conflict` while it has executions or dependents."""
+    async with app_of(ctx).db.unit_of_work() as session:
+        return await definitions.delete(session, process_id, pipeline_id)
 
-    @tool(title="Fail execution", read_only=False)
-    async def fail_execution(
-        execution_id: ExecutionId,
-        error_message: Annotated[Text, Field(min_length=1, description="What went wrong.")],
-        ctx: Context[App],
-    ) -> FailReply:
-        """Mark a running execution failed; its step becomes `failed` if it was still running.
-        `invalid_transition` if the execution is not running."""
-        async with app_of(ctx).db.unit_of_work() as session:
-            return await executions.fail(
-                session, execution_id=execution_id, error_message=error_message, actor=actor_of(ctx)
-            )
 
-    @tool(title="Get execution", read_only=True)
-    async def get_execution(execution_id: ExecutionId, ctx: Context[App]) -> ExecutionOut:
-        """One execution with its input, output, reasoning and status."""
-        async with app_of(ctx).db.unit_of_work(write=False) as session:
-            return await executions.get(session, execution_id)
+async def start_execution(
+    project_id: ProjectId,
+    process_id: ProcessId,
+    ctx: Context[App],
+    input_data: Annotated[JsonObject, Field(description="The step's input, a JSON object.")] = {},  # noqa: B006
+    prompt_version_id: Annotated[uuid.UUID | None, Field(description="The prompt version used.")] = None,
+    reserve_usd: Annotated[Usd | None, Field(description="Expected cost, held against the budget meanwhile.")] = None,
+    expected_version: ExpectedVersion = None,
+    idempotency_key: IdempotencyKey = None,
+    force: Force = False,
+) -> StartReply:
+    """Open an execution of a step: its state becomes `running` (version + 1). Returns the execution,
+    the state and `inputs`: each dependency's current output. Finish it with
+    record_execution(execution_id=…) or fail_execution. Errors: `not_ready` (names the unfinished
+    dependencies) unless force; `invalid_transition` if already running; `schema_violation`; `conflict`;
+    `budget_exceeded` (policy block)."""
+    async with app_of(ctx).db.unit_of_work() as session:
+        return await executions.start(
+            session,
+            project_id=project_id,
+            process_id=process_id,
+            input_data=input_data,
+            prompt_version_id=prompt_version_id,
+            expected_version=expected_version,
+            idempotency_key=idempotency_key,
+            force=force,
+            actor=actor_of(ctx),
+            reserve_usd=reserve_usd,
+        )
 
-    @tool(title="List executions", read_only=True)
-    async def list_executions(
-        ctx: Context[App],
-        project_id: Annotated[uuid.UUID | None, Field(description="Only this project's.")] = None,
-        process_id: Annotated[SlugRef | None, Field(description="Only this step's.")] = None,
-        status: Annotated[ExecutionStatus | None, Field(description="Only in this status.")] = None,
-        include_data: Annotated[bool, Field(description="Also inputs, outputs and reasoning.")] = False,
-        page: Page = 1,
-        page_size: PageSize = 20,
-    ) -> ExecutionPage:
-        """Executions, newest first, one page at a time; get_execution gives one whole."""
-        async with app_of(ctx).db.unit_of_work(write=False) as session:
-            return await executions.list_page(
-                session,
-                project_id=project_id,
-                process_id=process_id,
-                status=status.value if status else None,
-                page=page,
-                page_size=page_size,
-                include_data=include_data,
-            )
 
-    @tool(title="Get process state", read_only=True)
-    async def get_process_state(project_id: ProjectId, process_id: ProcessId, ctx: Context[App]) -> ProcessStateDetail:
-        """One step in a project: state, version, `can_run`, `blocked_by`, the dependencies' states,
-        `inputs` (each dependency's current output), its current output and, when stale, the root cause."""
-        async with app_of(ctx).db.unit_of_work(write=False) as session:
-            return await status.process_state(session, project_id, process_id)
+async def record_execution(
+    project_id: ProjectId,
+    process_id: ProcessId,
+    output_data: Annotated[
+        JsonObject,
+        Field(description='The step\'s result, a JSON object (wrap a scalar: {"value": 3}).'),
+    ],
+    ctx: Context[App],
+    input_data: Annotated[JsonObject | None, Field(description="The input (new executions only).")] = None,
+    execution_id: Annotated[
+        uuid.UUID | None, Field(description="Finish this started execution; omit to record in one call.")
+    ] = None,
+    reasoning: Annotated[Text | None, Field(description="Why the output is what it is.")] = None,
+    missing_info: Annotated[JsonObject | None, Field(description="What was missing or assumed.")] = None,
+    prompt_version_id: Annotated[uuid.UUID | None, Field(description="The prompt version used.")] = None,
+    usage: Annotated[
+        UsageIn | None, Field(description="This step's LLM usage: report_cost's fields and rules.")
+    ] = None,
+    expected_version: ExpectedVersion = None,
+    idempotency_key: IdempotencyKey = None,
+    force: Force = False,
+) -> RecordReply:
+    """Record a step's output: the step becomes `completed` (version + 1) and completed, failed or
+    running steps downstream `stale` (`invalidated`, in the order to redo them) unless the output is
+    unchanged. Returns the execution, state and logged cost. A started execution that finishes after
+    its step went stale leaves it stale (`late_finish`); after another execution changed the step, it
+    is stored `superseded` (`superseded_by`) unless force. Errors: `not_ready`, `schema_violation`
+    (each with its path), `conflict`, `invalid_transition` (e.g. the step is running: finish that)."""
+    async with app_of(ctx).db.unit_of_work() as session:
+        return await executions.record(
+            session,
+            project_id=project_id,
+            process_id=process_id,
+            output_data=output_data,
+            input_data=input_data,
+            execution_id=execution_id,
+            reasoning=reasoning,
+            missing_info=missing_info,
+            prompt_version_id=prompt_version_id,
+            usage=usage,
+            expected_version=expected_version,
+            idempotency_key=idempotency_key,
+            force=force,
+            actor=actor_of(ctx),
+        )
 
-    @tool(title="Get pipeline status", read_only=True)
-    async def get_pipeline_status(
-        project_id: ProjectId,
-        ctx: Context[App],
-        state: Annotated[StateName | None, Field(description="Only rows of steps in this state.")] = None,
-        page: Page = 1,
-        page_size: Annotated[
-            int, Field(ge=1, le=MAX_STATUS_PAGE, description="Step rows per page, default 20.")
-        ] = DEFAULT_STATUS_PAGE,
-    ) -> PipelineStatus:
-        """A project's pipeline: counts by state; `ready_processes`: the steps that can run now (each
-        dependency completed, the step not completed or running); `plan`: every step not completed, in
-        the order to run them; the cost so far; and a page of step rows, in dependency order."""
-        async with app_of(ctx).db.unit_of_work(write=False) as session:
-            return await status.pipeline_status(
-                session, project_id, state=state.value if state else None, page=page, page_size=page_size
-            )
 
-    @tool(title="Invalidate process", read_only=False, destructive=True, idempotent=True)
-    async def invalidate_process(
-        project_id: ProjectId,
-        process_id: ProcessId,
-        ctx: Context[App],
-        reason: Annotated[Text | None, Field(description="Why it must be redone.")] = None,
-        expected_version: ExpectedVersion = None,
-    ) -> InvalidateReply:
-        """Mark a step `stale` by hand (it must be redone); completed, failed or running steps downstream
-        go stale too, with this step as the cause. Returns the state and the steps invalidated."""
-        async with app_of(ctx).db.unit_of_work() as session:
-            return await executions.invalidate(
-                session,
-                project_id=project_id,
-                process_id=process_id,
-                reason=reason,
-                expected_version=expected_version,
-            )
+async def fail_execution(
+    execution_id: ExecutionId,
+    error_message: Annotated[Text, Field(min_length=1, description="What went wrong.")],
+    ctx: Context[App],
+) -> FailReply:
+    """Mark a running execution failed; its step becomes `failed` if it was still running.
+    `invalid_transition` if the execution is not running."""
+    async with app_of(ctx).db.unit_of_work() as session:
+        return await executions.fail(
+            session, execution_id=execution_id, error_message=error_message, actor=actor_of(ctx)
+        )
+
+
+async def get_execution(execution_id: ExecutionId, ctx: Context[App]) -> ExecutionOut:
+    """One execution with its input, output, reasoning and status."""
+    async with app_of(ctx).db.unit_of_work(write=False) as session:
+        return await executions.get(session, execution_id)
+
+
+async def list_executions(
+    ctx: Context[App],
+    project_id: Annotated[uuid.UUID | None, Field(description="Only this project's.")] = None,
+    process_id: Annotated[SlugRef | None, Field(description="Only this step's.")] = None,
+    status: Annotated[ExecutionStatus | None, Field(description="Only in this status.")] = None,
+    include_data: Annotated[bool, Field(description="Also inputs, outputs and reasoning.")] = False,
+    page: Page = 1,
+    page_size: PageSize = 20,
+) -> ExecutionPage:
+    """Executions, newest first, one page at a time; get_execution gives one whole."""
+    async with app_of(ctx).db.unit_of_work(write=False) as session:
+        return await executions.list_page(
+            session,
+            project_id=project_id,
+            process_id=process_id,
+            status=status.value if status else None,
+            page=page,
+            page_size=page_size,
+            include_data=include_data,
+        )
+
+
+async def get_process_state(project_id: ProjectId, process_id: ProcessId, ctx: Context[App]) -> ProcessStateDetail:
+    """One step in a project: state, version, `can_run`, `blocked_by`, the dependencies' states,
+    `inputs` (each dependency's current output), its current output and, when stale, the root cause."""
+    async with app_of(ctx).db.unit_of_work(write=False) as session:
+        return await status.process_state(session, project_id, process_id)
+
+
+async def get_pipeline_status(
+    project_id: ProjectId,
+    ctx: Context[App],
+    state: Annotated[StateName | None, Field(description="Only rows of steps in this state.")] = None,
+    page: Page = 1,
+    page_size: Annotated[
+        int, Field(ge=1, le=MAX_STATUS_PAGE, description="Step rows per page, default 20.")
+    ] = DEFAULT_STATUS_PAGE,
+) -> PipelineStatus:
+    """A project's pipeline: counts by state; `ready_processes`: the steps that can run now (each
+    dependency completed, the step not completed or running); `plan`: every step not completed, in
+    the order to run them; the cost so far; and a page of step rows, in dependency order."""
+    async with app_of(ctx).db.unit_of_work(write=False) as session:
+        return await status.pipeline_status(
+            session, project_id, state=state.value if state else None, page=page, page_size=page_size
+        )
+
+
+async def invalidate_process(
+    project_id: ProjectId,
+    process_id: ProcessId,
+    ctx: Context[App],
+    reason: Annotated[Text | None, Field(description="Why it must be redone.")] = None,
+    expected_version: ExpectedVersion = None,
+) -> InvalidateReply:
+    """Mark a step `stale` by hand (it must be redone); completed, failed or running steps downstream
+    go stale too, with this step as the cause. Returns the state and the steps invalidated."""
+    async with app_of(ctx).db.unit_of_work() as session:
+        return await executions.invalidate(
+            session,
+            project_id=project_id,
+            process_id=process_id,
+            reason=reason,
+            expected_version=expected_version,
+        )
+
+
+# The toolset, in the order tools/list publishes it.
+TOOLS: tuple[ToolEntry, ...] = (
+    ToolEntry(define_process, "Define process", read_only=False, destructive=True, idempotent=True),
+    ToolEntry(list_processes, "List processes", read_only=True),
+    ToolEntry(list_pipelines, "List pipelines", read_only=True),
+    ToolEntry(apply_pipeline, "Apply pipeline", read_only=False, destructive=True, idempotent=True),
+    ToolEntry(delete_process, "Delete process", read_only=False, destructive=True),
+    ToolEntry(start_execution, "Start execution", read_only=False),
+    ToolEntry(record_execution, "Record execution", read_only=False),
+    ToolEntry(fail_execution, "Fail execution", read_only=False),
+    ToolEntry(get_execution, "Get execution", read_only=True),
+    ToolEntry(list_executions, "List executions", read_only=True),
+    ToolEntry(get_process_state, "Get process state", read_only=True),
+    ToolEntry(get_pipeline_status, "Get pipeline status", read_only=True),
+    ToolEntry(invalidate_process, "Invalidate process", read_only=False, destructive=True, idempotent=True),
+)

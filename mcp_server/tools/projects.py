@@ -14,7 +14,7 @@ from mcp_server.enums import BudgetPolicy, ProjectStatus
 from mcp_server.lazy import lazy_module
 from mcp_server.schemas.common import JsonObject, Name, Page, PageSize, SlugRef, Text, Usd
 from mcp_server.schemas.project import DeletedProject, ProjectOut, ProjectPage
-from mcp_server.tools.base import Registrar, actor_of, app_of
+from mcp_server.tools.base import ToolEntry, actor_of, app_of
 
 if TYPE_CHECKING:
     from mcp_server.services import projects
@@ -26,93 +26,96 @@ POLICY = "warn (default): report exceeded; block: refuse starts that would pass 
 ProjectId = Annotated[uuid.UUID, Field(description="From create_project or list_projects.")]
 
 
-def register(registrar: Registrar) -> None:
-    tool = registrar.tool
+async def create_project(
+    name: Annotated[Name, Field(description="Short human-readable name.")],
+    ctx: Context[App],
+    description: Annotated[Text | None, Field(description="What the project is about.")] = None,
+    metadata: Annotated[JsonObject | None, Field(description="Any JSON object to keep with it.")] = None,
+    budget_usd: Annotated[Usd | None, Field(description='LLM spending limit in USD, e.g. "5.00".')] = None,
+    budget_policy: Annotated[BudgetPolicy, Field(description=POLICY)] = BudgetPolicy.WARN,
+    pipeline_id: Annotated[SlugRef, Field(description="Its pipeline, default `default`.")] = DEFAULT,
+) -> ProjectOut:
+    """Create a project: one unit of work that runs through a pipeline and accrues LLM cost.
+    Returns it with its `id`; status starts `draft`."""
+    async with app_of(ctx).db.unit_of_work() as session:
+        return await projects.create(
+            session,
+            name=name,
+            description=description,
+            metadata=metadata,
+            budget_usd=budget_usd,
+            budget_policy=budget_policy,
+            pipeline_id=pipeline_id,
+            actor=actor_of(ctx),
+        )
 
-    @tool(title="Create project", read_only=False)
-    async def create_project(
-        name: Annotated[Name, Field(description="Short human-readable name.")],
-        ctx: Context[App],
-        description: Annotated[Text | None, Field(description="What the project is about.")] = None,
-        metadata: Annotated[JsonObject | None, Field(description="Any JSON object to keep with it.")] = None,
-        budget_usd: Annotated[Usd | None, Field(description='LLM spending limit in USD, e.g. "5.00".')] = None,
-        budget_policy: Annotated[BudgetPolicy, Field(description=POLICY)] = BudgetPolicy.WARN,
-        pipeline_id: Annotated[SlugRef, Field(description="Its pipeline, default `default`.")] = DEFAULT,
-    ) -> ProjectOut:
-        """Create a project: one unit of work that runs through a pipeline and accrues LLM cost.
-        Returns it with its `id`; status starts `draft`."""
-        async with app_of(ctx).db.unit_of_work() as session:
-            return await projects.create(
-                session,
-                name=name,
-                description=description,
-                metadata=metadata,
-                budget_usd=budget_usd,
-                budget_policy=budget_policy,
-                pipeline_id=pipeline_id,
-                actor=actor_of(ctx),
-            )
 
-    @tool(title="Get project", read_only=True)
-    async def get_project(project_id: ProjectId, ctx: Context[App]) -> ProjectOut:
-        """One project by id. `not_found` when deleted (restore_project brings it back)."""
-        async with app_of(ctx).db.unit_of_work(write=False) as session:
-            return await projects.get(session, project_id)
+async def get_project(project_id: ProjectId, ctx: Context[App]) -> ProjectOut:
+    """One project by id. `not_found` when deleted (restore_project brings it back)."""
+    async with app_of(ctx).db.unit_of_work(write=False) as session:
+        return await projects.get(session, project_id)
 
-    @tool(title="List projects", read_only=True)
-    async def list_projects(
-        ctx: Context[App],
-        status: Annotated[ProjectStatus | None, Field(description="Only projects in this status.")] = None,
-        page: Page = 1,
-        page_size: PageSize = 20,
-        include_deleted: Annotated[
-            bool, Field(description="Also list soft-deleted projects (with deleted_at).")
-        ] = False,
-    ) -> ProjectPage:
-        """Projects, newest first, one page at a time."""
-        async with app_of(ctx).db.unit_of_work(write=False) as session:
-            return await projects.list_page(
-                session, status=status, page=page, page_size=page_size, include_deleted=include_deleted
-            )
 
+async def list_projects(
+    ctx: Context[App],
+    status: Annotated[ProjectStatus | None, Field(description="Only projects in this status.")] = None,
+    page: Page = 1,
+    page_size: PageSize = 20,
+    include_deleted: Annotated[bool, Field(description="Also list soft-deleted projects (with deleted_at).")] = False,
+) -> ProjectPage:
+    """Projects, newest first, one page at a time."""
+    async with app_of(ctx).db.unit_of_work(write=False) as session:
+        return await projects.list_page(
+            session, status=status, page=page, page_size=page_size, include_deleted=include_deleted
+        )
+
+
+async def update_project(
+    project_id: ProjectId,
+    ctx: Context[App],
+    name: Name | None = None,
+    description: Text | None = None,
+    status: ProjectStatus | None = None,
+    metadata: Annotated[JsonObject | None, Field(description="Replaces the whole metadata object.")] = None,
+    budget_usd: Annotated[Usd | None, Field(description="Budget in USD.")] = None,
+    budget_policy: BudgetPolicy | None = None,
+    pipeline_id: Annotated[SlugRef | None, Field(description="Another pipeline (before any execution).")] = None,
+    clear: Annotated[list[Clearable] | None, Field(description="Fields to empty.")] = None,
+) -> ProjectOut:
+    """Change a project; only the fields you pass (not null) change. Returns the project."""
+    given: dict[str, Any] = {
+        "name": name,
+        "description": description,
+        "status": status,
+        "metadata": metadata,
+        "budget_usd": budget_usd,
+        "budget_policy": budget_policy,
+        "pipeline_id": pipeline_id,
+    }
+    changes = {key: value for key, value in given.items() if value is not None}
+    async with app_of(ctx).db.unit_of_work() as session:
+        return await projects.update(session, project_id, changes=changes, clear=list(clear or []), actor=actor_of(ctx))
+
+
+async def delete_project(project_id: ProjectId, ctx: Context[App]) -> DeletedProject:
+    """Soft-delete a project: hidden from get/list, history kept; restore_project undoes it."""
+    async with app_of(ctx).db.unit_of_work() as session:
+        return await projects.delete(session, project_id, actor=actor_of(ctx))
+
+
+async def restore_project(project_id: ProjectId, ctx: Context[App]) -> ProjectOut:
+    """Undo delete_project (a project that is not deleted comes back unchanged)."""
+    async with app_of(ctx).db.unit_of_work() as session:
+        return await projects.restore(session, project_id, actor=actor_of(ctx))
+
+
+# The toolset, in the order tools/list publishes it.
+TOOLS: tuple[ToolEntry, ...] = (
+    ToolEntry(create_project, "Create project", read_only=False),
+    ToolEntry(get_project, "Get project", read_only=True),
+    ToolEntry(list_projects, "List projects", read_only=True),
     # Destructive: it overwrites fields (metadata as a whole), which cannot be undone.
-    @tool(title="Update project", read_only=False, destructive=True, idempotent=True)
-    async def update_project(
-        project_id: ProjectId,
-        ctx: Context[App],
-        name: Name | None = None,
-        description: Text | None = None,
-        status: ProjectStatus | None = None,
-        metadata: Annotated[JsonObject | None, Field(description="Replaces the whole metadata object.")] = None,
-        budget_usd: Annotated[Usd | None, Field(description="Budget in USD.")] = None,
-        budget_policy: BudgetPolicy | None = None,
-        pipeline_id: Annotated[SlugRef | None, Field(description="Another pipeline (before any execution).")] = None,
-        clear: Annotated[list[Clearable] | None, Field(description="Fields to empty.")] = None,
-    ) -> ProjectOut:
-        """Change a project; only the fields you pass (not null) change. Returns the project."""
-        given: dict[str, Any] = {
-            "name": name,
-            "description": description,
-            "status": status,
-            "metadata": metadata,
-            "budget_usd": budget_usd,
-            "budget_policy": budget_policy,
-            "pipeline_id": pipeline_id,
-        }
-        changes = {key: value for key, value in given.items() if value is not None}
-        async with app_of(ctx).db.unit_of_work() as session:
-            return await projects.update(
-                session, project_id, changes=changes, clear=list(clear or []), actor=actor_of(ctx)
-            )
-
-    @tool(title="Delete project", read_only=False, destructive=True, idempotent=True)
-    async def delete_project(project_id: ProjectId, ctx: Context[App]) -> DeletedProject:
-        """Soft-delete a project: hidden from get/list, history kept; restore_project undoes it."""
-        async with app_of(ctx).db.unit_of_work() as session:
-            return await projects.delete(session, project_id, actor=actor_of(ctx))
-
-    @tool(title="Restore project", read_only=False, idempotent=True)
-    async def restore_project(project_id: ProjectId, ctx: Context[App]) -> ProjectOut:
-        """Undo delete_project (a project that is not deleted comes back unchanged)."""
-        async with app_of(ctx).db.unit_of_work() as session:
-            return await projects.restore(session, project_id, actor=actor_of(ctx))
+    ToolEntry(update_project, "Update project", read_only=False, destructive=True, idempotent=True),
+    ToolEntry(delete_project, "Delete project", read_only=False, destructive=True, idempotent=True),
+    ToolEntry(restore_project, "Restore project", read_only=False, idempotent=True),
+)

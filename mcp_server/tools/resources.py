@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mcp.server.mcpserver import Context
@@ -43,6 +44,67 @@ async def processes_json(app: App) -> str:
         return json.dumps(reply_data(await definitions.list_all(session)), indent=2, ensure_ascii=False)
 
 
+async def pipeline(pipeline_id: str, ctx: Context[App]) -> str:
+    return _json(await _read(ctx, lambda session: definitions.list_all(session, pipeline_id)))
+
+
+async def project_pipeline(project_id: str, ctx: Context[App]) -> str:
+    project = _uuid(project_id, "project")
+    return _json(await _read(ctx, lambda session: status.pipeline_status(session, project)))
+
+
+async def project_graph(project_id: str, ctx: Context[App]) -> str:
+    project = _uuid(project_id, "project")
+    graph: str = await _read(ctx, lambda session: status.graph(session, project))
+    return graph
+
+
+async def execution(execution_id: str, ctx: Context[App]) -> str:
+    found = _uuid(execution_id, "execution")
+    return _json(await _read(ctx, lambda session: executions.get(session, found)))
+
+
+@dataclass(frozen=True)
+class TemplateEntry:
+    """One resource template: its URI (the function's parameters fill it) and what resources/templates/list says."""
+
+    uri: str
+    fn: Callable[..., Awaitable[str]]
+    name: str
+    description: str
+    mime_type: str = JSON
+
+
+# In the order resources/templates/list publishes them.
+TEMPLATES: tuple[TemplateEntry, ...] = (
+    TemplateEntry(
+        "pipeline://pipelines/{pipeline_id}",
+        pipeline,
+        "pipeline",
+        "One pipeline's process catalogue in topological order (as list_processes).",
+    ),
+    TemplateEntry(
+        "pipeline://projects/{project_id}",
+        project_pipeline,
+        "project-pipeline",
+        "A project's pipeline status: the same snapshot as get_pipeline_status.",
+    ),
+    TemplateEntry(
+        "pipeline://projects/{project_id}/graph",
+        project_graph,
+        "project-graph",
+        "A project's pipeline as a Mermaid flowchart, coloured by state; stale steps name their cause.",
+        mime_type="text/vnd.mermaid",
+    ),
+    TemplateEntry(
+        "pipeline://executions/{execution_id}",
+        execution,
+        "execution",
+        "One execution with its input, output, reasoning and status (as get_execution).",
+    ),
+)
+
+
 def register(server: PipelineStateServer) -> None:
     server.add_context_resource(
         "pipeline://processes",
@@ -50,46 +112,9 @@ def register(server: PipelineStateServer) -> None:
         name="processes",
         description="The `default` pipeline's process catalogue in topological order (as list_processes).",
     )
-
-    @server.resource(
-        "pipeline://pipelines/{pipeline_id}",
-        name="pipeline",
-        description="One pipeline's process catalogue in topological order (as list_processes).",
-        mime_type=JSON,
-    )
-    async def pipeline(pipeline_id: str, ctx: Context[App]) -> str:
-        return _json(await _read(ctx, lambda session: definitions.list_all(session, pipeline_id)))
-
-    @server.resource(
-        "pipeline://projects/{project_id}",
-        name="project-pipeline",
-        description="A project's pipeline status: the same snapshot as get_pipeline_status.",
-        mime_type=JSON,
-    )
-    async def project_pipeline(project_id: str, ctx: Context[App]) -> str:
-        project = _uuid(project_id, "project")
-        return _json(await _read(ctx, lambda session: status.pipeline_status(session, project)))
-
-    @server.resource(
-        "pipeline://projects/{project_id}/graph",
-        name="project-graph",
-        description="A project's pipeline as a Mermaid flowchart, coloured by state; stale steps name their cause.",
-        mime_type="text/vnd.mermaid",
-    )
-    async def project_graph(project_id: str, ctx: Context[App]) -> str:
-        project = _uuid(project_id, "project")
-        graph: str = await _read(ctx, lambda session: status.graph(session, project))
-        return graph
-
-    @server.resource(
-        "pipeline://executions/{execution_id}",
-        name="execution",
-        description="One execution with its input, output, reasoning and status (as get_execution).",
-        mime_type=JSON,
-    )
-    async def execution(execution_id: str, ctx: Context[App]) -> str:
-        found = _uuid(execution_id, "execution")
-        return _json(await _read(ctx, lambda session: executions.get(session, found)))
+    for entry in TEMPLATES:
+        add = server.resource(entry.uri, name=entry.name, description=entry.description, mime_type=entry.mime_type)
+        add(entry.fn)
 
 
 async def _read(ctx: Context[App], query: Callable[[AsyncSession], Awaitable[Any]]) -> Any:
