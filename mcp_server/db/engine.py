@@ -18,6 +18,8 @@ from mcp_server.db import sqlite_driver
 from mcp_server.settings import to_async_url
 
 BUSY_TIMEOUT_MS = 30_000
+# Bytes a WAL keeps after a checkpoint reset it (SQLite's journal_size_limit).
+WAL_SIZE_LIMIT = 4 * 1024 * 1024
 # Execution option read by the SQLite "begin" hook: how the transaction takes its lock.
 SQLITE_BEGIN = "sqlite_begin"
 
@@ -56,9 +58,9 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, read_only: bool = False) -> No
                 return
             _use_wal(cursor)
             cursor.execute("PRAGMA synchronous = NORMAL")
-            # Checkpoints run off the event loop, every few hundred commits (db.sqlite_driver), not inside
-            # a COMMIT, which runs inline.
-            cursor.execute("PRAGMA wal_autocheckpoint = 0")
+            # SQLite's own checkpoints (every 1,000 pages, inside a COMMIT, on the connection's thread);
+            # a WAL that a checkpoint reset is cut back to this size.
+            cursor.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
             cursor.close()
@@ -88,7 +90,7 @@ def create_engine(url: str, *, echo: bool = False, read_only: bool = False) -> A
             parsed,
             echo=echo,
             pool_pre_ping=False,
-            async_creator=sqlite_driver.connector(*args, **options, timeout=BUSY_TIMEOUT_MS / 1000),
+            module=sqlite_driver.dbapi_module(*args, **options, timeout=BUSY_TIMEOUT_MS / 1000),
         )
         _install_sqlite_hooks(engine, read_only=read_only)
         return engine

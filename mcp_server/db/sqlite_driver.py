@@ -1,39 +1,49 @@
-"""aiosqlite with one thread hop per statement.
+"""SQLite for the async engine: each connection owns one worker thread; one hop per statement.
 
-aiosqlite runs every sqlite3 call on the connection's own thread, and SQLAlchemy's adapter makes four
-calls per statement (open a cursor, execute, fetch all, close): four round trips between the event
-loop and that thread, each a queue put, a thread wake-up and a loop wake-up. A statement itself takes
-SQLite some 0.1 ms; the hops took several times that, all of it while the write lock was held.
+Every call into ``sqlite3`` runs on the connection's own thread, never on the event loop: a long
+statement (a 2,000-step catalogue write, a slow schema check's neighbour) delays only the call that
+issued it. A statement is one hop: execute, read the rows (up to ``PREFETCH``; more on demand, so a
+streamed read stays bounded) and close the cursor, then one wake-up of the loop. That is what the
+stock adapter spends four hops on.
 
-``OneHopConnection`` is aiosqlite's own connection (same thread, queue, close and stop) whose cursors
-do the whole statement in one hop: execute, read the rows (up to ``PREFETCH``, the rest on demand,
-so a streamed read stays bounded) and close. SQLAlchemy's aiosqlite dialect drives it unchanged,
-through ``create_async_engine(async_creator=…)``.
+The connection satisfies SQLAlchemy's published protocol for asyncio DBAPI connections
+(``sqlalchemy.connectors.asyncio.AsyncIODBAPIConnection``) and is handed to SQLAlchemy's SQLite
+asyncio dialect through ``create_async_engine(module=…)``, the documented way to give a dialect
+another DBAPI module (``dbapi_module()`` below). Only public names of ``sqlite3`` and SQLAlchemy are
+used. The design document (docs/design.md, "SQLite") says why.
 
-A write transaction's ``BEGIN IMMEDIATE`` is tried inline, without waiting; while another connection
-holds the write lock it is tried again after short sleeps on the event loop (``begin_write``), so a
-waiting writer blocks nobody. Once it holds the lock, the transaction's statements run inline, with no
-hop at all: in WAL mode a connection holding the write lock never waits on another one (readers do not
-block writers), so a statement there costs what SQLite takes to run it. COMMIT runs inline too: the
-connections run no automatic checkpoint (``wal_autocheckpoint = 0``, set at connect), so a COMMIT only
-appends to the WAL; every ``CHECKPOINT_EVERY`` commits of the process a passive checkpoint (which writes
-and syncs the database file) runs on the connection's thread after it. Reads take one hop a statement.
+Cancellation: a hop is a ``concurrent.futures.Future`` awaited through ``asyncio.wrap_future``. A call
+cancelled before its hop starts never runs (the worker skips cancelled futures); one cancelled while
+its statement runs lets the statement finish, and what comes next (the rollback, the close) is
+queued behind it on the same thread, so nothing waits on a thread that will not answer.
+
+Writers queue on a ``WriteGate`` (a kernel ``flock`` beside the file) before ``BEGIN IMMEDIATE``:
+SQLite's busy handler polls with growing sleeps, the kernel wakes the next writer as soon as the lock
+is free, also when its holder dies. The gate is waited for on a worker thread, never on the loop.
+
+Checkpoints are SQLite's own (``wal_autocheckpoint``, on the connection's thread inside a COMMIT);
+``journal_size_limit`` truncates the WAL after a checkpoint that reset it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import os
-import random
+import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from functools import partial
-from typing import Any, TypeVar
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-import aiosqlite
 import anyio
+from sqlalchemy.connectors.asyncio import AsyncAdapt_dbapi_connection, AsyncAdapt_terminate
+
+if TYPE_CHECKING:
+    from sqlalchemy.connectors.asyncio import AsyncIODBAPIConnection
 
 try:
     import fcntl
@@ -48,128 +58,53 @@ _T = TypeVar("_T")
 _WRITE_BEGINS = frozenset({"BEGIN IMMEDIATE", "BEGIN EXCLUSIVE"})
 
 
-class OneHopCursor:
-    """The subset of aiosqlite's cursor that SQLAlchemy's adapter uses, one hop per statement."""
-
-    def __init__(self, connection: OneHopConnection) -> None:
-        self._connection = connection
-        self._cursor: sqlite3.Cursor | None = None  # still open only while rows remain to be read
-        self._rows: list[Any] = []
-        self.description: _Description = None
-        self.rowcount = -1
-        self.lastrowid: int | None = None
-        self.arraysize = 1
-
-    async def __aenter__(self) -> OneHopCursor:
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await self.close()
-
-    def _run(self, sql: str, parameters: Any, many: bool) -> None:
-        """On the connection's thread: the statement, its first rows, and the cursor closed if done."""
-        connection = self._connection
-        cursor = connection._conn.cursor()
-        try:
-            if many:
-                cursor.executemany(sql, parameters)
-            else:
-                cursor.execute(sql, parameters)
-            rows = cursor.fetchmany(PREFETCH) if cursor.description is not None else []
-        except BaseException:
-            cursor.close()
-            raise
-        connection._track_write_lock()
-        self.description = cursor.description
-        self.rowcount = cursor.rowcount
-        self.lastrowid = cursor.lastrowid
-        self._rows = rows
-        if len(rows) < PREFETCH:
-            cursor.close()
-            self._cursor = None
-        else:
-            self._cursor = cursor
-
-    async def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] | None = None) -> OneHopCursor:
-        await self._close_open()
-        if _is_write_begin(sql) and not self._connection._holds_write_lock:
-            await self._connection.begin_write(sql)
-            self.description, self.rowcount, self.lastrowid = None, -1, None
-            return self
-        await self._connection.run(self._run, sql, () if parameters is None else parameters, False)
-        return self
-
-    async def executemany(self, sql: str, parameters: Any) -> OneHopCursor:
-        await self._close_open()
-        await self._connection.run(self._run, sql, parameters, True)
-        return self
-
-    def _take(self, size: int | None) -> list[Any]:
-        if size is None or size >= len(self._rows):
-            rows, self._rows = self._rows, []
-            return rows
-        rows, self._rows = self._rows[:size], self._rows[size:]
-        return rows
-
-    def _read(self, size: int | None) -> list[Any]:
-        """On the connection's thread: more rows of a large result; the cursor closes when it is drained."""
-        cursor = self._cursor
-        if cursor is None:
-            return []
-        rows = cursor.fetchall() if size is None else cursor.fetchmany(size)
-        if size is None or len(rows) < size:
-            cursor.close()
-            self._cursor = None
-        return rows
-
-    async def fetchall(self) -> list[Any]:
-        rows = self._take(None)
-        if self._cursor is not None:
-            rows += await self._connection.run(self._read, None)
-        return rows
-
-    async def fetchmany(self, size: int | None = None) -> list[Any]:
-        wanted = self.arraysize if size is None else size
-        rows = self._take(wanted)
-        if len(rows) < wanted and self._cursor is not None:
-            rows += await self._connection.run(self._read, max(wanted - len(rows), PREFETCH))
-            self._rows = rows[wanted:]
-            rows = rows[:wanted]
-        return rows
-
-    async def fetchone(self) -> Any:
-        rows = await self.fetchmany(1)
-        return rows[0] if rows else None
-
-    async def _close_open(self) -> None:
-        self._rows = []
-        if self._cursor is not None:
-            cursor, self._cursor = self._cursor, None
-            await self._connection.run(cursor.close)
-
-    async def close(self) -> None:
-        await self._close_open()
-
-
-# Write commits of this process, and how often one of them checkpoints the WAL into the database file
-# (SQLite's own automatic checkpoint, off on these connections, would run inside a COMMIT every 1,000
-# pages; this keeps the WAL about as small).
-CHECKPOINT_EVERY = 200
-_commits = [0]
-
-
-def _checkpoint(connection: sqlite3.Connection) -> None:
-    """A passive checkpoint: copies what it can without waiting for readers or writers."""
-    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
-
-
-# Pauses between tries of a BEGIN that found the write lock taken (a write holds it about 2 ms).
-RETRY_FIRST = 0.0005
-RETRY_MOST = 0.002
-
-
 def _is_write_begin(sql: str) -> bool:
     return sql.lstrip()[:15].upper() in _WRITE_BEGINS
+
+
+class ConnectionClosed(sqlite3.OperationalError):
+    """A call on a connection that was closed or stopped."""
+
+
+_Call = tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...]]
+
+
+class _Worker:
+    """One daemon thread running submitted calls in order. A call whose future was cancelled before it
+    started is skipped; after ``stop`` every new call fails at once (nothing can wait for ever)."""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._serve, name="sqlite-connection", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while (item := self._calls.get()) is not None:
+            future, function, args = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(function(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+                future.set_exception(exc)
+
+    def submit(self, function: Callable[..., _T], *args: Any) -> concurrent.futures.Future[_T]:
+        future: concurrent.futures.Future[_T] = concurrent.futures.Future()
+        if self._stopped:
+            future.set_exception(ConnectionClosed("the connection is closed"))
+        else:
+            self._calls.put((future, function, args))
+        return future
+
+    async def call(self, function: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.wrap_future(self.submit(function, *args))
+
+    def stop(self) -> None:
+        """Run what is queued, then end the thread; later calls fail."""
+        if not self._stopped:
+            self._stopped = True
+            self._calls.put(None)
 
 
 class _GateWait:
@@ -198,25 +133,22 @@ class _GateWait:
 class WriteGate:
     """A queue for one database file's write lock, shared by every process: an exclusive ``flock`` on a
     file beside the database (``<database>-writers``), taken before ``BEGIN IMMEDIATE`` and released when
-    the transaction ends. SQLite has no queue (a writer that finds the lock taken polls for it); the
-    kernel's flock does, and wakes a waiter as soon as the lock is released, also when its holder dies.
-
-    Taken inline when free; otherwise waited for on a worker thread, never on the event loop. A wait
-    that outlasts busy_timeout ends as "database is locked", and the lock it still gets later is given
-    straight back."""
+    the transaction ends. A wait that outlasts busy_timeout ends as "database is locked"."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._held = False
+        self._guard = threading.Lock()
 
     @classmethod
     def beside(cls, database: str, *, uri: bool) -> WriteGate | None:
         """The gate of a database file, or None (in-memory and URI databases, platforms without flock, a
-        directory where the gate file cannot be created: writers then only poll)."""
+        directory where the gate file cannot be created: writers then wait in SQLite's busy handler)."""
         if fcntl is None or uri or database in ("", ":memory:") or database.startswith("file:"):
             return None
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
         try:
-            fd = os.open(f"{database}-writers", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(f"{database}-writers", flags, 0o600)
         except OSError:
             return None
         return cls(fd)
@@ -240,142 +172,281 @@ class WriteGate:
         self._held = True
 
     def release(self) -> None:
-        if self._held:
-            self._held = False
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        """From any thread; releasing a gate that is not held does nothing."""
+        with self._guard:
+            if self._held:
+                self._held = False
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        self._held = False
+        self.release()
         with contextlib.suppress(OSError):
             os.close(self._fd)
 
 
-class OneHopConnection(aiosqlite.Connection):
-    """aiosqlite's connection whose cursors take one hop per statement (see the module's docstring)."""
+class Cursor:
+    """What SQLAlchemy's asyncio cursor adapter calls, one hop per statement."""
 
-    _holds_write_lock = False
-    busy_timeout_ms = 5000
-    gate: WriteGate | None = None
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._cursor: sqlite3.Cursor | None = None  # still open only while rows remain to be read
+        self._rows: list[Any] = []
+        self.description: _Description = None
+        self.rowcount = -1
+        self.lastrowid: int | None = None
+        self.arraysize = 1
 
-    def cursor(self) -> OneHopCursor:  # type: ignore[override]  # no hop: the sqlite3 cursor opens with the statement
-        return OneHopCursor(self)
+    async def __aenter__(self) -> Cursor:
+        return self
 
-    async def run(self, function: Callable[..., _T], *args: Any) -> _T:
-        """``function(*args)`` on the connection: inline while this connection holds the write lock (it
-        cannot wait on anyone then), otherwise on the connection's thread."""
-        if self._holds_write_lock and self._connection is not None:
-            return function(*args)
-        return await self._hop(function, *args)
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
 
-    async def _hop(self, function: Callable[..., _T], *args: Any) -> _T:
-        """``function(*args)`` on the connection's thread (aiosqlite's queue)."""
-        result: _T = await self._execute(function, *args)  # type: ignore[no-untyped-call]
-        return result
-
-    async def begin_write(self, sql: str) -> None:
-        """A write transaction's BEGIN (IMMEDIATE or EXCLUSIVE): tried inline; while another connection
-        holds the write lock, tried again after a short sleep on the event loop (1-2 ms, with jitter), up
-        to busy_timeout, then "database is locked".
-
-        SQLite's own busy handler would wait on the connection's thread, sleeping 1, 2, 5, 10, 15, 20, 25 …
-        ms between tries: with several servers writing one file the lock sat free most of that time, and
-        eight servers wrote no faster than one. Writers of a file database first queue on its ``WriteGate``
-        (the kernel wakes the next one when a writer is done), so these tries succeed at once unless
-        some other program writes the file."""
-        deadline = time.monotonic() + self.busy_timeout_ms / 1000
-        if self.gate is not None:
-            await self.gate.acquire(deadline)
+    def _run(self, sql: str, parameters: Any, many: bool) -> None:
+        """On the connection's thread: the statement, its first rows, and the cursor closed if done."""
+        cursor = self._connection.sqlite.cursor()
         try:
-            pause = RETRY_FIRST
-            while not self._try_begin(sql):
-                if time.monotonic() >= deadline:
-                    raise sqlite3.OperationalError("database is locked")
-                await anyio.sleep(pause * random.uniform(0.5, 1.5))
-                pause = min(pause * 2, RETRY_MOST)
+            if many:
+                cursor.executemany(sql, parameters)
+            else:
+                cursor.execute(sql, parameters)
+            rows = cursor.fetchmany(PREFETCH) if cursor.description is not None else []
         except BaseException:
-            self._release_gate()
+            cursor.close()
             raise
-
-    def _release_gate(self) -> None:
-        if self.gate is not None:
-            self.gate.release()
-
-    def _try_begin(self, sql: str) -> bool:
-        """The BEGIN inline, without waiting: True when it took the write lock, False when another
-        connection holds it."""
-        connection = self._conn
-        connection.execute("PRAGMA busy_timeout = 0")
-        try:
-            connection.execute(sql)
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
-                raise
-            return False
         finally:
-            connection.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
-        self._holds_write_lock = True
-        return True
+            self._connection.release_gate_if_done()
+        self.description, self.rowcount, self.lastrowid = cursor.description, cursor.rowcount, cursor.lastrowid
+        self._rows = rows
+        if len(rows) < PREFETCH:
+            cursor.close()
+            self._cursor = None
+        else:
+            self._cursor = cursor
 
-    def _track_write_lock(self) -> None:
-        """After a statement: a transaction that ended (COMMIT or ROLLBACK as SQL) holds the write lock no
-        more (begin_write is what takes it)."""
-        if not self._conn.in_transaction:
-            self._holds_write_lock = False
-            self._release_gate()
+    async def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] | None = None) -> Cursor:
+        await self._close_open()
+        if _is_write_begin(sql):
+            await self._connection.begin_write(sql)
+            self.description, self.rowcount, self.lastrowid = None, -1, None
+            return self
+        await self._connection.worker.call(self._run, sql, () if parameters is None else parameters, False)
+        return self
 
-    async def commit(self) -> None:
-        """Inline when this transaction holds the write lock (appending to the WAL waits on nobody), then,
-        every CHECKPOINT_EVERY commits of the process, a passive checkpoint on the thread."""
-        connection, writing = self._connection, self._holds_write_lock
-        self._holds_write_lock = False
-        if not writing or connection is None:
-            await self._hop(self._conn.commit)
-            return
-        try:
-            connection.commit()
-        finally:
-            self._release_gate()
-        _commits[0] += 1
-        if _commits[0] % CHECKPOINT_EVERY == 0:
-            await self._hop(_checkpoint, connection)
+    async def executemany(self, sql: str, parameters: Any) -> Cursor:
+        await self._close_open()
+        await self._connection.worker.call(self._run, sql, parameters, True)
+        return self
 
-    async def rollback(self) -> None:
-        """Outside a transaction (a pooled connection's reset after COMMIT) there is nothing to roll back:
-        no hop."""
-        self._holds_write_lock = False
-        try:
-            if self._connection is not None and not self._connection.in_transaction:
-                return
-            await self._hop(self._conn.rollback)
-        finally:
-            self._release_gate()
+    def _take(self, size: int | None) -> list[Any]:
+        if size is None or size >= len(self._rows):
+            rows, self._rows = self._rows, []
+            return rows
+        rows, self._rows = self._rows[:size], self._rows[size:]
+        return rows
+
+    def _read(self, size: int | None) -> list[Any]:
+        """On the connection's thread: more rows of a large result; the cursor closes when it is drained."""
+        cursor = self._cursor
+        if cursor is None:
+            return []
+        rows = cursor.fetchall() if size is None else cursor.fetchmany(size)
+        if size is None or len(rows) < size:
+            cursor.close()
+            self._cursor = None
+        return rows
+
+    async def fetchall(self) -> list[Any]:
+        rows = self._take(None)
+        if self._cursor is not None:
+            rows += await self._connection.worker.call(self._read, None)
+        return rows
+
+    async def fetchmany(self, size: int | None = None) -> list[Any]:
+        wanted = self.arraysize if size is None else size
+        rows = self._take(wanted)
+        if len(rows) < wanted and self._cursor is not None:
+            rows += await self._connection.worker.call(self._read, max(wanted - len(rows), PREFETCH))
+            self._rows = rows[wanted:]
+            rows = rows[:wanted]
+        return rows
+
+    async def fetchone(self) -> Any:
+        rows = await self.fetchmany(1)
+        return rows[0] if rows else None
+
+    async def _close_open(self) -> None:
+        self._rows = []
+        if self._cursor is not None:
+            cursor, self._cursor = self._cursor, None
+            await self._connection.worker.call(cursor.close)
 
     async def close(self) -> None:
+        await self._close_open()
+
+
+class Connection:
+    """One ``sqlite3`` connection, opened and used on its own worker thread only."""
+
+    def __init__(self, worker: _Worker, sqlite: sqlite3.Connection, gate: WriteGate | None, busy_ms: int) -> None:
+        self.worker = worker
+        self.sqlite = sqlite
+        self.gate = gate
+        self.busy_timeout_ms = busy_ms
+        self._closed = False
+
+    @classmethod
+    async def open(cls, database: str, **options: Any) -> Connection:
+        worker = _Worker()
+        busy_ms = int(float(options.get("timeout", 5.0)) * 1000)
+        # Opened on its own thread and used only there: sqlite3's same-thread check stays on.
+        options = {key: value for key, value in options.items() if key != "check_same_thread"}
         try:
-            await super().close()
+            sqlite = await worker.call(partial_call(sqlite3.connect, database, **options))
+        except BaseException:
+            worker.stop()
+            raise
+        return cls(worker, sqlite, WriteGate.beside(database, uri=bool(options.get("uri"))), busy_ms)
+
+    def cursor(self) -> Cursor:
+        return Cursor(self)
+
+    async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> None:
+        """One statement outside SQLAlchemy (a PRAGMA that only works between transactions)."""
+        await self.worker.call(partial_call(self._statement, sql, parameters))
+
+    def _statement(self, sql: str, parameters: Sequence[Any]) -> None:
+        self.sqlite.execute(sql, parameters).close()
+
+    def release_gate_if_done(self) -> None:
+        """On the worker thread, after a statement: a transaction that ended gives the gate back."""
+        if self.gate is not None and not self.sqlite.in_transaction:
+            self.gate.release()
+
+    async def begin_write(self, sql: str) -> None:
+        """BEGIN IMMEDIATE (or EXCLUSIVE) after taking the file's gate. SQLite's busy handler still waits
+        (on the worker thread) for writers that do not use the gate (another program, a migration)."""
+        if self.gate is not None:
+            await self.gate.acquire(time.monotonic() + self.busy_timeout_ms / 1000)
+        future = self.worker.submit(self._begin, sql)
+        try:
+            await asyncio.wrap_future(future)
+        except BaseException:
+            if future.cancelled() and self.gate is not None:  # the BEGIN never ran
+                self.gate.release()
+            raise
+
+    def _begin(self, sql: str) -> None:
+        try:
+            self.sqlite.execute(sql).close()
+        finally:
+            self.release_gate_if_done()
+
+    def _end(self, how: Callable[[], None]) -> None:
+        try:
+            how()
+        finally:
+            self.release_gate_if_done()
+
+    async def commit(self) -> None:
+        await self.worker.call(self._end, self.sqlite.commit)
+
+    async def rollback(self) -> None:
+        await self.worker.call(self._end, self.sqlite.rollback)
+
+    async def create_function(self, *args: Any, **kwargs: Any) -> None:
+        await self.worker.call(partial_call(self.sqlite.create_function, *args, **kwargs))
+
+    def _close(self) -> None:
+        try:
+            self.sqlite.close()
         finally:
             if self.gate is not None:
                 self.gate.close()
 
-    def stop(self) -> Any:
-        """Also on a forced stop (SQLAlchemy terminating the connection): no gate stays held."""
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        future = self.worker.submit(self._close)
+        self.worker.stop()
+        with contextlib.suppress(ConnectionClosed):
+            await asyncio.wrap_future(future)
+
+    def stop(self) -> None:
+        """A forced close (SQLAlchemy terminating the connection): queued behind any running statement,
+        awaited by nobody. The gate is given back at once: the transaction is abandoned."""
         if self.gate is not None:
             self.gate.release()
-        return super().stop()
+        if not self._closed:
+            self._closed = True
+            self.worker.submit(self._close)
+            self.worker.stop()
 
 
-def connector(database: str, **options: Any) -> Callable[[], OneHopConnection]:
-    """What ``create_async_engine(async_creator=…)`` calls: a connection on its own daemon thread, opened on
-    it (sqlite3's thread check then holds, as with plain aiosqlite)."""
+def partial_call(function: Callable[..., _T], *args: Any, **kwargs: Any) -> Callable[[], _T]:
+    return lambda: function(*args, **kwargs)
 
-    def connect() -> OneHopConnection:
-        # The thread check is off: statements of a write transaction run inline, on the event loop's
-        # thread, and only ever while the connection's own thread is idle (every hop is awaited).
-        options["check_same_thread"] = False
-        connection = OneHopConnection(partial(sqlite3.connect, database, **options), iter_chunk_size=64)
-        connection.busy_timeout_ms = int(float(options.get("timeout", 5.0)) * 1000)
-        connection.gate = WriteGate.beside(database, uri=bool(options.get("uri")))
-        connection._thread.daemon = True
+
+class AdaptedConnection(AsyncAdapt_terminate, AsyncAdapt_dbapi_connection):
+    """SQLAlchemy's adapter for an asyncio DBAPI connection, with what its SQLite dialect calls besides
+    (``create_function``, ``isolation_level``) and terminate support."""
+
+    __slots__ = ()
+
+    @property
+    def isolation_level(self) -> str | None:
+        from sqlalchemy.util import await_
+
+        sqlite = self.driver.sqlite
+        level: str | None = await_(self.driver.worker.call(partial_call(getattr, sqlite, "isolation_level")))
+        return level
+
+    @isolation_level.setter
+    def isolation_level(self, value: str | None) -> None:
+        from sqlalchemy.util import await_
+
+        driver = self.driver
+        await_(driver.worker.call(partial_call(setattr, driver.sqlite, "isolation_level", value)))
+
+    @property
+    def driver(self) -> Connection:
+        connection: Connection = self.driver_connection
         return connection
 
-    return connect
+    def create_function(self, *args: Any, **kwargs: Any) -> None:
+        from sqlalchemy.util import await_
+
+        await_(self.driver.create_function(*args, **kwargs))
+
+    async def _terminate_graceful_close(self) -> None:
+        await self.driver.close()
+
+    def _terminate_force_close(self) -> None:
+        self.driver.stop()
+
+
+_SQLITE3_NAMES = (
+    *("DatabaseError", "Error", "IntegrityError", "InterfaceError", "NotSupportedError", "OperationalError"),
+    *("ProgrammingError", "InternalError", "DataError", "Warning", "Binary", "PARSE_COLNAMES", "PARSE_DECLTYPES"),
+    *("sqlite_version", "sqlite_version_info", "apilevel", "threadsafety"),
+)
+
+
+def dbapi_module(database: str, **options: Any) -> Any:
+    """The DBAPI module for ``create_async_engine(module=…)``: sqlite3's names, with a ``connect`` that
+    opens ``database`` with ``options`` (what the dialect makes of the engine's URL, worked out once by
+    the engine), each connection on its own thread."""
+    from sqlalchemy.util import await_
+
+    def connect(*_url_args: Any, **_url_options: Any) -> AdaptedConnection:
+        connection = await_(Connection.open(database, **options))
+        return AdaptedConnection(module, cast("AsyncIODBAPIConnection", connection))
+
+    module = SimpleNamespace(**{name: getattr(sqlite3, name) for name in _SQLITE3_NAMES})
+    module.sqlite = sqlite3
+    module.paramstyle = "qmark"
+    module.connect = connect
+    module.has_stop = True
+    module.exceptions_module = sqlite3
+    return module

@@ -1,0 +1,144 @@
+"""The SQLite path: a bounded WAL, reads that go on while a long write runs, and cancellation that works.
+
+See docs/design.md ("SQLite"): every statement runs on the connection's own thread, SQLite's own
+checkpoints keep the WAL bounded, and a cancelled call is not executed.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+
+from mcp_server.db.engine import Database
+from mcp_server.db.migrate import upgrade_to_head
+from tests.helpers import call_ok
+
+pytestmark = pytest.mark.anyio
+
+SCRIPT = Path(sys.executable).parent / "pipeline-state-mcp"
+
+# One short-lived writer: 150 commits through the server's own engine, each a project row with 4 KB of
+# metadata (several pages of WAL per commit), then it exits.
+WRITER = """
+import asyncio, sys
+from mcp_server.db.engine import Database
+from mcp_server.repositories import ProjectRepository
+
+async def main(url):
+    db = Database.connect(url)
+    try:
+        for number in range(150):
+            async with db.unit_of_work() as session:
+                await ProjectRepository(session).create(name=f"w{number}", metadata={"pad": "x" * 4096})
+    finally:
+        await db.dispose()
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+WAL_BOUND = 16 * 1024 * 1024
+
+
+async def test_short_lived_writers_with_a_reader_open_leave_the_wal_bounded(tmp_path: Path) -> None:
+    database = tmp_path / "state.db"
+    url = f"sqlite:///{database}"
+    await upgrade_to_head(url)
+    reader = sqlite3.connect(database)  # open the whole time, as a dashboard or a second server would be
+    try:
+        assert reader.execute("SELECT count(*) FROM projects").fetchone() == (0,)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        with anyio.fail_after(600):
+            for _ in range(5):  # 20 processes, 4 at a time
+                async with anyio.create_task_group() as group:
+                    for _ in range(4):
+                        group.start_soon(partial(anyio.run_process, [sys.executable, "-c", WRITER, url], env=env))
+        assert reader.execute("SELECT count(*) FROM projects").fetchone() == (20 * 150,)
+        # 3,000 commits of several pages each wrote far more than the bound through the WAL.
+        wal = database.with_name("state.db-wal").stat().st_size
+    finally:
+        reader.close()
+    assert wal <= WAL_BOUND, f"WAL is {wal / 1_048_576:.1f} MiB"
+
+
+def _catalogue(steps: int) -> list[dict[str, Any]]:
+    schema = {"type": "object", "properties": {"text": {"type": "string", "maxLength": 100}}, "required": ["text"]}
+    return [
+        {
+            "process_id": f"s{number}",
+            "name": f"Step {number}",
+            **({"depends_on": [f"s{number - 1}"]} if number % 10 else {}),
+            "input_schema": schema,
+            "output_schema": schema,
+        }
+        for number in range(steps)
+    ]
+
+
+async def test_reads_are_answered_while_another_client_applies_a_2000_step_pipeline(client: Client) -> None:
+    """The apply's statements run on a worker thread: the event loop keeps serving the other client.
+    (How fast: the benchmark's read_during_apply figure; here only that reads go on meanwhile.)"""
+    await call_ok(client, "list_pipelines")
+    served_during: list[float] = []
+    done = anyio.Event()
+
+    async def apply() -> None:
+        await call_ok(client, "apply_pipeline", pipeline_id="big", processes=_catalogue(2000))
+        done.set()
+
+    async def read() -> None:
+        while not done.is_set():
+            started = anyio.current_time()
+            await call_ok(client, "list_pipelines")
+            if not done.is_set():
+                served_during.append(anyio.current_time() - started)
+            await anyio.sleep(0.01)
+
+    with anyio.fail_after(240):
+        async with anyio.create_task_group() as group:
+            group.start_soon(apply)
+            group.start_soon(read)
+    listed = await call_ok(client, "list_pipelines")
+    assert {"pipeline_id": "big", "processes": 2000}.items() <= next(
+        item for item in listed["items"] if item["pipeline_id"] == "big"
+    ).items()
+    assert len(served_during) >= 5, f"only {len(served_during)} reads were answered during the apply"
+
+
+async def test_a_statement_runs_off_the_event_loop(tmp_path: Path) -> None:
+    """A slow statement (a recursive CTE that counts to three million) inside a write transaction, which
+    holds the write lock, leaves the loop free: ticks on the loop go on while it runs."""
+    db = Database.connect(f"sqlite:///{tmp_path / 'slow.db'}")
+    ticks = 0
+    finished = anyio.Event()
+
+    async def tick() -> None:
+        nonlocal ticks
+        while not finished.is_set():
+            ticks += 1
+            await anyio.sleep(0.005)
+
+    from sqlalchemy import text
+
+    slow = text(
+        "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 3000000) SELECT count(*) FROM c"
+    )
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(tick)
+            async with db.unit_of_work() as session:
+                await session.execute(text("SELECT 1"))  # connected, and the write lock taken
+                before = ticks
+                assert (await session.execute(slow)).scalar_one() == 3_000_000
+                during = ticks - before
+            finished.set()
+    finally:
+        await db.dispose()
+    assert during >= 3, f"the loop ticked {during} times while the statement ran"
