@@ -209,3 +209,15 @@ async def test_a_slow_check_holds_neither_the_loop_nor_the_write_lock(
         finally:
             gate.opened.set()
         assert finished and finished[0]["state"]["state"] == "completed"
+
+
+async def test_errors_that_name_many_steps_stay_small(client: Client) -> None:
+    unknown = [
+        {"process_id": f"p{i}", "name": "p", "depends_on": [f"{'q' * 90}{i}x{j}" for j in range(100)]}
+        for i in range(40)
+    ]
+    text = await call_error(client, "apply_pipeline", "invalid_argument", processes=unknown)
+    assert len(text) < 5_000 and "and 3980 more" in text, text[:300]
+    ring = [{"process_id": f"s{i:03d}", "name": "s", "depends_on": [f"s{(i + 1) % 300:03d}"]} for i in range(300)]
+    text = await call_error(client, "apply_pipeline", "invalid_argument", processes=ring)
+    assert len(text) < 2_000 and "more) ->" in text, text

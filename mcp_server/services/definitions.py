@@ -46,6 +46,29 @@ def ordered(definitions: list[T]) -> list[T]:
     return [by_id[pid] for pid in order]
 
 
+# Process ids an error message names at most (a reply stays small whatever the catalogue or the call).
+MAX_NAMED = 20
+
+
+def _named(ids: list[str]) -> str:
+    """``ids`` as a list, the first ``MAX_NAMED`` of them, saying how many more there are."""
+    more = len(ids) - MAX_NAMED
+    return f"{ids[:MAX_NAMED]}" + (f" and {more} more" if more > 0 else "")
+
+
+def _listed(names: list[str]) -> str:
+    more = len(names) - MAX_NAMED
+    return ", ".join(names[:MAX_NAMED]) + (f" and {more} more" if more > 0 else "")
+
+
+def _path(cycle: list[str]) -> str:
+    """A cycle as ``a -> b -> a``, its middle left out past ``MAX_NAMED`` steps."""
+    if len(cycle) <= MAX_NAMED:
+        return " -> ".join(cycle)
+    half = MAX_NAMED // 2
+    return f"{' -> '.join(cycle[:half])} -> … ({len(cycle) - 2 * half} more) -> {' -> '.join(cycle[-half:])}"
+
+
 # What a process computes: a change to any of these makes its results (and everything downstream) stale.
 COMPUTING = ("depends_on", "input_schema", "output_schema")
 
@@ -92,7 +115,7 @@ async def _check_pipeline_exists(repo: ProcessDefinitionRepository, pipeline_id:
     if pipeline_id != DEFAULT_PIPELINE and not await repo.exists(pipeline_id):
         raise NotFound(
             f"pipeline {pipeline_id!r} does not exist",
-            hint=f"Known pipelines: {', '.join(sorted({DEFAULT_PIPELINE, *await repo.pipelines()}))}; "
+            hint=f"Known pipelines: {_listed(sorted({DEFAULT_PIPELINE, *await repo.pipelines()}))}; "
             "define a process in a new pipeline to create it",
         )
 
@@ -121,23 +144,25 @@ async def _apply(
     unknown = sorted({dep for deps in graph.values() for dep in deps if dep not in graph} - set(plan.removed))
     if unknown:
         raise InvalidArgument(
-            f"unknown dependencies {unknown} in pipeline {pipeline_id!r}",
+            f"unknown dependencies {_named(unknown)} in pipeline {pipeline_id!r}",
             hint="Dependencies name processes of the same pipeline: define those first (or fix the ids); "
             "list_processes shows the catalogue",
         )
     cycle = dag.find_cycle(graph)
     if cycle is not None:
-        raise InvalidArgument(f"depends_on would create a cycle: {' -> '.join(cycle)}", hint="A pipeline must be a DAG")
+        raise InvalidArgument(f"depends_on would create a cycle: {_path(cycle)}", hint="A pipeline must be a DAG")
     if plan.removed:
         needed = sorted({pid for pid in plan.removed for deps in graph.values() if pid in deps})
         if needed:
-            raise Conflict(f"processes {needed} are still dependencies of others", hint="Remove their dependents too")
+            raise Conflict(
+                f"processes {_named(needed)} are still dependencies of others", hint="Remove their dependents too"
+            )
         used = await repo.with_executions(pipeline_id, plan.removed)
         if used and dry_run:
             plan.blocked = used  # a dry run says what applying would refuse, and plans the rest
         elif used:
             raise Conflict(
-                f"processes {used} have executions; their history cannot be deleted",
+                f"processes {_named(used)} have executions; their history cannot be deleted",
                 hint="Keep them in the pipeline (a definition can be replaced, not its history)",
             )
 
@@ -300,7 +325,7 @@ async def delete(session: AsyncSession, process_id: str, pipeline_id: str = DEFA
     dependents = sorted(d.id for d in definitions if process_id in d.depends_on)
     if dependents:
         raise Conflict(
-            f"process {process_id!r} has dependents {dependents}",
+            f"process {process_id!r} has dependents {_named(dependents)}",
             hint="Delete or redefine the dependents without it first",
         )
     if await repo.with_executions(pipeline_id, [process_id]):
