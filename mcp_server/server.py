@@ -232,11 +232,9 @@ class PipelineStateServer(MCPServer[App]):
 
     async def read_resource(self, uri: Any, context: Context[App, Any] | None = None) -> Any:
         entry = self._context_resources.get(str(uri))
-        # Shielded for the same reason as call_tool: never cancel inside a transaction.
-        with anyio.CancelScope(shield=True):
-            if entry is None or context is None:
-                return await super().read_resource(uri, context)
-            text = await entry[1](context.request_context.lifespan_context)
+        if entry is None or context is None:
+            return await super().read_resource(uri, context)
+        text = await entry[1](context.request_context.lifespan_context)
         return [ReadResourceContents(content=text, mime_type="application/json")]
 
     async def call_tool(
@@ -263,12 +261,9 @@ class PipelineStateServer(MCPServer[App]):
         finally:
             self._waiting -= 1
         try:
-            # A started call runs to its commit or rollback even if the request is cancelled (the
-            # client went away, stdin closed). Cancelling inside a transaction makes SQLAlchemy
-            # terminate the aiosqlite connection, whose close then waits forever on a stopped worker
-            # thread: the server never exits. Calls are short, so finishing them costs little.
-            with anyio.CancelScope(shield=True):
-                result = await super().call_tool(name, arguments, context)
+            # A cancelled call (notifications/cancelled, the client gone) stops where it is: before its
+            # transaction nothing runs; inside it the transaction rolls back (docs/design.md, "SQLite").
+            result = await super().call_tool(name, arguments, context)
         except UnexpectedToolError as exc:
             cause = exc.__cause__
             if isinstance(cause, DomainError):
@@ -306,10 +301,8 @@ class PipelineStateServer(MCPServer[App]):
             return await super().list_prompts()
         if "prompts" not in app.settings.enabled_toolsets:
             return []
-        # Shielded for the same reason as call_tool: never cancel inside a transaction.
-        with anyio.CancelScope(shield=True):
-            async with app.db.unit_of_work(write=False) as session:
-                listed = await prompts.listing(session)
+        async with app.db.unit_of_work(write=False) as session:
+            listed = await prompts.listing(session)
         return [
             Prompt(
                 name=item.prompt_id,
@@ -332,9 +325,8 @@ class PipelineStateServer(MCPServer[App]):
             raise MCPError(code=INVALID_PARAMS, message=f"not_found: no prompt named {name[:200]!r}")
         values = {key: str(value) for key, value in (arguments or {}).items()}
         try:
-            with anyio.CancelScope(shield=True):
-                async with context.request_context.lifespan_context.db.unit_of_work(write=False) as session:
-                    rendered = await prompts.render(session, name, values)
+            async with context.request_context.lifespan_context.db.unit_of_work(write=False) as session:
+                rendered = await prompts.render(session, name, values)
         except DomainError as exc:
             raise MCPError(code=INVALID_PARAMS, message=f"{exc.code}: {exc.message}") from None
         messages = [PromptMessage(role="user", content=TextContent(text=text)) for text in rendered.messages]

@@ -6,8 +6,10 @@ checkpoints keep the WAL bounded, and a cancelled call is not executed.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
+import subprocess
 import sys
 from functools import partial
 from pathlib import Path
@@ -110,6 +112,94 @@ async def test_reads_are_answered_while_another_client_applies_a_2000_step_pipel
         item for item in listed["items"] if item["pipeline_id"] == "big"
     ).items()
     assert len(served_during) >= 5, f"only {len(served_during)} reads were answered during the apply"
+
+
+def _message(**fields: Any) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", **fields}).encode() + b"\n"
+
+
+async def _responses(stream: Any, ids: set[int], seen: dict[int, Any]) -> None:
+    buffer = b""
+    while not ids <= set(seen):
+        buffer += await stream.receive()
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            message = json.loads(line)
+            if "id" in message and ("result" in message or "error" in message):
+                seen[message["id"]] = message
+
+
+def _call(number: int, tool: str, **arguments: Any) -> bytes:
+    return _message(id=number, method="tools/call", params={"name": tool, "arguments": arguments})
+
+
+@pytest.mark.parametrize("held", ["the writers' queue", "the SQLite write lock"])
+async def test_a_cancelled_call_is_not_executed_and_the_server_exits_cleanly(tmp_path: Path, held: str) -> None:
+    """A write waiting for the lock is cancelled by its client (notifications/cancelled): it never
+    runs, the server goes on serving, and it exits with 0 when stdin closes."""
+    database = tmp_path / "state.db"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PIPELINE_STATE_")}
+    env |= {"PIPELINE_STATE_DATABASE_URL": f"sqlite:///{database}", "XDG_DATA_HOME": str(tmp_path / "data")}
+    initialize = {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "cancel-test", "version": "0"},
+    }
+    seen: dict[int, Any] = {}
+    with anyio.fail_after(90):
+        process = await anyio.open_process([str(SCRIPT)], env=env, cwd=tmp_path, stderr=subprocess.DEVNULL)
+        async with process:
+            assert process.stdin is not None and process.stdout is not None
+            await process.stdin.send(_message(id=0, method="initialize", params=initialize))
+            await process.stdin.send(_message(method="notifications/initialized"))
+            await process.stdin.send(_call(1, "list_projects"))
+            await _responses(process.stdout, {0, 1}, seen)
+            lock = _hold(database, held)
+            try:
+                await process.stdin.send(_call(2, "create_project", name="cancelled"))
+                await anyio.sleep(1.0)  # the call is parked on the lock
+                await process.stdin.send(
+                    _message(method="notifications/cancelled", params={"requestId": 2, "reason": "test"})
+                )
+                await anyio.sleep(0.5)
+            finally:
+                lock.close()
+            await process.stdin.send(_call(3, "create_project", name="after"))
+            await _responses(process.stdout, {3}, seen)
+            await process.stdin.send(_call(4, "list_projects"))
+            await _responses(process.stdout, {4}, seen)
+            await process.stdin.aclose()
+            async for _ in process.stdout:
+                pass
+            assert await process.wait() == 0
+    names = [item["name"] for item in seen[4]["result"]["structuredContent"]["items"]]
+    assert names == ["after"]
+    assert 2 not in seen  # a cancelled request gets no response
+    with sqlite3.connect(database) as check:
+        assert check.execute("SELECT name FROM projects").fetchall() == [("after",)]
+
+
+class _Held:
+    def __init__(self, close: Any) -> None:
+        self.close = close
+
+
+def _hold(database: Path, what: str) -> _Held:
+    """Hold the file's writers' queue (the gate beside it) or SQLite's own write lock."""
+    if what == "the writers' queue":
+        import fcntl
+
+        fd = os.open(f"{database}-writers", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return _Held(lambda: os.close(fd))
+    connection = sqlite3.connect(database, isolation_level=None)
+    connection.execute("BEGIN IMMEDIATE")
+
+    def release() -> None:
+        connection.execute("ROLLBACK")
+        connection.close()
+
+    return _Held(release)
 
 
 async def test_a_statement_runs_off_the_event_loop(tmp_path: Path) -> None:

@@ -153,9 +153,8 @@ async def test_stdout_carries_nothing_but_protocol_messages(server_env: dict[str
 
 
 async def test_stdio_server_exits_when_stdin_closes_during_a_call(server_env: dict[str, str], tmp_path: Path) -> None:
-    # Closing stdin cancels the calls in flight. A call cancelled inside its transaction used to
-    # leave an aiosqlite close waiting forever on a stopped thread: the process never exited.
-    # Holding the SQLite write lock here parks create_project inside BEGIN IMMEDIATE meanwhile.
+    # Closing stdin cancels the calls in flight, and the process exits. Holding the SQLite write lock
+    # here parks create_project inside BEGIN IMMEDIATE meanwhile: cancelled there, it writes nothing.
     env = _full_env(server_env)
     calls = [
         {"name": "list_processes", "arguments": {}},
@@ -185,8 +184,8 @@ async def test_stdio_server_exits_when_stdin_closes_during_a_call(server_env: di
                 pass
             assert await process.wait() == 0
     with sqlite3.connect(database) as check:
-        # A call that had started ran to its commit although its client had gone.
-        assert check.execute("SELECT name FROM projects").fetchall() == [("parked",)]
+        # The call was cancelled with its client gone: its transaction rolled back.
+        assert check.execute("SELECT name FROM projects").fetchall() == []
 
 
 async def test_started_on_a_terminal_the_server_introduces_itself_on_stderr(
