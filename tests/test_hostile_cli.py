@@ -3,6 +3,7 @@ database it manages or the terminal it prints to. Every test drives the real com
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -12,12 +13,15 @@ import anyio
 import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
+from sqlalchemy import text
 
+from mcp_server.cli.pipeline import load_text
+from mcp_server.cli.tables import visible
 from mcp_server.db.engine import Database
 from mcp_server.services.copy import TABLES
 from tests.conftest import fresh_sqlite_url
 from tests.helpers import call_ok, table_counts
-from tests.test_cli import SCRIPT, run_cli
+from tests.test_cli import SCRIPT, fill, run_cli
 
 pytestmark = pytest.mark.anyio
 
@@ -191,3 +195,139 @@ async def test_prune_keeps_the_execution_that_explains_a_current_failure(client:
         assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
         assert "36500d" in refused.stderr
     assert run_cli("db", "prune", "--older-than", "36500d", "--dry-run", url=db_url).returncode == 0
+
+
+# An OSC 52 clipboard write, a screen clear, an 8-bit CSI, a bidi override, and rich markup.
+HOSTILE = "[/]x\x1b]52;c;cHduZWQ=\x07\x1b[2J\x9b31m\u202e[bold red]y"
+RAW = ("\x1b", "\x07", "\x9b", "\u202e")
+
+
+async def _plant(db: Database, statement: str) -> None:
+    """Agent text as an older server or an import may have stored it, whatever the tools now accept."""
+    async with db.unit_of_work() as session:
+        await session.execute(text(statement), {"hostile": HOSTILE})
+
+
+def _shown_safely(output: str, column: int | None) -> None:
+    """No raw control character anywhere; the text shown as written (when ``column``: that column's cells,
+    which the table wraps over several lines, joined; a narrow column ends in … where it is cut)."""
+    assert not any(char in output for char in RAW), repr(output)
+    shown = visible(HOSTILE)
+    if column is not None:
+        output = "".join(row.split("│")[column].strip() for row in output.splitlines() if row.count("│") > column)
+        shown = shown[:14]  # the markup-like text as it is and the ESC spelled out
+    assert shown in output, output
+
+
+async def test_human_views_show_agent_text_and_never_send_markup_or_escapes(
+    client: Client, db: Database, db_url: str
+) -> None:
+    project = await fill(client)
+    await call_ok(client, "invalidate_process", project_id=project, process_id="b", reason="upstream")
+    assert run_cli("prices", "set", "acme", "x-1", "--input", "1", "--output", "2", url=db_url).returncode == 0
+    await _plant(db, "UPDATE projects SET name = :hostile")
+    await _plant(db, "UPDATE process_states SET invalidation_reason = :hostile")
+    await _plant(db, "UPDATE process_definitions SET name = :hostile")
+    await _plant(db, "UPDATE llm_metrics SET model = :hostile, provider = :hostile")
+    await _plant(db, "UPDATE llm_prices SET model = :hostile")
+    views: list[tuple[tuple[str, ...], int | None]] = [
+        (("status", project), None),  # the title
+        (("costs", "--group-by", "model,provider"), 1),
+        (("costs", "--group-by", "provider"), 1),
+        (("prices", "list"), 2),
+    ]
+    for args, column in views:
+        result = run_cli(*args, url=db_url)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, (args, result.stderr)
+        _shown_safely(result.stdout, column)
+    for args in (("costs", "--json"), ("prices", "list", "--json"), ("status", project, "--json")):
+        result = run_cli(*args, url=db_url)
+        assert result.returncode == 0 and not any(char in result.stdout for char in RAW), args
+    assert json.loads(run_cli("status", project, "--json", url=db_url).stdout)["project_name"] == HOSTILE
+    for args in (("pipeline", "export", "default"), ("pipeline", "export", "default", "--json")):
+        exported = run_cli(*args, url=db_url)
+        assert exported.returncode == 0 and not any(char in exported.stdout for char in RAW), exported.stdout
+        assert load_text(exported.stdout)["processes"][0]["name"] == HOSTILE  # escaped, not lost
+    graph = run_cli("status", project, "--graph", url=db_url)
+    assert graph.returncode == 0 and not any(char in graph.stdout for char in RAW), graph.stdout
+
+
+LAUGHS = "pipeline_id: x\nprocesses:\n  - process_id: a\n    name: A\n    output_schema:\n      $defs:\n" + "".join(
+    f"        {name}: &{name} [{', '.join([f'*{prev}'] * 9) if prev else ', '.join(['lol'] * 9)}]\n"
+    for prev, name in zip(["", *"abcdefgh"], "abcdefghi", strict=True)
+)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (LAUGHS, "values once its aliases are expanded"),
+        ("pipeline_id: x\nprocesses: &p [*p]\n", "refers to the value that contains it"),
+        ("pipeline_id: x\nprocesses: []\npipeline_id: y\n", "'pipeline_id' is given twice"),
+        ('{"pipeline_id": "x", "processes": [{"process_id": "a", "name": "A", "name": "B"}]}', "'name' is given"),
+        ('{"pipeline_id": "x", "processes": ' + "[" * 50_000 + "]" * 50_000 + "}", "deeper than 100"),
+        ("pipeline_id: x\nprocesses:\n" + "".join("  " * i + "- \n" for i in range(1, 2000)), "deeper than 100"),
+        ("pipeline_id: x\nprocesses: [" + '{"a": ' * 5000 + "1" + "}" * 5000 + "]", "deeper than 100"),
+    ],
+    ids=[
+        "billion-laughs",
+        "recursive-alias",
+        "duplicate-yaml-key",
+        "duplicate-json-key",
+        "deep-json",
+        "deep-yaml",
+        "deep-objects",
+    ],  # fmt: skip
+)
+def test_pipeline_files_are_bounded_and_refused_clearly(tmp_path: Path, content: str, expected: str) -> None:
+    source = tmp_path / "pipeline.yaml"
+    source.write_text(content)
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    for extra in ((), ("--dry-run",)):
+        result = run_cli("pipeline", "apply", str(source), *extra, url=url, timeout=20)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert expected in result.stderr, result.stderr
+
+
+async def test_a_dry_run_fails_when_the_apply_would_be_refused(client: Client, db_url: str, tmp_path: Path) -> None:
+    source = tmp_path / "docs.yaml"
+    source.write_text(PIPELINE)
+    assert run_cli("pipeline", "apply", str(source), url=db_url).returncode == 0
+    project = (await call_ok(client, "create_project", name="d", pipeline_id="docs"))["id"]
+    for process in ("draft", "edit"):
+        await call_ok(client, "record_execution", project_id=project, process_id=process, output_data={})
+    source.write_text("pipeline_id: docs\nprocesses:\n  - {process_id: draft, name: Draft}\n")
+    dry = run_cli("pipeline", "apply", str(source), "--dry-run", url=db_url)
+    assert dry.returncode == 1 and "would be refused" in dry.stderr and "['edit']" in dry.stderr, dry.stderr
+    assert "refused" in dry.stdout and "dry run: nothing changed" in dry.stdout
+    real = run_cli("pipeline", "apply", str(source), url=db_url)
+    assert real.returncode == 1 and "conflict" in real.stderr
+    # Anchors, aliases and merge keys within the bounds still work.
+    source.write_text("pipeline_id: docs\nprocesses:\n  - &draft {process_id: draft, name: Draft}\n"
+                      "  - {<<: *draft, process_id: edit, name: Edit, depends_on: [draft]}\n")  # fmt: skip
+    fine = run_cli("pipeline", "apply", str(source), "--dry-run", url=db_url)
+    assert fine.returncode == 0 and "unchanged    2" in fine.stdout, fine.stdout + fine.stderr
+
+
+async def test_prices_are_stored_exactly_as_given_or_refused(client: Client, db_url: str) -> None:
+    refused = [
+        ("acme", "m", "1e-300", "would be stored as 0"),
+        ("acme", "m", "0.00000000015", "more decimal places"),
+        ("acme", "m", "NaN", "between 0"),
+        ("acme", "m", "-0.5", "between 0"),
+        ("", "m", "1", "provider name is empty"),
+        ("acme", "   ", "1", "model name is empty"),
+        ("acme", "m" * 101, "1", "at most 100"),
+        ("acme", "m" * 10_000, "1", "at most 100"),
+        ("a" * 51, "m", "1", "at most 50"),
+        ("acme", "m\x1b[2J", "1", "control character"),
+    ]
+    for provider, model, price, expected in refused:
+        result = run_cli("prices", "set", provider, model, "--input", price, "--output", "1", url=db_url)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, (model[:20], result.stderr)
+        assert expected in result.stderr and "\x1b" not in result.stderr, (model[:20], result.stderr)
+    assert json.loads(run_cli("prices", "list", "--json", url=db_url).stdout)["prices"] == []
+    kept = run_cli("prices", "set", "acme", "m" * 100, "--input", "0.0000000001", "--output", "0", url=db_url)
+    assert kept.returncode == 0, kept.stderr
+    (row,) = json.loads(run_cli("prices", "list", "--json", url=db_url).stdout)["prices"]
+    assert row["input_per_mtok"] == "0.0000000001" and row["output_per_mtok"] == "0"

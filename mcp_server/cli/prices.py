@@ -19,12 +19,15 @@ PRICES = ("input", "output", "cache_read", "cache_write")
 
 
 def _usd(text: str) -> Decimal:
+    from mcp_server.repositories.prices import check_price
+
     try:
         value = Decimal(text)
     except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a decimal number of USD") from None
-    if not value.is_finite() or value < 0 or value > 1_000_000:
-        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 1000000 USD per million tokens")
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a decimal number of USD") from None
+    problem = check_price(value)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} {problem}")
     return value
 
 
@@ -95,27 +98,41 @@ def _genai_prices_version() -> str:
 def run_prices(settings: Settings, args: argparse.Namespace) -> int:
     import anyio
 
-    result = anyio.run(_run, settings, args)
-    if args.action == "list" and not args.json:
-        from rich.console import Console
-        from rich.table import Table
+    from mcp_server.cli.tables import visible
+    from mcp_server.errors import DomainError
 
-        table = Table(title="custom prices (USD per million tokens)")
-        for column in ("provider", "model", "input", "output", "cache read", "cache write", "set by"):
-            table.add_column(column)
-        for row in result["prices"]:
-            table.add_row(
-                row["provider"],
-                row["model"],
-                *(row[f"{name}_per_mtok"] or "= input" for name in PRICES),
-                row["updated_by"] or "",
-            )
-        console = Console(width=None if sys.stdout.isatty() else 120)
-        console.print(table)
-        console.print(f"other models: genai-prices {result['genai_prices']} (bundled data, never fetched)")
+    try:
+        result = anyio.run(_run, settings, args)
+    except DomainError as exc:
+        sys.stderr.write(visible(exc.render(), keep="\n") + "\n")
+        return 2
+    if args.action == "list" and not args.json:
+        _print_prices(result)
         return 0
     if args.action == "unset" and not result["removed"]:
-        sys.stderr.write(f"no custom price for {result['provider']} {result['model']}\n")
+        sys.stderr.write(visible(f"no custom price for {result['provider']} {result['model']}") + "\n")
         return 1
-    sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    sys.stdout.write(json.dumps(result, indent=2) + "\n")  # ASCII: every control character escaped
     return 0
+
+
+def _print_prices(result: dict[str, Any]) -> None:
+    """The prices as a table; names (anyone's) as rich Text: never markup, never control characters."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from mcp_server.cli.tables import text
+
+    table = Table(title="custom prices (USD per million tokens)")
+    for column in ("provider", "model", "input", "output", "cache read", "cache write", "set by"):
+        table.add_column(column)
+    for row in result["prices"]:
+        table.add_row(
+            text(row["provider"]),
+            text(row["model"]),
+            *(text(row[f"{name}_per_mtok"] or "= input") for name in PRICES),
+            text(row["updated_by"] or ""),
+        )
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    console.print(table)
+    console.print(text(f"other models: genai-prices {result['genai_prices']} (bundled data, never fetched)"))

@@ -83,14 +83,13 @@ async def _costs(settings: Settings, args: argparse.Namespace, group_by: list[st
 
 def run_view(settings: Settings, args: argparse.Namespace) -> int:
     import anyio
-    from rich.console import Console
 
-    from mcp_server.cli.tables import cost_table, status_table
+    from mcp_server.cli.tables import cost_table, status_table, visible
     from mcp_server.errors import DomainError
 
     try:
         if args.command == "status" and args.graph:
-            sys.stdout.write(anyio.run(_graph, settings, args.project_id))
+            sys.stdout.write(visible(anyio.run(_graph, settings, args.project_id), keep="\n"))
             return 0
         if args.command == "status":
             data = anyio.run(_status, settings, args.project_id)
@@ -99,29 +98,35 @@ def run_view(settings: Settings, args: argparse.Namespace) -> int:
             group_by = [g.strip() for g in args.group_by.split(",") if g.strip()]
             unknown = sorted(set(group_by) - set(GROUPS))
             if unknown:
-                sys.stderr.write(f"unknown --group-by {unknown}; choose from {', '.join(GROUPS)}\n")
+                sys.stderr.write(visible(f"unknown --group-by {unknown}; choose from {', '.join(GROUPS)}") + "\n")
                 return 2
             data = anyio.run(_costs, settings, args, group_by)
             table = cost_table(data, group_by)
     except DomainError as exc:
-        sys.stderr.write(exc.render() + "\n")
+        sys.stderr.write(visible(exc.render(), keep="\n") + "\n")
         return 1
     if args.json:
-        sys.stdout.write(json.dumps(data, indent=2) + "\n")
-    else:
-        console = Console(width=None if sys.stdout.isatty() else 120)
-        console.print(table)
-        if args.command == "status" and data.get("cost"):
-            cost = data["cost"]
-            console.print(
-                f"cost so far ${cost.get('spent_usd')}"
-                + (
-                    f" of ${cost['budget_usd']} (reserved ${cost.get('reserved_usd')}, remaining "
-                    f"${cost['remaining_usd']}, policy {cost.get('policy')})"
-                    if cost.get("budget_usd")
-                    else ""
-                )
-            )
-        if args.command == "status":
-            console.print(f"ready to run: {', '.join(data['ready_processes']) or '(nothing)'}")
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")  # ASCII: every control character escaped
+        return 0
+    _print_view(args, table, data)
     return 0
+
+
+def _print_view(args: argparse.Namespace, table: Any, data: dict[str, Any]) -> None:
+    """The table, and under a status its cost and what can run next; agent text only as rich Text."""
+    from rich.console import Console
+
+    from mcp_server.cli.tables import line, text
+
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    console.print(table)
+    if args.command != "status":
+        return
+    if data.get("cost"):
+        cost = data["cost"]
+        parts: list[Any] = ["cost so far $", text(cost.get("spent_usd"))]
+        if cost.get("budget_usd"):
+            parts += [" of $", text(cost["budget_usd"]), " (reserved $", text(cost.get("reserved_usd"))]
+            parts += [", remaining $", text(cost["remaining_usd"]), ", policy ", text(cost.get("policy")), ")"]
+        console.print(line(*parts))
+    console.print(line("ready to run: ", text(", ".join(data["ready_processes"]) or "(nothing)")))

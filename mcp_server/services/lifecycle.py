@@ -1,4 +1,4 @@
-"""Data that lives for months: pruning superseded executions without changing a figure (SPEC §7)."""
+"""Data that lives for months: pruning superseded executions without changing a figure."""
 
 from __future__ import annotations
 
