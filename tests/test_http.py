@@ -233,6 +233,20 @@ async def _closed_by_server(stream: anyio.abc.SocketStream) -> bool:
         return True
 
 
+async def _response(stream: anyio.abc.SocketStream) -> bytes:
+    """One whole response with a Content-Length: its head and body."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += await stream.receive()
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+    )
+    while len(body) < length:
+        body += await stream.receive()
+    return received
+
+
 async def test_a_half_sent_request_is_cut_off_and_others_are_served(db_url: str, tmp_path: Path) -> None:
     """Slowloris: a client that sends half a request line (or nothing, or half of its second request) and
     stalls is disconnected after PIPELINE_STATE_HTTP_HEADER_TIMEOUT; meanwhile a real client's session,
@@ -240,19 +254,22 @@ async def test_a_half_sent_request_is_cut_off_and_others_are_served(db_url: str,
     extra = {"PIPELINE_STATE_HTTP_HEADER_TIMEOUT": "1"}
     async with _serve(db_url, tmp_path, extra=extra) as url:
         port = int(url.split(":")[2].split("/")[0])
-        stalled = await anyio.connect_tcp("127.0.0.1", port)
-        await stalled.send(b"POST /mcp HT")
-        silent = await anyio.connect_tcp("127.0.0.1", port)
-        second = await anyio.connect_tcp("127.0.0.1", port)
-        await second.send(b"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # answered (401), then half another
-        assert (await second.receive()).startswith(b"HTTP/1.1 401")
-        await second.send(b"GET /mcp HTTP/1.1\r\nHost: 12")
-        with anyio.fail_after(60):
-            async with _client(url) as client:
-                project = await call_ok(client, "create_project", name="while stalled")
-                await anyio.sleep(2.5)  # longer than the timeout: a session is not a stalled request
-                assert (await call_ok(client, "get_project", project_id=project["id"]))["name"] == "while stalled"
-        with anyio.fail_after(10):  # 1 s timeout; the bound leaves room for a loaded machine
-            for stream in (stalled, silent, second):
-                assert await _closed_by_server(stream)
+        streams = [await anyio.connect_tcp("127.0.0.1", port) for _ in range(3)]
+        stalled, _, second = streams  # the second of them sends nothing at all
+        try:
+            await stalled.send(b"POST /mcp HT")
+            await second.send(b"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # answered (401), then half another
+            assert (await _response(second)).startswith(b"HTTP/1.1 401")
+            await second.send(b"GET /mcp HTTP/1.1\r\nHost: 12")
+            with anyio.fail_after(60):
+                async with _client(url) as client:
+                    project = await call_ok(client, "create_project", name="while stalled")
+                    await anyio.sleep(2.5)  # longer than the timeout: a session is not a stalled request
+                    got = await call_ok(client, "get_project", project_id=project["id"])
+                    assert got["name"] == "while stalled"
+            with anyio.fail_after(10):  # 1 s timeout; the bound leaves room for a loaded machine
+                for stream in streams:
+                    assert await _closed_by_server(stream)
+        finally:
+            for stream in streams:
                 await stream.aclose()

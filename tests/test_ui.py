@@ -7,6 +7,7 @@ itself while an agent records. Without Chromium these tests skip, except under C
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -93,10 +94,10 @@ def _get(url: str, **headers: str) -> tuple[int, bytes]:
 
 
 def _start_ui(
-    url: str, *extra: str, token: str | None = None, host: str = "127.0.0.1"
+    url: str, *extra: str, token: str | None = None, host: str = "127.0.0.1", env_extra: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
-    env = {**os.environ, "PIPELINE_STATE_DATABASE_URL": url}
+    env = {**os.environ, "PIPELINE_STATE_DATABASE_URL": url, **(env_extra or {})}
     env.pop("PIPELINE_STATE_AUTH_TOKEN", None)
     if token:
         env["PIPELINE_STATE_AUTH_TOKEN"] = token
@@ -345,3 +346,181 @@ def test_mermaid_itself_renders_the_graph_resource(filled: dict[str, Any], brows
     for step, state in states.items():
         assert state in drawn[step][0], (step, drawn[step])
     assert "cause: outline" in drawn["draft"][1]
+
+
+# Hostile round: the session, the sign-in page, the headers, slow clients and large pipelines.
+TOKEN = "s3cret-token-for-the-dashboard"
+SECURITY = {
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
+
+
+def _request(base: str, method: str, path: str, *, source: str = "127.0.0.1", **options: Any) -> Any:
+    """One request over http.client (no redirects followed), from the given loopback source address."""
+    port = int(base.rsplit(":", 1)[1])
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
+    try:
+        connection.request(method, path, **options)
+        response = connection.getresponse()
+        response.read()
+        return response
+    finally:
+        connection.close()
+
+
+def _sign_in(base: str, token: str, *, source: str = "127.0.0.1") -> Any:
+    body = urllib.parse.urlencode({"token": token})
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    return _request(base, "POST", "/login", source=source, body=body, headers=headers)
+
+
+@pytest.fixture
+def guarded(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    anyio.run(upgrade_to_head, url)
+    process, base = _start_ui(url, token=TOKEN)
+    try:
+        yield {"url": url, "base": base}
+    finally:
+        _stop(process)
+
+
+def test_the_session_cookie_is_derived_from_the_token_and_never_is_the_token(guarded: dict[str, Any]) -> None:
+    base = guarded["base"]
+    signed_in = _sign_in(base, TOKEN)
+    assert signed_in.status == 303
+    cookies = signed_in.msg.get_all("set-cookie")
+    (session,) = [c for c in cookies if c.startswith("pipeline_state_session=")]
+    name_value, *flags = [part.strip() for part in session.split(";")]
+    value = name_value.partition("=")[2]
+    assert value and TOKEN not in value and value != TOKEN
+    assert {"HttpOnly", "SameSite=strict", "Path=/"} <= set(flags), flags
+    assert any(c.startswith("pipeline_state_token=") and "Max-Age=0" in c for c in cookies)  # the old one, expired
+    assert _request(base, "GET", "/api/projects", headers={"Cookie": name_value}).status == 200
+    refused = {
+        "the token as the session cookie": {"Cookie": f"pipeline_state_session={TOKEN}"},
+        "the token as the old cookie": {"Cookie": f"pipeline_state_token={TOKEN}"},
+        "the session value as a bearer token": {"Authorization": f"Bearer {value}"},
+        "a session value one character off": {"Cookie": f"pipeline_state_session={value[:-1]}0"},
+    }
+    for case, headers in refused.items():
+        assert _request(base, "GET", "/api/projects", headers=headers).status == 401, case
+    # The value is this process's: another server with the same token does not take it.
+    process, other = _start_ui(guarded["url"], token=TOKEN)
+    try:
+        assert _request(other, "GET", "/api/projects", headers={"Cookie": name_value}).status == 401
+        assert _request(other, "GET", "/api/projects", headers={"Authorization": f"Bearer {TOKEN}"}).status == 200
+    finally:
+        _stop(process)
+
+
+def test_sign_in_attempts_are_rate_limited_per_client_address(guarded: dict[str, Any]) -> None:
+    base = guarded["base"]
+    for n in range(5):
+        assert _sign_in(base, f"guess-{n}").status == 401
+    limited = _sign_in(base, TOKEN)  # even the right token: a guesser must not learn it was right
+    assert limited.status == 429
+    assert 1 <= int(limited.getheader("retry-after")) <= 61
+    assert _request(base, "GET", "/login").status == 200  # the page itself still loads
+    assert _sign_in(base, TOKEN, source="127.0.0.2").status == 303  # another address is not locked out
+
+
+def test_every_response_carries_the_security_headers(guarded: dict[str, Any]) -> None:
+    base = guarded["base"]
+    signed_in = {"Authorization": f"Bearer {TOKEN}"}
+    answers = {
+        "page (redirect to sign in)": _request(base, "GET", "/"),
+        "page": _request(base, "GET", "/", headers=signed_in),
+        "sign-in page": _request(base, "GET", "/login"),
+        "wrong token": _sign_in(base, "wrong"),
+        "API refused": _request(base, "GET", "/api/projects"),
+        "API": _request(base, "GET", "/api/projects", headers=signed_in),
+        "script": _request(base, "GET", "/static/app.js", headers=signed_in),
+        "missing": _request(base, "GET", "/api/projects/not-an-id", headers=signed_in),
+    }
+    for case, response in answers.items():
+        for name, value in SECURITY.items():
+            assert response.getheader(name) == value, (case, name)
+        policy = response.getheader("content-security-policy") or ""
+        directives = {d.strip().split()[0]: d.strip() for d in policy.split(";") if d.strip()}
+        assert directives.get("default-src") == "default-src 'self'", (case, policy)
+        assert directives.get("frame-ancestors") == "frame-ancestors 'none'", (case, policy)
+        assert "unsafe-inline" not in policy and "unsafe-eval" not in policy, (case, policy)
+    assert answers["page (redirect to sign in)"].status == 303 and answers["script"].status == 200
+
+
+def test_the_pages_draw_under_their_content_security_policy(filled: dict[str, Any], browser: Any) -> None:
+    """No inline script or style is needed: the browser reports no violation, and the bars get their sizes."""
+    page = browser.new_page()
+    page.add_init_script(
+        "document.addEventListener('securitypolicyviolation', (e) => "
+        "(window.__violations = window.__violations || []).push(e.violatedDirective + ' ' + e.blockedURI))"
+    )
+    response = page.goto(filled["base"] + "/")
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    page.locator(f"tr[data-project='{filled['project']}'] .budget .spent").wait_for()
+    spent = page.locator(".budget .spent").first.evaluate("(e) => e.getBoundingClientRect().width")
+    assert spent > 0
+    page.goto(f"{filled['base']}/#/project/{filled['project']}")
+    page.locator("#by-model [data-model]").first.wait_for()
+    filled_widths = page.locator("#by-model .fill").evaluate_all("(es) => es.map((e) => e.style.width)")
+    assert filled_widths and all(width.endswith("%") for width in filled_widths)
+    fill = page.locator("#graph [data-node='draft'] rect").evaluate("(e) => getComputedStyle(e).fill")
+    assert fill == "rgb(249, 168, 37)"  # --stale, from the stylesheet
+    assert page.evaluate("window.__violations || []") == []
+
+
+def test_a_half_sent_request_is_cut_off_while_others_are_served(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    anyio.run(upgrade_to_head, url)
+    process, base = _start_ui(url, env_extra={"PIPELINE_STATE_HTTP_HEADER_TIMEOUT": "1"})
+    port = int(base.rsplit(":", 1)[1])
+    stalled = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+    try:
+        stalled[0].sendall(b"GET /static/app.css HT")  # half a request line
+        stalled[2].sendall(b"HEAD /static/app.css HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # no body to read
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += stalled[2].recv(65536)
+        assert head.startswith(b"HTTP/1.1 200") and head.endswith(b"\r\n\r\n")
+        stalled[2].sendall(b"GET /static/app.css HTTP/1.1\r\nHost: 12")  # half its second request
+        for _ in range(3):  # others are served meanwhile
+            assert _get(base + "/static/app.css")[0] == 200
+            time.sleep(0.5)
+        for connection in stalled:  # stalled[1] sent nothing at all
+            assert connection.recv(65536) == b"", "the server answered a half-sent request"  # closed
+    finally:
+        for connection in stalled:
+            connection.close()
+        _stop(process)
+
+
+async def _fill_wide(url: str, steps: int) -> str:
+    async with Client(build_server(Settings(database_url=url))) as client:
+        chain = [
+            {"process_id": f"s{n:03d}", "name": f"Step {n}", **({"depends_on": [f"s{n - 1:03d}"]} if n else {})}
+            for n in range(steps)
+        ]
+        await call_ok(client, "apply_pipeline", processes=chain)
+        return str((await call_ok(client, "create_project", name="Long chain"))["id"])
+
+
+def test_a_large_pipeline_is_shown_a_page_of_steps_at_a_time(tmp_path: Path, browser: Any) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API runs an event loop on this thread
+        project = pool.submit(anyio.run, _fill_wide, url, 260).result(timeout=60)
+    process, base = _start_ui(url)
+    try:
+        page = browser.new_page()
+        page.goto(f"{base}/#/project/{project}")
+        page.locator("#step-pages").wait_for()
+        assert page.locator("#steps tr[data-step]").count() == 200
+        assert "of 260" in page.locator("#step-pages").inner_text()
+        page.locator("#step-pages a", has_text="next").click()
+        page.locator("#steps tr[data-step='s259']").wait_for()
+        assert page.locator("#steps tr[data-step]").count() == 60
+        assert page.locator(".card b").first.inner_text() == "260"
+    finally:
+        _stop(process)
