@@ -7,7 +7,12 @@ User schemas are data, never a way out of the server. Validation uses jsonschema
 - the linear-time regex engine (Rust's ``regex``) for ``pattern`` and ``patternProperties``: no pattern
   can make a check run away. Lookaround and backreferences, which need backtracking, are refused when
   the schema is defined;
-- references resolved lazily, so a self-referential schema (``{"$ref": "#"}``) validates in bounded time.
+- references resolved lazily, so a self-referential schema (``{"$ref": "#"}``) validates in bounded time;
+- a bound on what one value costs: a schema may apply at most ``MAX_APPLIED`` subschemas to any one value
+  once its references are followed (``applied_size``), checked when it is defined and again when used.
+
+Data is checked on a worker thread (a few at once), before the write lock once the step's schema is known
+(``check_ahead``); a violation reply lists the first ``MAX_VIOLATIONS``, clipped, with the count.
 """
 
 from __future__ import annotations
@@ -238,9 +243,9 @@ def applied_size(schema: Any) -> int:
 
 
 @lru_cache(maxsize=256)
-def _validator(schema_json: str) -> Any:
-    """The validator for one schema (canonical JSON), built once; raises ``ValueError`` for a bad schema,
-    or one that applies too many subschemas to one value (``applied_size``)."""
+def _validator(schema_json: str) -> tuple[Any, int]:
+    """The validator for one schema (canonical JSON) with its ``applied_size``, built once; raises
+    ``ValueError`` for a bad schema, or one that applies too many subschemas to one value."""
     import jsonschema_rs
 
     schema = json.loads(schema_json)
@@ -255,8 +260,7 @@ def _validator(schema_json: str) -> Any:
         raise ValueError(_reason(exc.message)) from None
     except jsonschema_rs.ReferencingError as exc:
         raise ValueError(_reason(str(exc))) from None
-    applied_size(schema)
-    return validator
+    return validator, applied_size(schema)
 
 
 def check_schema(schema: dict[str, Any], *, field: str) -> None:
@@ -278,6 +282,10 @@ def check_schema(schema: dict[str, Any], *, field: str) -> None:
 MAX_VIOLATIONS = 20
 # Characters kept of each violation's path and message (a message may quote the offending value).
 MAX_ECHO = 200
+# Listing every violation is done when the values of the data times the subschemas applied to one value
+# stay under this; past it (listing costs the validator superlinear time, anyOf and oneOf most) only the
+# first violation found is listed, which costs no more than one value's check.
+LIST_ALL_BUDGET = 200_000
 # Validations running at once in one server process, each on a worker thread.
 CONCURRENT_CHECKS = 4
 
@@ -296,26 +304,49 @@ def _json_path(parts: Any) -> str:
 
 @dataclass(frozen=True)
 class Found:
-    """What checking data against a schema found: how many violations, and the first ``MAX_VIOLATIONS``
-    in path order, each path and message clipped."""
+    """What checking data against a schema found: how many violations (``complete``: all were counted,
+    else only the first found is), and the first ``MAX_VIOLATIONS`` in path order, each clipped."""
 
     count: int = 0
     first: list[dict[str, str]] = field(default_factory=list)
+    complete: bool = True
+
+
+def _values(data: Any, limit: int) -> int:
+    """How many JSON values ``data`` holds, counting stops past ``limit``."""
+    count, stack = 0, [data]
+    while stack and count <= limit:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
+
+
+def _violation(error: Any) -> dict[str, str]:
+    return {"path": clip(_json_path(error.instance_path)), "message": clip(error.message)}
 
 
 def _find(schema_json: str, data: Any) -> Found | str:
     """Check ``data`` (runs on a worker thread): what was found, or why the schema cannot be used."""
+    import jsonschema_rs
+
     try:
-        validator = _validator(schema_json)
+        validator, applied = _validator(schema_json)
     except ValueError as exc:
         return str(exc)
     if validator.is_valid(data):
         return Found()
-    found = [
-        {"path": clip(_json_path(error.instance_path)), "message": clip(error.message)}
-        for error in validator.iter_errors(data)
-    ]
-    found.sort(key=lambda v: (v["path"], v["message"]))
+    if applied * _values(data, LIST_ALL_BUDGET // applied) > LIST_ALL_BUDGET:
+        try:
+            validator.validate(data)
+        except jsonschema_rs.ValidationError as error:
+            return Found(1, [_violation(error)], complete=False)
+    found = sorted(
+        (_violation(error) for error in validator.iter_errors(data)), key=lambda v: (v["path"], v["message"])
+    )
     return Found(len(found), found[:MAX_VIOLATIONS])
 
 
@@ -356,6 +387,13 @@ def _raise(result: Found | str, *, what: str, process_id: str) -> None:
         raise InvalidArgument(
             f"the {field_name} of process {process_id!r} {result}; nothing was written",
             hint="Redefine the process with define_process, putting shared parts under $defs",
+        )
+    if result.count and not result.complete:
+        raise SchemaViolation(
+            f"{what} of process {process_id!r} violates its schema (the first problem found is listed: data this "
+            "large is not checked path by path against this schema)",
+            hint="Fix it, check the rest of the data yourself, and call again; nothing was written",
+            details={"violations": result.first, "violation_count": None},
         )
     if result.count:
         listed = "" if result.count <= len(result.first) else f", the first {len(result.first)} listed"
