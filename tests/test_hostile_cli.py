@@ -155,6 +155,7 @@ async def test_db_copy_is_all_or_nothing_and_names_the_database_that_refused(
         assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
         assert expected in failed.stderr and "nothing was copied" in failed.stderr, failed.stderr
         assert "cannot use the database sqlite" not in failed.stderr  # the source is not to blame for this
+        assert "\x00" not in failed.stderr
         assert await _data_rows(fresh_pg_database) == {}  # all or nothing: the target is as empty as it was
     assert "target postgresql://" in failed.stderr and "llm_prices.model" in failed.stderr
     with sqlite3.connect(source_file) as conn:

@@ -193,8 +193,10 @@ def copy(settings: Settings, to_url: str) -> int:
 
         try:
             report = anyio.run(run)
-        except DomainError as exc:
-            sys.stderr.write(exc.render() + "\n")
+        except DomainError as exc:  # it may quote a row's key: shown, never sent to the terminal
+            from mcp_server.cli.tables import visible
+
+            sys.stderr.write(visible(exc.render(), keep="\n") + "\n")
             return 1
     if report.differences:
         sys.stderr.write("the copy differs from the source: " + "; ".join(report.differences) + "\n")
