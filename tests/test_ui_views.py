@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 from mcp import Client
@@ -70,7 +71,10 @@ async def _dashboard(url: str, built: list[str]) -> AsyncIterator[httpx2.AsyncCl
         await database.dispose()
 
 
-async def test_an_unchanged_project_view_answers_304_without_being_built(db_url: str) -> None:
+async def test_an_unchanged_project_view_answers_304_without_being_built(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(data, "VIEW_CLOCK", 1e12)  # time alone changes nothing here (see the test below)
     project = await _fill(db_url)
     path = f"/api/projects/{project}"
     built: list[str] = []
@@ -106,6 +110,19 @@ async def test_an_unchanged_project_view_answers_304_without_being_built(db_url:
         assert view["steps_total"] == STEPS + 1
         assert len(built) == 5 and set(built) == {path}
 
+        async with await _agent(db_url) as client:  # a change, then four tabs open at once: one build
+            await call_ok(client, "record_execution", project_id=project, process_id=_step_id(5), output_data={})
+        tabs: list[httpx2.Response] = []
+
+        async def tab() -> None:
+            tabs.append(await http.get(path))
+
+        async with anyio.create_task_group() as group:
+            for _ in range(4):
+                group.start_soon(tab)
+        assert len({response.content for response in tabs}) == 1 and all(r.status_code == 200 for r in tabs)
+        assert len(built) == 6
+
 
 async def test_the_project_view_is_bounded_in_steps_and_bytes(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     project = await _fill(db_url)
@@ -133,3 +150,30 @@ async def test_the_project_view_is_bounded_in_steps_and_bytes(db_url: str, monke
         assert 0 < len(view["steps"]) < data.STEP_PAGE
         assert view["steps_omitted"] == STEPS - len(view["steps"])
         assert len(json.dumps(view["steps"], separators=(",", ":"))) <= 40_000
+
+
+async def test_a_view_with_a_running_step_is_built_again_once_a_clock_period(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A running (or failed) step can change with time alone (its lease runs out, its retry comes due):
+    such a view is built again once a VIEW_CLOCK period however often it is polled, and not in between."""
+    monkeypatch.setattr(data, "VIEW_CLOCK", 1e12)
+    project = await _fill(db_url)
+    path = f"/api/projects/{project}"
+    built: list[str] = []
+    async with _dashboard(db_url, built) as http:
+        async with await _agent(db_url) as client:
+            await call_ok(client, "start_execution", project_id=project, process_id=_step_id(3))
+        tag = (await http.get(path)).headers["etag"]
+        for _ in range(3):
+            assert (await http.get(path, headers={"If-None-Match": tag})).status_code == 304
+        assert len(built) == 1
+        monkeypatch.setattr(data, "VIEW_CLOCK", 0.2)
+        seen = {tag}
+        for _ in range(3):
+            await anyio.sleep(0.25)  # a new period
+            response = await http.get(path, headers={"If-None-Match": tag})
+            assert response.status_code == 200 and response.headers["etag"] not in seen
+            tag = response.headers["etag"]
+            seen.add(tag)
+        assert len(built) == 4

@@ -4,12 +4,13 @@ browser gets one small JSON document per view, never raw history."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
-from collections.abc import Coroutine, Hashable
-from typing import Any, TypeVar, cast
+from collections.abc import Hashable
+from typing import Any, cast
 
 import anyio.to_thread
-from sqlalchemy import Table, Text, bindparam, func, literal, select
+from sqlalchemy import Table, Text, bindparam, case, func, literal, select
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,6 +26,7 @@ from mcp_server.repositories import (
 )
 from mcp_server.repositories.revisions import CATALOGUE_PREFIX
 from mcp_server.schemas.cost import CostFilters
+from mcp_server.schemas.pipeline import PipelineStatus, ProcessStatus
 from mcp_server.schemas.portable import reply_data
 from mcp_server.services import costs, pipeline_state, status
 from mcp_server.services.kept import Kept
@@ -33,6 +35,8 @@ PREVIEW_CHARS = 160  # of a step's current output
 TIMELINE_PAGE = 50
 STEP_PAGE = 200  # step rows in one page of the project view
 MAX_VIEW_BYTES = 1_000_000  # of step rows in one page of the project view
+VIEW_CLOCK = 10.0  # seconds: how stale a time-driven change (a lease, a retry) may be shown
+MOVING = (StateName.RUNNING.value, StateName.FAILED.value)  # states that time alone can change
 MAX_DEPENDS_SHOWN = 20  # dependencies named in a step row (depends_count has them all)
 # The project columns the project view shows or derives from (its change tokens, with the state rows').
 BASIS_COLUMNS = (
@@ -47,7 +51,6 @@ BASIS_COLUMNS = (
     "reserved_usd",
     "unpriced_calls",
 )
-T = TypeVar("T")
 MAX_DAYS = 90  # cost by day: the most recent days shown
 
 
@@ -108,13 +111,14 @@ _PROJECTS = cast(Table, Project.__table__)
 _STATES = cast(Table, ProcessState.__table__)
 _EXECUTIONS = cast(Table, ProcessExecution.__table__)
 # Per project: how many state rows, the sum of their versions (every change of a row raises its version by
-# one) and when the last one changed.
+# one), when the last one changed, and how many are running or failed.
 _STATE_TOKENS = (
     select(
         _STATES.c.project_id,
         func.count().label("rows"),
         func.sum(_STATES.c.version).label("versions"),
         func.max(_STATES.c.last_updated_at).label("last"),
+        func.sum(case((_STATES.c.state.in_(MOVING), 1), else_=0)).label("moving"),
     )
     .where(_STATES.c.project_id == bindparam("project_id"))
     .group_by(_STATES.c.project_id)
@@ -130,6 +134,7 @@ _BASIS = (
         _STATE_TOKENS.c.rows,
         _STATE_TOKENS.c.versions,
         _STATE_TOKENS.c.last,
+        _STATE_TOKENS.c.moving,
     )
     .select_from(_PROJECTS.outerjoin(_STATE_TOKENS, _STATE_TOKENS.c.project_id == _PROJECTS.c.id))
     .where(_PROJECTS.c.id == bindparam("project_id"))
@@ -140,23 +145,27 @@ async def project_basis(session: AsyncSession, project_id: uuid.UUID) -> Hashabl
     """What the project view is made of, as change tokens read in one cheap statement (no step row is
     read whole): the project's own figures, its pipeline's catalogue token, and its state rows' count,
     version sum and last change. Equal tokens, equal view. None when nothing can tell (no such project, or
-    a pipeline whose catalogue has no token yet): then the view is built every time."""
+    a pipeline whose catalogue has no token yet): then the view is built every time.
+
+    A running or failed step can also change with time alone (a lease runs out, a retry comes due): while
+    the project has one, the tokens include the VIEW_CLOCK period, so such a view is built at most once
+    a period, however many pages poll it."""
     row = (await session.execute(_BASIS, {"project_id": project_id})).first()
     if row is None or row.catalogue_token is None:
         return None
-    return (database_key(session), *tuple(row))
+    clock = int(time.monotonic() // VIEW_CLOCK) if row.moving else None
+    return (database_key(session), *tuple(row), clock)
 
 
 async def project(session: AsyncSession, project_id: uuid.UUID, *, page: int = 1) -> dict[str, Any]:
     """One project: its pipeline as layers of steps with states, causes and current outputs (a page of at
     most STEP_PAGE steps and MAX_VIEW_BYTES, in the order to run them, with how many were left out);
-    counts; budget. The database is read here; the rest is computed off the event loop."""
+    counts; budget. The step rows are made and measured off the event loop."""
     pipeline = await pipeline_state.load(session, project_id, lock=False)
-    first = (page - 1) * STEP_PAGE
-    shown = pipeline.order[first : first + STEP_PAGE]
-    current = [pipeline.rows[pid].current_execution_id for pid in shown if pid in pipeline.rows]
-    previews = await _previews(session, [execution for execution in current if execution is not None])
-    return await anyio.to_thread.run_sync(_project_view, session, pipeline, page, previews)
+    snapshot = await status.pipeline_status(session, project_id, page=page, page_size=STEP_PAGE, loaded=pipeline)
+    rows = [pipeline.rows.get(row.process_id) for row in snapshot.processes]
+    previews = await _previews(session, [row.current_execution_id for row in rows if row and row.current_execution_id])
+    return await anyio.to_thread.run_sync(_project_view, pipeline, snapshot, page, previews)
 
 
 async def _previews(session: AsyncSession, execution_ids: list[uuid.UUID]) -> dict[uuid.UUID, str | None]:
@@ -176,15 +185,12 @@ async def _previews(session: AsyncSession, execution_ids: list[uuid.UUID]) -> di
 
 
 def _project_view(
-    session: AsyncSession,
     pipeline: pipeline_state.ProjectPipeline,
+    snapshot: PipelineStatus,
     page: int,
     previews: dict[uuid.UUID, str | None],
 ) -> dict[str, Any]:
-    """The project view from what was read (no I/O: runs in a worker thread; ``session`` is not used
-    since the pipeline is given)."""
-    computed = status.pipeline_status(session, pipeline.project_id, page=page, page_size=STEP_PAGE, loaded=pipeline)
-    snapshot = _finished(computed)
+    """The project view from what was read (no I/O: runs in a worker thread)."""
     layers = _layers(pipeline.graph, pipeline.order)
     steps: list[dict[str, Any]] = []
     size = 0
@@ -215,7 +221,7 @@ def _project_view(
 
 def _step(
     pipeline: pipeline_state.ProjectPipeline,
-    row: Any,
+    row: ProcessStatus,
     layers: dict[str, int],
     previews: dict[uuid.UUID, str | None],
 ) -> dict[str, Any]:
@@ -238,16 +244,6 @@ def _step(
         "updated": row.last_updated_at.isoformat() if row.last_updated_at else None,
         "output": previews.get(execution_id) if execution_id else None,
     }
-
-
-def _finished(coroutine: Coroutine[Any, Any, T]) -> T:
-    """The value of a coroutine that does no I/O (it never suspends), run to its end on this thread."""
-    try:
-        coroutine.send(None)
-    except StopIteration as done:
-        return cast(T, done.value)
-    coroutine.close()
-    raise RuntimeError("a view's computation waited on I/O")
 
 
 async def timeline(session: AsyncSession, project_id: uuid.UUID, *, page: int = 1) -> dict[str, Any]:

@@ -62,7 +62,6 @@ SECURITY_HEADERS = [
 LOGIN_ATTEMPTS = 5  # sign-in attempts per client address ...
 LOGIN_WINDOW = 60.0  # ... in this many seconds; more answer 429
 KEPT_VIEWS = 16  # encoded views kept, with the change tokens they were built from
-BUILDERS = 2  # views built at once (the others wait): a burst of tabs does not multiply the work
 
 Reader = Callable[[AsyncSession], Awaitable[dict[str, Any]]]
 Basis = Callable[[AsyncSession], Awaitable[Hashable | None]]
@@ -104,7 +103,7 @@ class Views:
         self.on_build = on_build
         self.salt = secrets.token_bytes(16)  # a restarted server may build views differently
         self.kept: Kept[str, bytes] = Kept(KEPT_VIEWS)
-        self.building = anyio.Semaphore(BUILDERS)
+        self.building = anyio.Lock()  # one view built at a time: a burst of tabs does not multiply work
 
     def tag_of(self, key: str, basis: Hashable) -> str:
         digest = hashlib.sha256(self.salt + key.encode() + b"\0" + repr(basis).encode()).hexdigest()
@@ -119,9 +118,7 @@ class Views:
                     tag = self.tag_of(key, found)
                     if _matches(request, tag):
                         return Response(status_code=304, headers={"etag": tag})
-                kept = self.kept.get(key, found)
-                body = kept[0] if kept is not None else await self._build(session, reader, key)
-                self.kept.put(key, found, body)
+                body = await self._body(session, reader, key, found)
         except DomainError as exc:
             status = 404 if exc.code == "not_found" else 400
             return JSONResponse({"error": exc.code, "detail": exc.message}, status_code=status)
@@ -130,12 +127,22 @@ class Views:
             return Response(status_code=304, headers={"etag": tag})
         return Response(body, media_type="application/json", headers={"etag": tag, "cache-control": "no-cache"})
 
-    async def _build(self, session: AsyncSession, reader: Reader, key: str) -> bytes:
+    async def _body(self, session: AsyncSession, reader: Reader, key: str, basis: Hashable | None) -> bytes:
+        """The view encoded: the copy kept on this basis, else built now (a request that waited for a
+        builder takes the copy another one built meanwhile)."""
+        kept = self.kept.get(key, basis)
+        if kept is not None:
+            return kept[0]
         async with self.building:
+            kept = self.kept.get(key, basis)
+            if kept is not None:
+                return kept[0]
             if self.on_build is not None:
                 self.on_build(key.partition("?")[0])
             document = await reader(session)
-            return await anyio.to_thread.run_sync(_encode, document)
+            body = await anyio.to_thread.run_sync(_encode, document)
+            self.kept.put(key, basis, body)
+            return body
 
 
 class LoginLimit:
