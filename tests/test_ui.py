@@ -524,3 +524,22 @@ def test_a_large_pipeline_is_shown_a_page_of_steps_at_a_time(tmp_path: Path, bro
         assert page.locator(".card b").first.inner_text() == "260"
     finally:
         _stop(process)
+
+
+def test_a_browser_signs_in_under_the_policy_and_its_script_never_sees_the_session(
+    guarded: dict[str, Any], browser: Any
+) -> None:
+    page = browser.new_page()
+    page.add_init_script(
+        "document.addEventListener('securitypolicyviolation', (e) => "
+        "(window.__violations = window.__violations || []).push(e.violatedDirective + ' ' + e.blockedURI))"
+    )
+    page.goto(guarded["base"] + "/")
+    assert page.url.endswith("/login")
+    page.fill("input[name=token]", TOKEN)
+    page.click("button[type=submit]")
+    page.locator("h1", has_text="Projects").wait_for()
+    (cookie,) = [c for c in page.context.cookies() if c["name"] == "pipeline_state_session"]
+    assert cookie["value"] != TOKEN and cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/"
+    assert page.evaluate("document.cookie") == ""  # HttpOnly: no script reads it
+    assert page.evaluate("window.__violations || []") == []
