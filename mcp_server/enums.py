@@ -24,6 +24,9 @@ class ExecutionStatus(enum.StrEnum):
     STALE = "stale"
     # Finished after another execution had changed its process since it started: stored, not current.
     SUPERSEDED = "superseded"
+    # Its lease passed before it finished (no renew_lease in time, or its timeout): the step could be
+    # claimed again; its reservation was released.
+    EXPIRED = "expired"
 
 
 class StateName(enum.StrEnum):

@@ -267,7 +267,8 @@ class PipelineStateServer(MCPServer[App]):
         except UnexpectedToolError as exc:
             cause = exc.__cause__
             if isinstance(cause, DomainError):
-                raise ToolError(f"{prefix}: {cause.render()}{_unlogged_usage(arguments)}") from cause
+                unlogged = "" if cause.keeps_writes else _unlogged_usage(arguments)  # its usage was logged
+                raise ToolError(f"{prefix}: {cause.render()}{unlogged}") from cause
             if cause is not None and _is_busy(cause):
                 self.incidents.warning("busy", f"overloaded: {type(cause).__name__} waiting for the database")
                 raise ToolError(f"{prefix}: {BUSY}") from None

@@ -11,6 +11,18 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TOOLSETS = ("projects", "pipeline", "prompts", "costs")
+# Presets: a name that stands for some tools of several toolsets. `worker`: what an agent of an automated
+# pipeline needs to claim a step, keep its lease, finish or fail it, read a step and report cost.
+PRESETS = {
+    "worker": (
+        "start_execution",
+        "renew_lease",
+        "record_execution",
+        "fail_execution",
+        "get_process_state",
+        "report_cost",
+    ),
+}
 Toolset = Literal["projects", "pipeline", "prompts", "costs"]
 
 
@@ -62,6 +74,8 @@ class Settings(BaseSettings):
     http_session_idle_timeout: float = Field(default=1800.0, gt=0, le=7 * 24 * 3600)
     http_max_sessions: int = Field(default=1000, ge=1, le=100_000)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # A started execution's lease when start_execution gives no lease_seconds (docs/design.md, "Agent teams").
+    lease_seconds: int = Field(default=900, ge=1, le=86_400)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -81,16 +95,22 @@ class Settings(BaseSettings):
     @classmethod
     def _known_toolsets(cls, value: str) -> str:
         names = [part.strip() for part in value.split(",") if part.strip()]
-        unknown = sorted(set(names) - set(TOOLSETS))
+        known = (*TOOLSETS, *PRESETS)
+        unknown = sorted(set(names) - set(known))
         if unknown:
-            raise ValueError(f"unknown toolsets {unknown}; choose from {', '.join(TOOLSETS)}")
+            raise ValueError(f"unknown toolsets {unknown}; choose from {', '.join(known)}")
         if not names:
-            raise ValueError(f"no toolset given; choose from {', '.join(TOOLSETS)}")
+            raise ValueError(f"no toolset given; choose from {', '.join(known)}")
         return ",".join(names)
 
     @property
     def enabled_toolsets(self) -> frozenset[str]:
         return frozenset(self.toolsets.split(","))
+
+    @property
+    def preset_tools(self) -> frozenset[str]:
+        """The tools the enabled presets add (beyond whole toolsets)."""
+        return frozenset(tool for name in self.enabled_toolsets & set(PRESETS) for tool in PRESETS[name])
 
     @property
     def url(self) -> str:

@@ -28,6 +28,7 @@ CONTRACT_TOOLSETS: dict[str, tuple[str, ...]] = {
         "apply_pipeline",
         "delete_process",
         "start_execution",
+        "renew_lease",
         "record_execution",
         "fail_execution",
         "get_execution",

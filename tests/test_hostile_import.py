@@ -21,6 +21,7 @@ import mcp_server.models  # noqa: F401 - every table on Base.metadata
 from mcp_server.cli.main import main
 from mcp_server.db.base import Base
 from mcp_server.db.engine import Database
+from mcp_server.db.migrate import SCHEMA_HEAD
 from mcp_server.services import bundle
 from mcp_server.services.bundle_rows import ROW_MODELS
 from tests.helpers import call_error, call_ok
@@ -300,7 +301,7 @@ async def test_the_header_is_checked_and_a_bundle_cut_short_is_refused(db_url: s
     extra = _renumbered(source)
     code, _, err = await cli("import", _write(path, [*source, *extra[1:3]], counted=False))
     _refused(code, err, "incomplete")
-    for revision in ("9999", "0006", 5, None, "../x"):
+    for revision in ("9999", f"{int(SCHEMA_HEAD) + 1:04d}", 5, None, "../x"):
         future = copy.deepcopy(source)
         future[0]["schema_revision"] = revision
         code, _, err = await cli("import", _write(path, future))

@@ -105,9 +105,9 @@ async def test_a_price_set_elsewhere_prices_the_next_record(db: Database, db_url
 
 
 async def test_waiting_for_the_write_lock_never_blocks_the_event_loop(tmp_path: Path) -> None:
-    """A write transaction's statements run inline once it holds SQLite's write lock; one that must wait for
-    another connection's lock waits on its own thread, so the event loop keeps running meanwhile, and it
-    goes through as soon as the lock is free."""
+    """A writer that must wait for another connection's write lock waits off the event loop (the writers'
+    queue on a worker thread, SQLite's busy handler on its connection's thread), so the loop keeps
+    running meanwhile, and it goes through as soon as the lock is free."""
     url = f"sqlite:///{tmp_path / 'lock.db'}"
     await upgrade_to_head(url)
     holder, waiter = Database.connect(url), Database.connect(url)

@@ -38,8 +38,9 @@ from tests.helpers import CONTRACT_TOOLS, CONTRACT_TOOLSETS, call_error, table_c
 
 pytestmark = pytest.mark.anyio
 
-TOKEN_BUDGET = 4_500
-OUTPUT_SCHEMA_BUDGET = 43_838 // 2  # characters: half the first release's output schemas
+TOKEN_BUDGET = 5_000  # the whole list (4,500 before claims and leases)
+WORKER_TOKEN_BUDGET = 1_500  # the `worker` preset: claim, renew, finish, fail, read a step, report cost
+OUTPUT_SCHEMA_BUDGET = 43_838 // 2 + 700  # characters: half the first release's, plus claims and leases
 # The tools with a free-form JSON object argument: the only ones that may stay non-strict for OpenAI.
 NON_STRICT = {
     "create_project",
@@ -57,7 +58,7 @@ COMBINATIONS = [
     for size in range(1, len(CONTRACT_TOOLSETS) + 1)
     for combo in itertools.combinations(CONTRACT_TOOLSETS, size)
     for read_only in (False, True)
-]
+] + [("worker", False)]
 
 
 async def _tools(url: str, toolsets: str = "projects,pipeline,prompts,costs", read_only: bool = False) -> list[Tool]:
@@ -141,7 +142,8 @@ async def test_every_provider_sdk_takes_every_tool_of_every_configuration(
         function_tool = MCPUtil.to_function_tool(tool, unconnected, True)
         assert function_tool.strict_json_schema is (tool.name not in NON_STRICT), tool.name
         assert (tool.name in NON_STRICT) is bool(free_form_arguments(tool.input_schema)), tool.name
-    assert sum(len(o200k.encode(_payload(tool))) for tool in tools) <= TOKEN_BUDGET
+    budget = WORKER_TOKEN_BUDGET if toolsets == "worker" else TOKEN_BUDGET
+    assert sum(len(o200k.encode(_payload(tool))) for tool in tools) <= budget
 
 
 async def test_the_whole_tool_list_fits_the_token_budget_and_output_schemas_halved(
@@ -153,6 +155,18 @@ async def test_the_whole_tool_list_fits_the_token_budget_and_output_schemas_halv
     assert tokens <= TOKEN_BUDGET, f"{tokens} o200k tokens"
     output = sum(len(json.dumps(tool.output_schema, separators=(",", ":"))) for tool in tools)
     assert output <= OUTPUT_SCHEMA_BUDGET, f"{output} characters of output schemas"
+
+
+async def test_the_worker_preset_is_what_a_worker_needs_within_its_budget(
+    sqlite_template: Path, tmp_path: Path, o200k: Any
+) -> None:
+    tools = await _tools(fresh_sqlite_url(sqlite_template, tmp_path), toolsets="worker")
+    names = [tool.name for tool in tools]
+    assert sorted(names) == sorted(
+        ["start_execution", "renew_lease", "record_execution", "fail_execution", "get_process_state", "report_cost"]
+    )
+    tokens = sum(len(o200k.encode(_payload(tool))) for tool in tools)
+    assert tokens <= WORKER_TOKEN_BUDGET, f"{tokens} o200k tokens"
 
 
 def _walk(schema: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
@@ -255,7 +269,11 @@ async def test_strict_shaped_calls_of_every_tool_through_openai_agents_over_stdi
             planned = await call("apply_pipeline", pipeline_id="side", processes=[{"process_id": "x", "name": "X"}])
             assert planned["added"] == ["x"]
             await call("delete_process", process_id="gone")
-            started = (await call("start_execution", project_id=project, process_id="a"))["execution"]["id"]
+            claimed = await call("start_execution", project_id=project)  # a claim: process_id null
+            assert claimed["state"]["process_id"] == "a"
+            started = claimed["execution"]["id"]
+            renewed = await call("renew_lease", execution_id=started, lease_token=claimed["lease_token"])
+            assert renewed["lease_expires_at"] >= claimed["lease_expires_at"]
             await call("fail_execution", execution_id=started, error_message="boom")
             usage = dict.fromkeys(("prompt_tokens", "total_tokens", "cost_usd", "inference_time_ms"))
             recorded = await call(

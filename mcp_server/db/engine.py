@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from mcp_server.db import sqlite_driver
+from mcp_server.errors import DomainError
 from mcp_server.settings import to_async_url
 
 BUSY_TIMEOUT_MS = 30_000
@@ -143,8 +144,20 @@ class Database:
     async def unit_of_work(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
         """A session in one transaction: committed if the block succeeds, rolled back on any error."""
         maker = self._writer if write else self._reader
-        async with maker() as session, session.begin():
-            yield session
+        async with maker() as session:
+            transaction = await session.begin()
+            try:
+                yield session
+            except DomainError as exc:
+                if transaction.is_active:
+                    await (transaction.commit() if exc.keeps_writes else transaction.rollback())
+                raise
+            except BaseException:
+                if transaction.is_active:
+                    await transaction.rollback()
+                raise
+            if transaction.is_active:  # the block may have committed it itself
+                await transaction.commit()
 
     async def dispose(self) -> None:
         await self.engine.dispose()

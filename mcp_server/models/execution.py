@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy import ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mcp_server.db.base import AuditMixin, Base
@@ -37,6 +37,11 @@ class ProcessExecution(AuditMixin, Base):
     # when it is recorded or failed.
     reserved_usd: Mapped[Decimal | None] = mapped_column(Money())
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # A started execution's lease (docs/design.md, "Agent teams"): past it, the execution is expired. The
+    # token fences late writers (new for every attempt); attempt counts the step's tries in a row.
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lease_token: Mapped[str | None] = mapped_column(String(64))
+    attempt: Mapped[int | None] = mapped_column(Integer())
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     # Idempotency: the key is unique when set; the hash of the call's arguments tells a true

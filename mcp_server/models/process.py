@@ -28,6 +28,11 @@ class ProcessDefinition(AuditMixin, Base):
     input_schema: Mapped[dict[str, Any] | None] = mapped_column(JSONType())
     output_schema: Mapped[dict[str, Any] | None] = mapped_column(JSONType())
     depends_on: Mapped[list[str]] = mapped_column(ArrayType(String(PROCESS_ID_LENGTH)), default=list, nullable=False)
+    # Retries (docs/design.md, "Agent teams"): attempts before the step gives up, the backoff's base
+    # (doubling per failed attempt) and the start-to-close limit of one attempt, renewals or not.
+    max_attempts: Mapped[int] = mapped_column(Integer(), default=3, server_default="3", nullable=False)
+    retry_backoff_seconds: Mapped[int] = mapped_column(Integer(), default=0, server_default="0", nullable=False)
+    timeout_seconds: Mapped[int | None] = mapped_column(Integer())
 
     def __repr__(self) -> str:
         return f"<ProcessDefinition {self.pipeline_id}/{self.id}>"

@@ -27,6 +27,10 @@ class ProcessState(Base):
     invalidated_by_process_id: Mapped[str | None] = mapped_column(String(PROCESS_ID_LENGTH))
     invalidation_reason: Mapped[str | None] = mapped_column(Text())
     last_updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    # Failed or expired attempts in a row (a completion or a new input resets it), and when a backoff
+    # lets the step be claimed again.
+    attempts: Mapped[int] = mapped_column(Integer(), default=0, server_default="0", nullable=False)
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (UniqueConstraint("project_id", "process_id", name="uq_project_process_state"),)
 

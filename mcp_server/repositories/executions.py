@@ -28,6 +28,8 @@ class ExecutionChange(TypedDict, total=False):
     idempotency_key: str | None
     request_hash: str | None
     updated_by: str | None
+    reserved_usd: Decimal | None
+    lease_expires_at: datetime | None
 
 
 class NewExecution(ExecutionChange, total=False):
@@ -39,6 +41,8 @@ class NewExecution(ExecutionChange, total=False):
     reserved_usd: Decimal | None
     started_at: datetime
     created_by: str | None
+    lease_token: str | None
+    attempt: int | None
 
 
 class ExecutionRepository(Repository):
@@ -79,6 +83,37 @@ class ExecutionRepository(Repository):
                 ProcessExecution.project_id == project_id,
                 ProcessExecution.process_id == process_id,
                 ProcessExecution.status == "running",
+            )
+            .order_by(ProcessExecution.created_at.desc())
+            .limit(1)
+        )
+        return (await self.session.scalars(query)).first()
+
+    async def running(self, project_id: uuid.UUID, process_ids: Iterable[str]) -> list[ProcessExecution]:
+        """The running executions of these steps of a project, oldest first."""
+        ids = list(process_ids)
+        if not ids:
+            return []
+        query = (
+            select(ProcessExecution)
+            .where(
+                ProcessExecution.project_id == project_id,
+                ProcessExecution.process_id.in_(ids),
+                ProcessExecution.status == "running",
+            )
+            .order_by(ProcessExecution.created_at)
+        )
+        return list(await self.session.scalars(query))
+
+    async def newer_attempt(self, execution: ProcessExecution) -> ProcessExecution | None:
+        """The latest execution of the same step started after this one (a claim that took the step over)."""
+        query = (
+            select(ProcessExecution)
+            .where(
+                ProcessExecution.project_id == execution.project_id,
+                ProcessExecution.process_id == execution.process_id,
+                ProcessExecution.id != execution.id,
+                ProcessExecution.created_at >= execution.created_at,
             )
             .order_by(ProcessExecution.created_at.desc())
             .limit(1)

@@ -20,6 +20,9 @@ class Node(NamedTuple):
     depends_on: list[str]
     input_schema: dict[str, Any] | None = None
     output_schema: dict[str, Any] | None = None
+    max_attempts: int = 3
+    retry_backoff_seconds: int = 0
+    timeout_seconds: int | None = None
 
 
 class DefinitionChange(TypedDict, total=False):
@@ -31,6 +34,9 @@ class DefinitionChange(TypedDict, total=False):
     description: str | None
     input_schema: dict[str, Any] | None
     output_schema: dict[str, Any] | None
+    max_attempts: int
+    retry_backoff_seconds: int
+    timeout_seconds: int | None
 
 
 class ProcessDefinitionRepository(Repository):
@@ -47,12 +53,16 @@ class ProcessDefinitionRepository(Repository):
             await self.session.execute(lock, {"key": catalogue_lock_key(pipeline_id)})
 
     async def list_nodes(self, pipeline_id: str) -> list[Node]:
-        """Every process of the pipeline: id, name, order and dependencies (not the schemas), in one query."""
-        definition = ProcessDefinition
-        query = select(definition.id, definition.name, definition.order_index, definition.depends_on).where(
-            definition.pipeline_id == pipeline_id
-        )
-        return [Node(*row) for row in await self.session.execute(query)]
+        """Every process of the pipeline: id, name, order, dependencies and retry policy (not the schemas),
+        in one query."""
+        d = ProcessDefinition
+        query = select(
+            d.id, d.name, d.order_index, d.depends_on, d.max_attempts, d.retry_backoff_seconds, d.timeout_seconds
+        ).where(d.pipeline_id == pipeline_id)
+        return [
+            Node(*row[:4], max_attempts=row[4], retry_backoff_seconds=row[5], timeout_seconds=row[6])
+            for row in await self.session.execute(query)
+        ]
 
     async def schemas(self, pipeline_id: str, process_id: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """One process's input and output schemas (both None when it is not defined)."""

@@ -32,6 +32,8 @@ class StateRow:
     invalidated_by_process_id: str | None
     invalidation_reason: str | None
     last_updated_at: datetime
+    attempts: int = 0
+    retry_at: datetime | None = None
     current_hash: str | None = None
     current_completed_at: datetime | None = None
 
@@ -48,6 +50,8 @@ ROW_COLUMNS = (
     "invalidated_by_process_id",
     "invalidation_reason",
     "last_updated_at",
+    "attempts",
+    "retry_at",
 )
 
 
@@ -64,6 +68,10 @@ class StateChange:
     sets_current: bool = False
     current: uuid.UUID | None = None
     current_hash: str | None = None
+    # Failed or expired attempts in a row after this change, and the backoff's end (a failure sets them;
+    # a completion or a new input, stale, starts the count again; a start keeps them).
+    attempts: int | None = None
+    retry_at: datetime | None = None
 
     def values(self) -> dict[str, Any]:
         """The columns written (the version apart)."""
@@ -75,6 +83,10 @@ class StateChange:
             "invalidated_by_process_id": self.invalidated_by,
             "invalidation_reason": self.reason if invalidated else None,
         }
+        if self.attempts is not None:
+            values["attempts"], values["retry_at"] = self.attempts, self.retry_at
+        elif self.state in (StateName.COMPLETED, StateName.STALE):
+            values["attempts"], values["retry_at"] = 0, None
         if self.sets_current:
             values["current_execution_id"] = self.current
         return values
@@ -101,7 +113,15 @@ _WITH_CURRENT = (
 )
 _WITH_CURRENT_OF = _WITH_CURRENT.where(_STATES.c.process_id.in_(bindparam("process_ids", expanding=True)))
 _CREATE = insert(_STATES)
-_BUMPED = ("state", "last_updated_at", "invalidated_at", "invalidated_by_process_id", "invalidation_reason")
+_BUMPED = (
+    "state",
+    "last_updated_at",
+    "invalidated_at",
+    "invalidated_by_process_id",
+    "invalidation_reason",
+    "attempts",
+    "retry_at",
+)
 _BUMP = (
     update(_STATES)
     .where(_STATES.c.id.in_(bindparam("row_ids", expanding=True)))
@@ -161,8 +181,8 @@ class StateRepository(Repository):
         UPDATE. Only for callers that hold the project lock (the rows cannot have changed since read)."""
         if not rows:
             return
-        if change.sets_current:
-            raise ValueError("bump_all does not move current executions")
+        if change.sets_current or change.state != StateName.STALE:
+            raise ValueError("bump_all only makes rows stale")
         parameters = {f"new_{name}": value for name, value in change.values().items()}
         await self.session.execute(_BUMP, {"row_ids": [row.id for row in rows], **parameters})
         for row in rows:

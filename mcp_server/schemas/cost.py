@@ -26,11 +26,11 @@ ProviderText = Annotated[
 ModelText = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True), NoNul]
 Provider = Annotated[
     ProviderText,
-    Field(description="Who served the call: openai, anthropic, google, mistral, groq, aws, azure…"),
+    Field(description="e.g. openai, anthropic, google, mistral."),
 ]
 ModelName = Annotated[
     ModelText,
-    Field(description="Model id as the API reports it, e.g. gpt-4o-mini."),
+    Field(description="As the API reports it, e.g. gpt-4o-mini."),
 ]
 Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
 InferenceMs = Annotated[int, Field(ge=0, le=MAX_INFERENCE_MS)]

@@ -12,6 +12,13 @@ from mcp_server.enums import ExecutionStatus, StateName
 from mcp_server.schemas.common import JsonObject, JsonObjectOut, Name, Out, PageInfo, SlugRef, Text, UsdOut
 from mcp_server.schemas.cost import BudgetStatus, LoggedCost
 
+# Retries of a step (docs/design.md, "Agent teams"): shared by define_process, apply_pipeline and files.
+MaxAttempts = Annotated[int, Field(ge=1, le=100, description="Failed/expired attempts before it gives up.")]
+RetryBackoff = Annotated[
+    int, Field(ge=0, le=86_400, description="Seconds before a retry, doubled per failure in a row.")
+]
+TimeoutSeconds = Annotated[int, Field(ge=1, le=86_400, description="Start-to-close limit of one attempt.")]
+
 
 class ProcessSpec(BaseModel):
     # One process as define_process takes it: apply_pipeline's items and a pipeline file's processes.
@@ -24,6 +31,9 @@ class ProcessSpec(BaseModel):
     description: Text | None = None
     input_schema: JsonObject | None = None
     output_schema: JsonObject | None = None
+    max_attempts: MaxAttempts = 3
+    retry_backoff_seconds: RetryBackoff = 0
+    timeout_seconds: TimeoutSeconds | None = None
 
 
 class ProcessDefinitionOut(Out):
@@ -34,6 +44,9 @@ class ProcessDefinitionOut(Out):
     depends_on: list[str]
     input_schema: dict[str, Any] | None
     output_schema: dict[str, Any] | None
+    max_attempts: int = 3
+    retry_backoff_seconds: int = 0
+    timeout_seconds: int | None = None
     created_at: datetime
     updated_at: datetime | None
 
@@ -156,7 +169,7 @@ class InvalidatedOut(BaseModel):
     version: int = Field(description="The stale state's new version.")
 
 
-CAN_RUN = "Every dependency completed; itself neither completed nor running."
+CAN_RUN = "Claimable now: dependencies completed; itself not completed, held, backing off or given up."
 
 
 class HandedInputs(BaseModel):
@@ -167,6 +180,9 @@ class HandedInputs(BaseModel):
 class StartReply(HandedInputs):
     execution: ExecutionRef
     state: StateOut
+    lease_token: str | None = None
+    lease_expires_at: datetime | None = None
+    attempt: int | None = None
     budget: BudgetStatus | None = Field(None, description="With reserve_usd: the budget after it.")
     replayed: bool = False
 
@@ -231,6 +247,18 @@ class ProcessStatus(BaseModel):
     invalidated_by_process_id: str | None = Field(None, description="Root cause of stale.")
     invalidation_reason: str | None = None
     last_updated_at: datetime | None = None
+    execution_id: uuid.UUID | None = None  # running: its holder, and the lease (past: claimable again)
+    started_by: str | None = None
+    lease_expires_at: datetime | None = None
+    attempt: int | None = None
+    retry_at: datetime | None = None
+    gave_up: bool | None = None
+
+
+class LeaseReply(BaseModel):
+    execution_id: uuid.UUID
+    lease_expires_at: datetime
+    capped_by_timeout: bool = False
 
 
 class PipelineStatus(PageInfo):

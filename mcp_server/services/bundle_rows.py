@@ -31,7 +31,7 @@ from mcp_server.enums import DEFAULT_PIPELINE, BudgetPolicy, CostSource, Executi
 from mcp_server.errors import DomainError, InvalidArgument
 from mcp_server.schemas.common import ACTOR_MAX, JsonObject, Name, NoNul, Slug, Text, Usd, bounded_json
 from mcp_server.schemas.cost import CostReply, InferenceMs, ModelText, ProviderText, Tokens, UsageIn
-from mcp_server.schemas.pipeline import RecordReply, StartReply
+from mcp_server.schemas.pipeline import MaxAttempts, RecordReply, RetryBackoff, StartReply, TimeoutSeconds
 from mcp_server.services import templates
 from mcp_server.services.validation import check_schema, json_hash
 
@@ -104,6 +104,9 @@ class DefinitionRow(_Audited):
     input_schema: JsonObject | None = None
     output_schema: JsonObject | None = None
     depends_on: Annotated[list[Slug], Field(max_length=100)] = []
+    max_attempts: MaxAttempts = 3
+    retry_backoff_seconds: RetryBackoff = 0
+    timeout_seconds: TimeoutSeconds | None = None
 
     @model_validator(mode="after")
     def _definable(self) -> DefinitionRow:
@@ -188,6 +191,9 @@ class ExecutionRow(_Audited):
     reserved_usd: Money | None = None
     started_at: Time | None = None
     completed_at: Time | None = None
+    lease_expires_at: Time | None = None
+    lease_token: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    attempt: Annotated[Whole, Field(ge=1, le=1_000_000)] | None = None
     idempotency_key: Key | None = None
     request_hash: Hash | None = None
     reply: Annotated[Json, AfterValidator(lambda v: _reply(v, StartReply, RecordReply))] | None = None
@@ -214,6 +220,8 @@ class StateRow(_Row):
     invalidated_by_process_id: Slug | None = None
     invalidation_reason: Text | None = None
     last_updated_at: Time
+    attempts: Annotated[Whole, Field(ge=0, le=1_000_000)] = 0
+    retry_at: Time | None = None
 
 
 class CostRow(_Audited):

@@ -94,6 +94,9 @@ def _fields(spec: ProcessSpec) -> DefinitionChange:
         "description": spec.description,
         "input_schema": spec.input_schema,
         "output_schema": spec.output_schema,
+        "max_attempts": spec.max_attempts,
+        "retry_backoff_seconds": spec.retry_backoff_seconds,
+        "timeout_seconds": spec.timeout_seconds,
     }
 
 

@@ -31,7 +31,7 @@ from mcp_server.schemas.pipeline import (
     StartReply,
     StateOut,
 )
-from mcp_server.services import costs, pipeline_state, rules
+from mcp_server.services import costs, leases, pipeline_state, rules
 from mcp_server.services.idempotency import check_replay, request_hash
 from mcp_server.services.pipeline_state import ProjectPipeline
 from mcp_server.services.rules import Event, State
@@ -97,13 +97,6 @@ async def _admit(session: AsyncSession, project: Project, reserve_usd: Decimal |
     )
 
 
-async def _release(session: AsyncSession, execution: ProcessExecution) -> None:
-    """A finished or failed execution gives back what it held against the budget."""
-    if execution.reserved_usd:
-        await ProjectRepository(session).release(execution.project_id, units=money_to_units(execution.reserved_usd))
-    execution.reserved_usd = None
-
-
 async def _check_prompt(session: AsyncSession, prompt_version_id: uuid.UUID | None) -> None:
     if prompt_version_id is not None and await PromptRepository(session).get_by_id(prompt_version_id) is None:
         raise NotFound(
@@ -155,11 +148,38 @@ async def _starts_the_project(session: AsyncSession, pipeline: ProjectPipeline, 
         await ProjectRepository(session).update(pipeline.project, status=ProjectStatus.IN_PROGRESS, updated_by=actor)
 
 
+async def _claim(session: AsyncSession, project_id: uuid.UUID) -> tuple[ProjectPipeline, str]:
+    """The first step of the plan a claim may take, under the project's lock (so N concurrent claims take
+    N different steps), after expiring what passed its lease; ``nothing_ready`` when there is none."""
+    pipeline = await pipeline_state.load(session, project_id, lock=True)
+    now = utcnow()
+    await leases.expire_due(session, pipeline, now)
+    clocks = leases.clocks_of(pipeline, await leases.holders(session, pipeline), now)
+    chosen = rules.first_claimable(pipeline.order, pipeline.graph, pipeline.states(), clocks, now)
+    if chosen is None:
+        raise await leases.nothing_ready(session, pipeline, clocks)
+    return pipeline, chosen
+
+
+def _refuse_given_up(pipeline: ProjectPipeline, process_id: str, *, force: bool) -> int:
+    """The step's failed or expired attempts in a row (0 after a forced start); a step that gave up runs
+    again only when forced."""
+    row = pipeline.rows.get(process_id)
+    attempts = 0 if row is None or force else row.attempts
+    maximum = pipeline.definition(process_id).max_attempts
+    if rules.gave_up(attempts, maximum) and pipeline.state(process_id) == State.FAILED:
+        raise InvalidTransition(
+            f"process {process_id!r} gave up after {attempts} failed or expired attempt(s) (max_attempts {maximum})",
+            hint="Fix the cause, then start it with force=true, or raise max_attempts with define_process",
+        )
+    return attempts
+
+
 async def start(
     session: AsyncSession,
     *,
     project_id: uuid.UUID,
-    process_id: str,
+    process_id: str | None,
     input_data: Any,
     prompt_version_id: uuid.UUID | None,
     expected_version: int | None,
@@ -167,6 +187,7 @@ async def start(
     force: bool,
     actor: str | None,
     reserve_usd: Decimal | None = None,
+    lease_seconds: int = 900,
 ) -> StartReply:
     args = {
         "project_id": str(project_id),
@@ -176,23 +197,34 @@ async def start(
         "expected_version": expected_version,
         "force": force,
         "reserve_usd": None if reserve_usd is None else str(reserve_usd),
+        "lease_seconds": lease_seconds,
     }
     # Only a keyed call is ever compared with an earlier one.
     args_hash = request_hash("start_execution", args) if idempotency_key else ""
-    checks = await check_ahead(session, project_id, process_id, input_data=input_data)  # before the lock
-    pipeline = await pipeline_state.load(session, project_id, lock=True, around=process_id)
-    if (replayed := await _replay(session, idempotency_key, args_hash)) is not None:
-        return StartReply.model_validate(replayed)
-    pipeline.definition(process_id)
+    if process_id is None:
+        if (replayed := await _replay(session, idempotency_key, args_hash)) is not None:
+            return StartReply.model_validate(replayed)
+        pipeline, process_id = await _claim(session, project_id)
+        checks = await check_ahead(session, project_id, process_id)
+    else:
+        checks = await check_ahead(session, project_id, process_id, input_data=input_data)  # before the lock
+        pipeline = await pipeline_state.load(session, project_id, lock=True, around=process_id)
+        if (replayed := await _replay(session, idempotency_key, args_hash)) is not None:
+            return StartReply.model_validate(replayed)
+        pipeline.definition(process_id)
+        await leases.expire_due(session, pipeline)
     pipeline.check_version(process_id, expected_version)
     if pipeline.state(process_id) == State.RUNNING:
         await _refuse_over_running(session, project_id, process_id, starting=True)
     target = rules.next_state(pipeline.state(process_id), Event.START, process_id=process_id)
     pipeline.check_ready(process_id, force=force)
+    attempts = _refuse_given_up(pipeline, process_id, force=force)
     input_schema, _ = await pipeline.catalogue.schemas_of(session, process_id)
     await checks.validate(input_schema, input_data, what="input_data", process_id=process_id)
     await _check_prompt(session, prompt_version_id)
     held = await _admit(session, pipeline.project, reserve_usd)
+    now = utcnow()
+    timeout = pipeline.definition(process_id).timeout_seconds
     execution = await ExecutionRepository(session).create(
         project_id=project_id,
         process_id=process_id,
@@ -200,19 +232,25 @@ async def start(
         input_data=input_data,
         reserved_usd=held,
         status=ExecutionStatus.RUNNING.value,
-        started_at=utcnow(),
+        started_at=now,
+        lease_expires_at=rules.lease_end(now, lease_seconds, leases.deadline_of(now, timeout)),
+        lease_token=leases.new_token(),
+        attempt=attempts + 1,
         idempotency_key=idempotency_key,
         request_hash=args_hash if idempotency_key else None,
         created_by=actor,
         updated_by=actor,
     )
     await _starts_the_project(session, pipeline, actor)
-    await pipeline_state.apply(session, pipeline, process_id, StateChange(target, utcnow()))
+    await pipeline_state.apply(session, pipeline, process_id, StateChange(target, now, attempts=attempts))
     reply = StartReply(
         execution=ExecutionRef.model_validate(execution),
         state=_state_out(pipeline, process_id),
         **(await pipeline_state.inputs_of(session, pipeline, process_id)).fields(),
         budget=None if reserve_usd is None else costs.status_of(pipeline.project),
+        lease_token=execution.lease_token,
+        lease_expires_at=execution.lease_expires_at,
+        attempt=execution.attempt,
     )
     if idempotency_key:
         execution.reply = reply.model_dump(mode="json")
@@ -260,6 +298,7 @@ async def record(
     if (replayed := await _replay(session, idempotency_key, args_hash)) is not None:
         return RecordReply.model_validate(replayed)
     pipeline.definition(process_id)
+    await leases.expire_due(session, pipeline)
     pipeline.check_version(process_id, expected_version)
     input_schema, output_schema = await pipeline.catalogue.schemas_of(session, process_id)
     await checks.validate(output_schema, output_data, what="output_data", process_id=process_id)
@@ -304,7 +343,12 @@ async def record(
         await _starts_the_project(session, pipeline, actor)
     else:
         execution = await _running_execution(session, execution_id, project_id, process_id, input_data)
-        changed = _changed_since(state, current, execution.started_at)
+        fence = await leases.fence(session, execution)
+        if fence is not None and fence.holder is not None:
+            await _keep_for_audit(session, execution, finished, usage, quoted, pipeline, actor)
+            raise fence.error(execution)
+        # An expired execution nobody took over finishes as if its lease had held.
+        changed = _changed_since(State.RUNNING if fence is not None else state, current, execution.started_at)
         decision = rules.finish(state, started=True, changed_since_start=changed, force=force)
         if execution.idempotency_key is not None:
             # The start's key stays with the row; this call is not replayable by its own key.
@@ -312,7 +356,7 @@ async def record(
             finished.pop("request_hash", None)
         finished["status"] = decision.status.value
         finished["prompt_version_id"] = prompt_version_id or execution.prompt_version_id
-        await _release(session, execution)
+        await leases.release(session, execution)
         await executions.update(execution, **finished)
 
     invalidated: list[InvalidatedOut] = []
@@ -388,6 +432,39 @@ async def record(
     return reply
 
 
+async def _keep_for_audit(
+    session: AsyncSession,
+    execution: ProcessExecution,
+    finished: ExecutionChange,
+    usage: UsageIn | None,
+    quoted: Any,
+    pipeline: ProjectPipeline,
+    actor: str | None,
+) -> None:
+    """A fenced late finish: its output stays on the expired execution (never current) and the money it
+    spent is logged against it, counted as rework."""
+    await ExecutionRepository(session).update(
+        execution,
+        output_data=finished.get("output_data"),
+        output_hash=finished.get("output_hash"),
+        reasoning=finished.get("reasoning"),
+        missing_info=finished.get("missing_info"),
+        updated_by=finished.get("updated_by"),
+    )
+    if usage is not None:
+        await costs.record_usage(
+            session,
+            usage,
+            project_id=execution.project_id,
+            process_id=execution.process_id,
+            execution_id=execution.id,
+            actor=actor,
+            links_checked=True,
+            prices_token=pipeline.prices_token,
+            quoted=quoted,
+        )
+
+
 def _finished_ref(execution: ProcessExecution) -> ExecutionRef:
     """The execution as a record reply names it: a one-call record started when it completed."""
     ref = ExecutionRef.model_validate(execution)
@@ -424,7 +501,7 @@ async def _running_execution(
             f"execution {execution_id} belongs to process {execution.process_id!r} of project {execution.project_id}",
             hint="Pass that project_id and process_id, or omit execution_id to record a new execution",
         )
-    if execution.status != ExecutionStatus.RUNNING.value:
+    if execution.status not in (ExecutionStatus.RUNNING.value, ExecutionStatus.EXPIRED.value):
         raise InvalidTransition(
             f"execution {execution_id} is already {execution.status}",
             hint="Only a running execution can be finished; omit execution_id to record a new one",
@@ -443,12 +520,17 @@ async def fail(session: AsyncSession, *, execution_id: uuid.UUID, error_message:
     if found is None:
         raise NotFound(f"execution {execution_id} does not exist", hint="Use the id returned by start_execution")
     pipeline = await pipeline_state.load(session, found.project_id, lock=True, around=found.process_id)
+    await leases.expire_due(session, pipeline)
     await session.refresh(found)  # re-read under the lock: another call may have finished it
-    if found.status != ExecutionStatus.RUNNING.value:
+    fence = await leases.fence(session, found)
+    if fence is not None and fence.holder is not None:
+        await executions.update(found, error_message=error_message[:2000], updated_by=actor)
+        raise fence.error(found)
+    if found.status != ExecutionStatus.RUNNING.value and fence is None:
         raise InvalidTransition(
             f"execution {execution_id} is already {found.status}", hint="Only a running execution can fail"
         )
-    await _release(session, found)
+    await leases.release(session, found)
     await executions.update(
         found,
         status=ExecutionStatus.FAILED.value,
@@ -458,9 +540,9 @@ async def fail(session: AsyncSession, *, execution_id: uuid.UUID, error_message:
     )
     state = pipeline.state(found.process_id)
     current = _current(pipeline, found.process_id)
-    target = rules.fail(state, changed_since_start=_changed_since(state, current, found.started_at))
-    if target is not None:
-        await pipeline_state.apply(session, pipeline, found.process_id, StateChange(target, utcnow()))
+    # An expired attempt was counted when it expired; its failure changes the step no more.
+    if fence is None and not _changed_since(state, current, found.started_at) and state == State.RUNNING:
+        await leases.fail_step(session, pipeline, found.process_id, utcnow())
     return FailReply(execution=ExecutionRef.model_validate(found), state=_state_out(pipeline, found.process_id))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from mcp_server.enums import ExecutionStatus, StateName
@@ -145,3 +146,74 @@ def fail(current: State, *, changed_since_start: bool) -> State | None:
     """fail_execution's transition: the running step becomes failed, unless another execution changed the
     step since this one started (then the step is not this execution's to fail, and stays)."""
     return None if changed_since_start else TRANSITIONS[Event.FAIL].get(current)
+
+
+# Agent teams (docs/design.md, "Agent teams"): leases, attempts, backoff and claims, decided from the clock.
+
+MAX_BACKOFF_SECONDS = 86_400
+
+
+def lease_end(now: datetime, lease_seconds: int, deadline: datetime | None) -> datetime:
+    """Where a lease taken or renewed now ends: ``lease_seconds`` ahead, never past the attempt's
+    start-to-close ``deadline``."""
+    end = now + timedelta(seconds=lease_seconds)
+    return end if deadline is None else min(end, deadline)
+
+
+def lease_passed(lease_expires_at: datetime | None, now: datetime) -> bool:
+    """A running execution whose lease has passed is expired, whether or not anyone wrote it so yet."""
+    return lease_expires_at is not None and lease_expires_at <= now
+
+
+@dataclass(frozen=True)
+class AfterFailure:
+    """A step after a failed or expired attempt: the attempts in a row, when it may be claimed again, and
+    whether it gave up (no claim until a forced start or a new definition)."""
+
+    attempts: int
+    retry_at: datetime | None
+    gave_up: bool
+
+
+def after_failure(attempts_before: int, *, max_attempts: int, backoff_seconds: int, now: datetime) -> AfterFailure:
+    attempts = attempts_before + 1
+    gave_up = attempts >= max_attempts
+    if gave_up or backoff_seconds <= 0:
+        return AfterFailure(attempts, None, gave_up)
+    delay = min(backoff_seconds * 2 ** min(attempts - 1, 30), MAX_BACKOFF_SECONDS)
+    return AfterFailure(attempts, now + timedelta(seconds=delay), gave_up)
+
+
+def gave_up(attempts: int, max_attempts: int) -> bool:
+    return attempts >= max_attempts
+
+
+@dataclass(frozen=True)
+class StepClock:
+    """What a claim needs to know of a step besides the states: its attempts, backoff and live holder."""
+
+    attempts: int = 0
+    max_attempts: int = 3
+    retry_at: datetime | None = None
+    held: bool = False  # a running execution whose lease has not passed
+
+
+def claimable(graph: Graph, states: Mapping[str, State], process_id: str, clock: StepClock, now: datetime) -> bool:
+    """A claim may take the step: ready, not completed, held by no live execution, not backing off and not
+    given up. A running step whose lease passed counts as not running."""
+    current = states.get(process_id, State.EMPTY)
+    if current == State.COMPLETED or clock.held or not is_ready(graph, states, process_id):
+        return False
+    if gave_up(clock.attempts, clock.max_attempts):
+        return False
+    return clock.retry_at is None or clock.retry_at <= now
+
+
+def first_claimable(
+    order: list[str], graph: Graph, states: Mapping[str, State], clocks: Mapping[str, StepClock], now: datetime
+) -> str | None:
+    """The first step of the plan, in run order, that a claim may take."""
+    for process_id in order:
+        if claimable(graph, states, process_id, clocks.get(process_id, StepClock()), now):
+            return process_id
+    return None

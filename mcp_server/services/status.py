@@ -6,6 +6,7 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mcp_server.db.types import utcnow
 from mcp_server.repositories import ExecutionRepository
 from mcp_server.schemas.pipeline import (
     DEFAULT_STATUS_PAGE,
@@ -16,8 +17,8 @@ from mcp_server.schemas.pipeline import (
     ProcessStateDetail,
     ProcessStatus,
 )
-from mcp_server.services import costs, pipeline_state, rules
-from mcp_server.services.rules import State
+from mcp_server.services import costs, leases, pipeline_state, rules
+from mcp_server.services.rules import State, StepClock
 
 
 async def pipeline_status(
@@ -34,6 +35,9 @@ async def pipeline_status(
     not history. ``loaded``: the project's pipeline, when the caller has read it in this transaction."""
     pipeline = loaded or await pipeline_state.load(session, project_id, lock=False)
     graph, states = pipeline.graph, pipeline.states()
+    now = utcnow()
+    holders = await leases.holders(session, pipeline)
+    clocks = leases.clocks_of(pipeline, holders, now)
     processes: list[ProcessStatus] = []
     counts = dict.fromkeys((s.value for s in State), 0)
     ready: list[str] = []
@@ -43,7 +47,7 @@ async def pipeline_status(
     for pid in pipeline.order:
         definition = pipeline.definitions[pid]
         counts[states[pid].value] += 1
-        if rules.can_run_next(graph, states, pid):
+        if rules.claimable(graph, states, pid, clocks.get(pid, StepClock()), now):
             ready.append(pid)
         if states[pid] != State.COMPLETED:
             plan.append(pid)
@@ -54,13 +58,21 @@ async def pipeline_status(
             continue
         row = pipeline.rows.get(pid)
         blocking = list(rules.blockers(graph, states, pid))
+        clock = clocks.get(pid, StepClock())
+        holder = holders.get(pid)
         processes.append(
             ProcessStatus(
                 process_id=pid,
                 name=definition.name,
                 state=states[pid].value,
                 version=pipeline.version(pid),
-                can_run=rules.can_run_next(graph, states, pid),
+                can_run=rules.claimable(graph, states, pid, clock, now),
+                execution_id=holder.id if holder else None,
+                started_by=holder.created_by if holder else None,
+                lease_expires_at=holder.lease_expires_at if holder else None,
+                attempt=holder.attempt if holder else None,
+                retry_at=clock.retry_at if clock.retry_at and clock.retry_at > now else None,
+                gave_up=rules.gave_up(clock.attempts, clock.max_attempts) or None,
                 blocked_by=blocking[:MAX_BLOCKERS] or None,
                 blocked_count=len(blocking) if len(blocking) > MAX_BLOCKERS else None,
                 invalidated_by_process_id=row.invalidated_by_process_id if row else None,

@@ -27,9 +27,10 @@ def build_tools(settings: Settings) -> tuple[list[Tool], set[str]]:
     tools: list[Tool] = []
     hidden: set[str] = set()
     for name, table in toolsets().items():
-        if name not in settings.enabled_toolsets:
-            continue
+        whole = name in settings.enabled_toolsets
         for entry in table:
+            if not whole and entry.name not in settings.preset_tools:
+                continue
             if settings.read_only and not entry.read_only:
                 hidden.add(entry.name)
             else:

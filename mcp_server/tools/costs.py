@@ -39,35 +39,24 @@ async def report_cost(
     ctx: Context[App],
     prompt_tokens: Annotated[
         Tokens,
-        Field(
-            description="ALL input tokens, cached ones included (OpenAI prompt_tokens; Anthropic input_tokens "
-            "+ cache_read_input_tokens + cache_creation_input_tokens)."
-        ),
+        Field(description="ALL input tokens, cached included (Anthropic: input + cache read + cache creation)."),
     ] = 0,
     completion_tokens: Annotated[Tokens, Field(description="Output tokens, reasoning included.")] = 0,
-    total_tokens: Annotated[
-        Tokens | None, Field(description="Default prompt_tokens + completion_tokens; not less.")
-    ] = None,
+    total_tokens: Annotated[Tokens | None, Field(description="Default prompt + completion.")] = None,
     cache_read_tokens: Annotated[Tokens, Field(description="Of prompt_tokens, read from the cache.")] = 0,
     cache_write_tokens: Annotated[Tokens, Field(description="Of prompt_tokens, written to the cache.")] = 0,
     cost_usd: Annotated[
-        Usd | None, Field(description='USD cost as your API reported it, e.g. "0.0042"; omit to compute it.')
+        Usd | None, Field(description='As your API reported it, e.g. "0.0042"; omit to compute.')
     ] = None,
-    inference_time_ms: Annotated[InferenceMs | None, Field(description="Duration of the call in ms.")] = None,
-    project_id: Annotated[uuid.UUID | None, Field(description="Project charged; its budget comes back.")] = None,
-    process_id: Annotated[SlugRef | None, Field(description="Pipeline step the call was for.")] = None,
-    execution_id: Annotated[
-        uuid.UUID | None, Field(description="Execution the call belongs to (implies project and step).")
-    ] = None,
-    idempotency_key: Annotated[
-        IdempotencyKey | None, Field(description="Retry-safe key: a repeat logs nothing twice (`replayed`).")
-    ] = None,
+    inference_time_ms: Annotated[InferenceMs | None, Field(description="Call duration.")] = None,
+    project_id: Annotated[uuid.UUID | None, Field(description="Project charged.")] = None,
+    process_id: Annotated[SlugRef | None, Field(description="Step it was for.")] = None,
+    execution_id: Annotated[uuid.UUID | None, Field(description="Its execution (implies project and step).")] = None,
+    idempotency_key: Annotated[IdempotencyKey | None, Field(description="Retry-safe key (`replayed`).")] = None,
 ) -> CostReply:
-    """Log the tokens and cost of one LLM call you made (or pass `usage` to record_execution).
-    Without cost_usd it is priced at the team's own price (`custom`) or from bundled genai-prices
-    (`computed`); an unknown model is stored `unpriced` with a null cost, never 0. Always stored, even
-    over budget. Returns the row and, with a project, its budget (spent, reserved, remaining, exceeded,
-    the threshold crossed). Errors: `not_found`, `conflict` (key reused), `invalid_argument`."""
+    """Log one LLM call's tokens and cost (or pass `usage` to record_execution). Without cost_usd it is
+    priced (`custom` team price, else `computed`); an unknown model is `unpriced` (null, never 0).
+    Always stored, even over budget. Returns the row and the budget."""
     usage = UsageIn.parse(
         provider=provider,
         model=model,

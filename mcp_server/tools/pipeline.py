@@ -24,20 +24,25 @@ from mcp_server.schemas.pipeline import (
     ExecutionPage,
     FailReply,
     InvalidateReply,
+    LeaseReply,
+    MaxAttempts,
     PipelineList,
     PipelineStatus,
     ProcessList,
     ProcessSpec,
     ProcessStateDetail,
     RecordReply,
+    RetryBackoff,
     StartReply,
+    TimeoutSeconds,
 )
 from mcp_server.tools.base import ToolEntry, actor_of, app_of
 
 if TYPE_CHECKING:
-    from mcp_server.services import definitions, executions, status
+    from mcp_server.services import definitions, executions, leases, status
 else:  # loaded on the first call: start-up does not import the database layer
     definitions = lazy_module("mcp_server.services.definitions")
+    leases = lazy_module("mcp_server.services.leases")
     executions = lazy_module("mcp_server.services.executions")
     status = lazy_module("mcp_server.services.status")
 
@@ -47,16 +52,14 @@ ProcessId = Annotated[SlugRef, Field(description="Step id, e.g. `design`.")]
 ExecutionId = Annotated[uuid.UUID, Field(description="From start_execution or record_execution.")]
 ExpectedVersion = Annotated[
     int | None,
-    Field(ge=0, description="`conflict` unless the state's version is this."),
+    Field(ge=0, description="`conflict` unless the version is this."),
 ]
 IdempotencyKey = Annotated[
     ShortText | None,
-    Field(min_length=1, description="Retry-safe key: a repeat returns the first reply (`replayed`)."),
+    Field(min_length=1, description="Retry-safe key (`replayed`)."),
 ]
 PipelineId = Annotated[SlugRef, Field(description="Pipeline, default `default`.")]
-Force = Annotated[
-    bool, Field(description="Go ahead despite unfinished dependencies (record: also over another execution).")
-]
+Force = Annotated[bool, Field(description="Skip the dependency check (record: also a running step).")]
 
 
 async def define_process(
@@ -71,6 +74,9 @@ async def define_process(
     input_schema: Annotated[JsonObject | None, Field(description="JSON Schema 2020-12 for input_data.")] = None,
     output_schema: Annotated[JsonObject | None, Field(description="JSON Schema 2020-12 for output_data.")] = None,
     pipeline_id: PipelineId = DEFAULT,
+    max_attempts: MaxAttempts = 3,
+    retry_backoff_seconds: RetryBackoff = 0,
+    timeout_seconds: TimeoutSeconds | None = None,
 ) -> DefineProcessReply:
     """Create a step of a pipeline, or replace it whole (fields left out are cleared). Changing
     depends_on or a schema makes the step `stale`
@@ -84,6 +90,9 @@ async def define_process(
         description=description,
         input_schema=input_schema,
         output_schema=output_schema,
+        max_attempts=max_attempts,
+        retry_backoff_seconds=retry_backoff_seconds,
+        timeout_seconds=timeout_seconds,
     )
     async with app_of(ctx).db.unit_of_work() as session:
         return await definitions.define(session, pipeline_id=pipeline_id, spec=spec, actor=actor_of(ctx))
@@ -134,21 +143,22 @@ async def delete_process(process_id: ProcessId, ctx: Context[App], pipeline_id: 
 
 async def start_execution(
     project_id: ProjectId,
-    process_id: ProcessId,
     ctx: Context[App],
-    input_data: Annotated[JsonObject, Field(description="The step's input, a JSON object.")] = {},  # noqa: B006
+    process_id: Annotated[SlugRef | None, Field(description="Omit to claim the next step that can run.")] = None,
+    input_data: Annotated[JsonObject, Field(description="The step's input.")] = {},  # noqa: B006
     prompt_version_id: Annotated[uuid.UUID | None, Field(description="The prompt version used.")] = None,
-    reserve_usd: Annotated[Usd | None, Field(description="Expected cost, held against the budget meanwhile.")] = None,
+    reserve_usd: Annotated[Usd | None, Field(description="Expected cost, held against the budget.")] = None,
+    lease_seconds: Annotated[int | None, Field(ge=1, le=86_400, description="Lease; default 900.")] = None,
     expected_version: ExpectedVersion = None,
     idempotency_key: IdempotencyKey = None,
     force: Force = False,
 ) -> StartReply:
-    """Open an execution of a step: its state becomes `running` (version + 1). Returns the execution,
-    the state and `inputs`: each dependency's current output. Finish it with
-    record_execution(execution_id=…) or fail_execution. Errors: `not_ready` (names the unfinished
-    dependencies) unless force; `invalid_transition` if already running; `schema_violation`; `conflict`;
-    `budget_exceeded` (policy block)."""
-    async with app_of(ctx).db.unit_of_work() as session:
+    """Start a step (`running`); omit process_id to claim the next runnable step nobody holds
+    (concurrent claims differ). Returns the execution, `inputs` (dependencies' outputs) and a lease:
+    renew_lease before lease_expires_at or the step may be reclaimed. Errors: `nothing_ready` (wait or
+    stop), `not_ready`, `invalid_transition`, `schema_violation`, `conflict`, `budget_exceeded`."""
+    app = app_of(ctx)
+    async with app.db.unit_of_work() as session:
         return await executions.start(
             session,
             project_id=project_id,
@@ -160,6 +170,25 @@ async def start_execution(
             force=force,
             actor=actor_of(ctx),
             reserve_usd=reserve_usd,
+            lease_seconds=lease_seconds or app.settings.lease_seconds,
+        )
+
+
+async def renew_lease(
+    execution_id: ExecutionId,
+    lease_token: Annotated[ShortText, Field(description="From start_execution.")],
+    ctx: Context[App],
+    lease_seconds: Annotated[int | None, Field(ge=1, le=86_400, description="From now; default 900.")] = None,
+) -> LeaseReply:
+    """Extend a running execution's lease (heartbeat), up to timeout_seconds.
+    `lease_expired`: too late, drop your result."""
+    app = app_of(ctx)
+    async with app.db.unit_of_work() as session:
+        return await leases.renew(
+            session,
+            execution_id=execution_id,
+            lease_token=lease_token,
+            lease_seconds=lease_seconds or app.settings.lease_seconds,
         )
 
 
@@ -175,22 +204,18 @@ async def record_execution(
     execution_id: Annotated[
         uuid.UUID | None, Field(description="Finish this started execution; omit to record in one call.")
     ] = None,
-    reasoning: Annotated[Text | None, Field(description="Why the output is what it is.")] = None,
+    reasoning: Annotated[Text | None, Field(description="Why this output.")] = None,
     missing_info: Annotated[JsonObject | None, Field(description="What was missing or assumed.")] = None,
     prompt_version_id: Annotated[uuid.UUID | None, Field(description="The prompt version used.")] = None,
-    usage: Annotated[
-        UsageIn | None, Field(description="This step's LLM usage: report_cost's fields and rules.")
-    ] = None,
+    usage: Annotated[UsageIn | None, Field(description="LLM usage, as report_cost takes it.")] = None,
     expected_version: ExpectedVersion = None,
     idempotency_key: IdempotencyKey = None,
     force: Force = False,
 ) -> RecordReply:
-    """Record a step's output: the step becomes `completed` (version + 1) and completed, failed or
-    running steps downstream `stale` (`invalidated`, in the order to redo them) unless the output is
-    unchanged. Returns the execution, state and logged cost. A started execution that finishes after
-    its step went stale leaves it stale (`late_finish`); after another execution changed the step, it
-    is stored `superseded` (`superseded_by`) unless force. Errors: `not_ready`, `schema_violation`
-    (each with its path), `conflict`, `invalid_transition` (e.g. the step is running: finish that)."""
+    """Record a step's output: it becomes `completed`, steps downstream `stale` (`invalidated`) unless
+    the output is unchanged; a started execution overtaken meanwhile is `superseded` (or `late_finish`
+    if the step went stale) unless force. Errors: `not_ready`, `schema_violation`, `conflict`,
+    `invalid_transition` (step running), `lease_expired` (step reclaimed: output kept, not current)."""
     async with app_of(ctx).db.unit_of_work() as session:
         return await executions.record(
             session,
@@ -215,8 +240,7 @@ async def fail_execution(
     error_message: Annotated[Text, Field(min_length=1, description="What went wrong.")],
     ctx: Context[App],
 ) -> FailReply:
-    """Mark a running execution failed; its step becomes `failed` if it was still running.
-    `invalid_transition` if the execution is not running."""
+    """Fail a running execution: its step becomes `failed` (claims retry it up to max_attempts)."""
     async with app_of(ctx).db.unit_of_work() as session:
         return await executions.fail(
             session, execution_id=execution_id, error_message=error_message, actor=actor_of(ctx)
@@ -252,8 +276,8 @@ async def list_executions(
 
 
 async def get_process_state(project_id: ProjectId, process_id: ProcessId, ctx: Context[App]) -> ProcessStateDetail:
-    """One step in a project: state, version, `can_run`, `blocked_by`, the dependencies' states,
-    `inputs` (each dependency's current output), its current output and, when stale, the root cause."""
+    """One step of a project: state, version, `can_run`, `blocked_by`, dependencies' states and outputs
+    (`inputs`), current output, stale cause."""
     async with app_of(ctx).db.unit_of_work(write=False) as session:
         return await status.process_state(session, project_id, process_id)
 
@@ -303,6 +327,7 @@ TOOLS: tuple[ToolEntry, ...] = (
     ToolEntry(apply_pipeline, "Apply pipeline", read_only=False, destructive=True, idempotent=True),
     ToolEntry(delete_process, "Delete process", read_only=False, destructive=True),
     ToolEntry(start_execution, "Start execution", read_only=False),
+    ToolEntry(renew_lease, "Renew lease", read_only=False, idempotent=True),
     ToolEntry(record_execution, "Record execution", read_only=False),
     ToolEntry(fail_execution, "Fail execution", read_only=False),
     ToolEntry(get_execution, "Get execution", read_only=True),
