@@ -97,9 +97,18 @@ def render_tool(tool: Any) -> list[str]:
     return [*lines, ""]
 
 
+def _wrapped(text: str, width: int = 100) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width=width, break_long_words=False, break_on_hyphens=False)
+
+
 async def generate() -> str:
     from mcp import Client
 
+    from mcp_server.errors import error_codes
+
+    codes = error_codes()
     from mcp_server.schemas.portable import free_form_arguments
     from mcp_server.server import build_server
     from mcp_server.settings import Settings
@@ -122,9 +131,10 @@ async def generate() -> str:
         "`resources/templates/list` and `prompts/list`; a test fails when this file is out of date.",
         "",
         "Every tool returns structured content matching its output schema. A failure is a tool error",
-        "whose text starts `Error executing tool <name>: <code>:` with one of the codes `not_found`,",
-        "`invalid_argument`, `schema_violation`, `not_ready`, `conflict`, `invalid_transition`,",
-        "`read_only`, `busy`, `unavailable` or `internal`. Null fields are left out of replies.",
+        "whose text starts `Error executing tool <name>: <code>:` with one of the codes",
+        *_wrapped(
+            ", ".join(f"`{code}`" for code in codes[:-1]) + f" or `{codes[-1]}`. Null fields are left out of replies."
+        ),
         "",
         "Input schemas are portable: google-genai's MCP conversion and MCP Inspector's portability check take",
         'them unchanged, and `null` for an optional argument means "not given" (that is how OpenAI strict mode',

@@ -20,10 +20,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _connect(url: str) -> Database:
+def _connect(settings: Settings) -> Database:
     from mcp_server.db.engine import Database
 
-    return Database.connect(url)
+    return Database.from_settings(settings)
 
 
 class DatabaseHandle:
@@ -46,7 +46,7 @@ class DatabaseHandle:
             return self._database
         async with self._lock:
             if self._database is None:
-                self._database = await anyio.to_thread.run_sync(_connect, self.settings.url)
+                self._database = await anyio.to_thread.run_sync(_connect, self.settings)
             if not self._migrated:
                 from mcp_server.db.migrate import upgrade_to_head
 
@@ -62,15 +62,13 @@ class DatabaseHandle:
         try:
             await self.get()
         except Exception as exc:  # noqa: BLE001 - reported by the first tool call, which retries
-            log.warning("database not ready yet (%s); tool calls will retry", self._describe(exc))
+            from mcp_server.errors import describe_cause
 
-    def _describe(self, exc: BaseException) -> str:
-        """The error's first line, with the URL's password (if any) masked: logs never carry secrets."""
-        from sqlalchemy.engine import make_url
-
-        text = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
-        password = make_url(self.settings.url).password
-        return text.replace(str(password), "***") if password else text
+            log.warning(
+                "database %s not ready yet (%s); tool calls will retry",
+                self.settings.display_url,
+                describe_cause(exc),
+            )
 
     @asynccontextmanager
     async def unit_of_work(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:

@@ -33,7 +33,7 @@ from mcp_types import (
 from pydantic import ValidationError
 
 from mcp_server.app import App, DatabaseHandle
-from mcp_server.errors import DomainError
+from mcp_server.errors import DomainError, NotMigrated, database_error, describe_cause, error_codes
 from mcp_server.schemas.portable import describe_unknown, unknown_arguments, without_null_optionals, without_nulls
 from mcp_server.settings import Settings
 
@@ -60,8 +60,7 @@ A project's budget (budget_usd) is checked at start_execution: reserve_usd holds
 cost until it finishes, and under budget_policy `block` a start that would pass the budget is refused
 (budget_exceeded); costs already incurred are always logged, and replies say which threshold
 (50/80/100 %) a call crossed.
-Errors start with a stable code (not_found, invalid_argument, schema_violation, not_ready, conflict,
-invalid_transition, read_only, budget_exceeded, busy, unavailable) and say what to do next."""
+Errors start with a stable code ({codes}) and say what to do next.""".format(codes=", ".join(error_codes()))
 
 
 def _package_version() -> str:
@@ -81,11 +80,6 @@ def _describe_validation(exc: ValidationError) -> str:
     return "; ".join(problems)
 
 
-# SQLSTATE classes that mean "no usable connection": connection exception, bad credentials, no such
-# database, too many connections, server shutting down or starting (a restart).
-UNAVAILABLE_SQLSTATES = ("08", "28", "3D", "53", "57P")
-
-
 def _unlogged_usage(arguments: dict[str, Any]) -> str:
     """For a refused call that carried `usage`: say it was not logged, and give the report_cost call that
     logs it (the LLM call was paid for whatever happened to its output)."""
@@ -102,32 +96,6 @@ def _unlogged_usage(arguments: dict[str, Any]) -> str:
     return f". The `usage` was NOT logged; to log it, call report_cost with {text}"
 
 
-def _is_busy(exc: BaseException) -> bool:
-    """Contention, not a fault: the pool had no free connection in time, or SQLite's write lock stayed taken
-    past busy_timeout."""
-    from sqlalchemy.exc import OperationalError
-    from sqlalchemy.exc import TimeoutError as PoolTimeout
-
-    if isinstance(exc, PoolTimeout):
-        return True
-    return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
-
-
-def _is_unavailable(exc: BaseException) -> bool:
-    from sqlalchemy.exc import DBAPIError, OperationalError  # loaded by then: a database call failed
-
-    if isinstance(exc, OperationalError | ConnectionError | TimeoutError):
-        return True
-    if isinstance(exc, DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        # asyncpg's connect-time errors reach us as a bare DBAPIError that carries the SQLSTATE.
-        sqlstate = getattr(exc.orig, "sqlstate", None)
-        if isinstance(sqlstate, str) and sqlstate.startswith(UNAVAILABLE_SQLSTATES):
-            return True
-    return isinstance(exc, OSError) or type(exc).__module__.startswith("asyncpg")
-
-
 def _compact_reply(
     result: CallToolResult | InputRequiredResult, output_schema: dict[str, Any] | None
 ) -> CallToolResult | InputRequiredResult:
@@ -141,11 +109,9 @@ def _compact_reply(
     return result.model_copy(update={"content": [TextContent(text=text)], "structured_content": structured})
 
 
-# Admission: calls run at most this many at a time (the connection pool holds 15), and at most
-# MAX_WAITING_CALLS more wait for a slot; past that a call is answered `busy` at once, so a client
-# that pipelines thousands of calls gets fast, retryable answers instead of pool time-outs.
-MAX_RUNNING_CALLS = 12
-MAX_WAITING_CALLS = 500
+# Admission (settings max_running_calls and max_waiting_calls): calls run at most so many at a time, and
+# at most so many more wait for a slot; past that a call is answered `busy` at once, so a client that
+# pipelines thousands of calls gets fast, retryable answers instead of pool time-outs.
 BUSY = "busy: the server is overloaded; nothing was written. Back off (wait a second or two) and retry"
 
 
@@ -187,15 +153,26 @@ class PipelineStateServer(MCPServer[App]):
     backed by saved prompt versions."""
 
     def __init__(
-        self, *, tools: list[Tool] | None = None, hidden_write_tools: Iterable[str] = (), **kwargs: Any
+        self,
+        *,
+        tools: list[Tool] | None = None,
+        hidden_write_tools: Iterable[str] = (),
+        max_running_calls: int = 12,
+        max_waiting_calls: int = 500,
+        database_label: str = "the database",
+        **kwargs: Any,
     ) -> None:
         super().__init__(tools=tools, middleware=[_prompt_listing_context], **kwargs)
         # The tools as the SDK runs them (the same objects), read for their schemas on every call.
         self.registered_tools: dict[str, Tool] = {tool.name: tool for tool in tools or ()}
         self.hidden_write_tools: set[str] = set(hidden_write_tools)
         self._context_resources: dict[str, tuple[Resource, Callable[[App], Awaitable[str]]]] = {}
-        self._running = anyio.Semaphore(MAX_RUNNING_CALLS)
+        self.max_running_calls = max_running_calls
+        self.max_waiting_calls = max_waiting_calls
+        self._running = anyio.Semaphore(max_running_calls)
         self._waiting = 0
+        # How logs name the database (its URL with the password masked).
+        self.database_label = database_label
         self.incidents = IncidentLog()
 
     def add_tool(
@@ -252,8 +229,9 @@ class PipelineStateServer(MCPServer[App]):
             raise ToolError(f"{prefix}: invalid_argument: {described}{_unlogged_usage(arguments)}")
         # null for an optional argument means "not given" (OpenAI strict mode sends every key).
         arguments = without_null_optionals(arguments, registered.parameters)
-        if self._waiting >= MAX_WAITING_CALLS:
-            self.incidents.warning("busy", f"overloaded: more than {MAX_WAITING_CALLS} calls waiting; answering busy")
+        if self._waiting >= self.max_waiting_calls:
+            waiting = self.max_waiting_calls
+            self.incidents.warning("busy", f"overloaded: more than {waiting} calls waiting; answering busy")
             raise ToolError(f"{prefix}: {BUSY}")
         self._waiting += 1
         try:
@@ -269,14 +247,10 @@ class PipelineStateServer(MCPServer[App]):
             if isinstance(cause, DomainError):
                 unlogged = "" if cause.keeps_writes else _unlogged_usage(arguments)  # its usage was logged
                 raise ToolError(f"{prefix}: {cause.render()}{unlogged}") from cause
-            if cause is not None and _is_busy(cause):
-                self.incidents.warning("busy", f"overloaded: {type(cause).__name__} waiting for the database")
-                raise ToolError(f"{prefix}: {BUSY}") from None
-            if cause is not None and _is_unavailable(cause):
-                self.incidents.warning("unavailable", f"database unavailable: {type(cause).__name__}")
-                raise ToolError(
-                    f"{prefix}: unavailable: the database could not be reached; nothing was written. Retry in a moment"
-                ) from None
+            mapped = None if cause is None else database_error(cause)
+            if mapped is not None:
+                self._log_database_error(mapped, cause)
+                raise ToolError(f"{prefix}: {mapped.render()}{_unlogged_usage(arguments)}") from None
             raise UnexpectedToolError(
                 f"{prefix}: internal: unexpected server error; nothing was written. Retry, or report it"
             ) from cause
@@ -291,6 +265,15 @@ class PipelineStateServer(MCPServer[App]):
         finally:
             self._running.release()
         return _compact_reply(result, registered.output_schema)
+
+    def _log_database_error(self, mapped: DomainError, cause: BaseException | None) -> None:
+        """One line per incident kind, with the cause's own message (URLs masked) and the database."""
+        reason = describe_cause(cause) if cause is not None else "unknown"
+        if isinstance(mapped, NotMigrated):
+            message = f"{self.database_label} is not migrated ({reason}): run `pipeline-state-mcp db upgrade`"
+            self.incidents.warning("not_migrated", message)
+        else:
+            self.incidents.warning(mapped.code, f"{mapped.code}: {self.database_label}: {reason}")
 
     # MCP prompts come from the database, not the SDK's static registry; both list_prompts and get_prompt
     # read it with the request's App (get_prompt receives it, list_prompts through _LISTING_APP).
@@ -361,6 +344,9 @@ def build_server(settings: Settings, *, database: Database | None = None) -> Pip
         log_level=settings.log_level,
         tools=tools,
         hidden_write_tools=hidden,
+        max_running_calls=settings.max_running_calls,
+        max_waiting_calls=settings.max_waiting_calls,
+        database_label=f"the database at {settings.display_url}",
     )
     register_resources(server, settings)
     return server

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TOOLSETS = ("projects", "pipeline", "prompts", "costs")
@@ -33,7 +33,7 @@ def default_data_dir() -> Path:
 
 
 def to_async_url(url: str) -> str:
-    """Turn a plain database URL into the async driver's URL (seed §6.2)."""
+    """Turn a plain database URL into the async driver's URL."""
     for prefix, driver in (
         ("sqlite://", "sqlite+aiosqlite://"),
         ("postgresql://", "postgresql+asyncpg://"),
@@ -59,7 +59,7 @@ def mask_url(url: str) -> str:
 
 
 class Settings(BaseSettings):
-    """Settings of SPEC §2. Build one with ``Settings()`` where the process starts."""
+    """The server's settings. Build one with ``Settings()`` where the process starts."""
 
     model_config = SettingsConfigDict(env_prefix="PIPELINE_STATE_", extra="ignore")
 
@@ -76,6 +76,15 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     # A started execution's lease when start_execution gives no lease_seconds (docs/design.md, "Agent teams").
     lease_seconds: int = Field(default=900, ge=1, le=86_400)
+    # SQLite: how long a call waits for another process's write lock before it is answered `busy`.
+    sqlite_busy_timeout: float = Field(default=30.0, ge=0.1, le=3600.0)
+    # Admission: tool calls running at once, and calls waiting for a slot beyond them; past that a call is
+    # answered `busy` at once (a client that pipelines thousands of calls gets fast, retryable answers).
+    max_running_calls: int = Field(default=12, ge=1, le=1000)
+    max_waiting_calls: int = Field(default=500, ge=0, le=100_000)
+    # PostgreSQL: connections kept open, and opened beyond them under load (SQLAlchemy's pool).
+    pool_size: int = Field(default=5, ge=1, le=1000)
+    pool_max_overflow: int = Field(default=10, ge=0, le=1000)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -102,6 +111,19 @@ class Settings(BaseSettings):
         if not names:
             raise ValueError(f"no toolset given; choose from {', '.join(known)}")
         return ",".join(names)
+
+    @model_validator(mode="after")
+    def _calls_fit_the_pool(self) -> Settings:
+        """On PostgreSQL each running call holds a pooled connection: more running calls than the pool can
+        open would wait on the pool and time out instead of queueing in the server."""
+        connections = self.pool_size + self.pool_max_overflow
+        if not self.is_sqlite and self.max_running_calls > connections:
+            raise ValueError(
+                f"max_running_calls ({self.max_running_calls}) exceeds the PostgreSQL pool "
+                f"(pool_size {self.pool_size} + pool_max_overflow {self.pool_max_overflow}): "
+                "lower PIPELINE_STATE_MAX_RUNNING_CALLS or raise the pool"
+            )
+        return self
 
     @property
     def enabled_toolsets(self) -> frozenset[str]:

@@ -1,4 +1,4 @@
-"""The error model (SPEC §6): tool errors with a stable code after the SDK's prefix, no internals."""
+"""The error model: tool errors with a stable code after the SDK's prefix, no internals."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Command line: ``pipeline-state-mcp [serve|db|status|costs|demo]`` (SPEC §7)."""
+"""Command line: ``pipeline-state-mcp [serve|db|status|costs|demo]``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -72,11 +73,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _only_reads(args: argparse.Namespace) -> bool:
+    """Commands that never migrate: status, costs, export, pipeline export, db prune (see _database_failure)."""
+    action = getattr(args, "action", None)
+    return args.command in ("status", "costs", "export") or (args.command, action) in (
+        ("pipeline", "export"),
+        ("db", "prune"),
+    )
+
+
+def _missing_sqlite_file(settings: Settings) -> bool:
+    """The configured database is a SQLite file that does not exist (opening it would create it)."""
+    from sqlalchemy.engine import make_url
+
+    if not settings.is_sqlite:
+        return False
+    database = make_url(settings.async_database_url).database or ""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return False
+    return not Path(database).expanduser().exists()
+
+
 def _offline_command(settings: Settings, args: argparse.Namespace) -> int:
     """The database commands: an unreachable database is one clear line, not a traceback."""
-    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import DBAPIError
 
+    if _only_reads(args) and _missing_sqlite_file(settings):  # a reading command creates no empty file
+        sys.stderr.write(
+            f"pipeline-state-mcp: there is no database at {settings.display_url}: "
+            "run `pipeline-state-mcp db upgrade` to create it (or set PIPELINE_STATE_DATABASE_URL)\n"
+        )
+        return 1
     try:
         if args.command == "db":
             from mcp_server.cli.db import run_db
@@ -98,14 +125,28 @@ def _offline_command(settings: Settings, args: argparse.Namespace) -> int:
 
         return run_view(settings, args)
     except (DBAPIError, OSError) as exc:
-        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
-        password = make_url(settings.url).password
-        if password:
-            reason = reason.replace(str(password), "***")
+        return _database_failure(settings, exc)
+
+
+def _database_failure(settings: Settings, exc: BaseException) -> int:
+    """One line on stderr, exit 1. A database not migrated (or older than this code) is told to run
+    `db upgrade`: the reading commands (status, costs, export, pipeline export) never migrate, since they
+    also run against read-only copies and backups, and `db prune` deletes rows, not schema changes; the
+    commands that write definitions or rows (import, pipeline apply, prices) migrate first unless
+    PIPELINE_STATE_AUTO_MIGRATE=false."""
+    from mcp_server.errors import NotMigrated, database_error, describe_cause
+
+    mapped = database_error(exc)
+    where = settings.display_url
+    if isinstance(mapped, NotMigrated):
         sys.stderr.write(
-            f"pipeline-state-mcp: cannot use the database {settings.display_url}: {type(exc).__name__}: {reason}\n"
+            f"pipeline-state-mcp: the database at {where} is not migrated ({describe_cause(exc)}): "
+            "run `pipeline-state-mcp db upgrade`\n"
         )
         return 1
+    kind = f"{mapped.code}: " if mapped is not None else ""
+    sys.stderr.write(f"pipeline-state-mcp: cannot use the database {where}: {kind}{describe_cause(exc)}\n")
+    return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -115,7 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:  # a configuration mistake: say which variable, never echo its value
         for error in exc.errors(include_input=False, include_url=False):
             field = ".".join(str(part) for part in error["loc"])
-            sys.stderr.write(f"pipeline-state-mcp: PIPELINE_STATE_{field.upper()}: {error['msg']}\n")
+            where = f"PIPELINE_STATE_{field.upper()}: " if field else ""  # a check across settings names its own
+            sys.stderr.write(f"pipeline-state-mcp: {where}{error['msg']}\n")
         return 2
     configure_logging(settings.log_level)
     if args.command in ("db", "status", "costs", "pipeline", "prices", "export", "import"):

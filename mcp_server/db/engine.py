@@ -1,4 +1,4 @@
-"""Engines and the unit of work: one AsyncSession and one transaction per tool call (SPEC §8)."""
+"""Engines and the unit of work: one AsyncSession and one transaction per tool call."""
 
 from __future__ import annotations
 
@@ -16,20 +16,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from mcp_server.db import sqlite_driver
 from mcp_server.errors import DomainError
-from mcp_server.settings import to_async_url
+from mcp_server.settings import Settings, to_async_url
 
+# Defaults of the settings sqlite_busy_timeout, pool_size and pool_max_overflow (for callers without settings).
 BUSY_TIMEOUT_MS = 30_000
+POOL_SIZE = 5
+POOL_MAX_OVERFLOW = 10
 # Bytes a WAL keeps after a checkpoint reset it (SQLite's journal_size_limit).
 WAL_SIZE_LIMIT = 4 * 1024 * 1024
 # Execution option read by the SQLite "begin" hook: how the transaction takes its lock.
 SQLITE_BEGIN = "sqlite_begin"
 
 
-def _use_wal(cursor: Any) -> None:
+def _use_wal(cursor: Any, busy_timeout_ms: int) -> None:
     """Switch the file to WAL (it stays so). Switching needs an exclusive lock, and SQLite can answer
     "database is locked" at once instead of waiting on busy_timeout: with several servers opening
     one fresh file that happens, so the switch is retried (briefly) until it goes through."""
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    deadline = time.monotonic() + busy_timeout_ms / 1000
     pause = 0.005
     while True:
         cursor.execute("PRAGMA journal_mode")
@@ -45,7 +48,7 @@ def _use_wal(cursor: Any) -> None:
         pause = min(pause * 2, 0.1)
 
 
-def _install_sqlite_hooks(engine: AsyncEngine, *, read_only: bool = False) -> None:
+def _install_sqlite_hooks(engine: AsyncEngine, *, read_only: bool, busy_timeout_ms: int) -> None:
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
@@ -54,10 +57,10 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, read_only: bool = False) -> No
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             if read_only:  # a reader changes nothing, the journal mode included
                 return
-            _use_wal(cursor)
+            _use_wal(cursor, busy_timeout_ms)
             cursor.execute("PRAGMA synchronous = NORMAL")
             # SQLite's own checkpoints (every 1,000 pages, inside a COMMIT, on the connection's thread);
             # a WAL that a checkpoint reset is cut back to this size.
@@ -74,9 +77,18 @@ def _install_sqlite_hooks(engine: AsyncEngine, *, read_only: bool = False) -> No
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
-def create_engine(url: str, *, echo: bool = False, read_only: bool = False) -> AsyncEngine:
-    """An async engine for a plain or async URL, configured per SPEC §8. ``read_only``: the database is
-    opened for reading only (SQLite ``mode=ro``; PostgreSQL sessions whose transactions are read-only)."""
+def create_engine(
+    url: str,
+    *,
+    echo: bool = False,
+    read_only: bool = False,
+    busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+    pool_size: int = POOL_SIZE,
+    max_overflow: int = POOL_MAX_OVERFLOW,
+) -> AsyncEngine:
+    """An async engine for a plain or async URL. ``read_only``: the database is opened for reading only
+    (SQLite ``mode=ro``; PostgreSQL sessions whose transactions are read-only). ``busy_timeout_ms`` applies
+    to SQLite, ``pool_size`` and ``max_overflow`` to PostgreSQL."""
     async_url = to_async_url(url)
     parsed = make_url(async_url)
     if parsed.get_backend_name() == "sqlite":
@@ -91,17 +103,17 @@ def create_engine(url: str, *, echo: bool = False, read_only: bool = False) -> A
             parsed,
             echo=echo,
             pool_pre_ping=False,
-            module=sqlite_driver.dbapi_module(*args, **options, timeout=BUSY_TIMEOUT_MS / 1000),
+            module=sqlite_driver.dbapi_module(*args, **options, timeout=busy_timeout_ms / 1000),
         )
-        _install_sqlite_hooks(engine, read_only=read_only)
+        _install_sqlite_hooks(engine, read_only=read_only, busy_timeout_ms=busy_timeout_ms)
         return engine
     settings = {"default_transaction_read_only": "on"} if read_only else {}
     return create_async_engine(
         parsed,
         echo=echo,
         pool_pre_ping=True,
-        pool_size=5,
-        max_overflow=10,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
         pool_recycle=1800,
         # An unreachable server fails a call in seconds (as `unavailable`), not after asyncpg's 60 s.
         connect_args={"timeout": 10, "server_settings": settings},
@@ -133,8 +145,29 @@ class Database:
         )
 
     @classmethod
-    def connect(cls, url: str, *, echo: bool = False, read_only: bool = False) -> Database:
-        return cls.from_engine(create_engine(url, echo=echo, read_only=read_only))
+    def connect(
+        cls,
+        url: str,
+        *,
+        echo: bool = False,
+        read_only: bool = False,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+        pool_size: int = POOL_SIZE,
+        max_overflow: int = POOL_MAX_OVERFLOW,
+    ) -> Database:
+        options = {"busy_timeout_ms": busy_timeout_ms, "pool_size": pool_size, "max_overflow": max_overflow}
+        return cls.from_engine(create_engine(url, echo=echo, read_only=read_only, **options))
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, read_only: bool = False) -> Database:
+        """The configured database, with the configured busy timeout and pool."""
+        return cls.connect(
+            settings.url,
+            read_only=read_only,
+            busy_timeout_ms=round(settings.sqlite_busy_timeout * 1000),
+            pool_size=settings.pool_size,
+            max_overflow=settings.pool_max_overflow,
+        )
 
     @property
     def dialect(self) -> str:
