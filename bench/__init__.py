@@ -1,1 +1,1 @@
-"""The benchmark of SPEC §9: ``python -m bench`` (``--quick`` for a smoke run)."""
+"""The benchmark (figures in bench/README.md): ``python -m bench`` (``--quick`` for a smoke run)."""

@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only KEY …] [--json PATH]``: every figure of SPEC §9, one table.
+"""``python -m bench [--quick] [--only KEY …] [--json PATH]``: every benchmark figure, one table.
 
 Timings are medians over several runs, compared with a floor (a minimal MCPServer with one no-op
 tool) measured in the same run over the same stdio transport and client.
@@ -14,16 +14,18 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import db, fig_memory, fig_record, fig_startup, fig_status, fig_summary, fig_throughput
+from bench import db, fig_apply, fig_memory, fig_record, fig_startup, fig_status, fig_summary, fig_throughput, fig_wal
 from bench.config import FULL, QUICK, Sizes
 from bench.harness import RESULTS, Figure, set_work_dir
-from bench.report import table, write_json
+from bench.report import summary, table, write_json
 
 # Figure groups in the order they run; each returns one or more rows of the table.
 GROUPS: dict[str, Callable[[Sizes], list[Figure]]] = {
     "cold_start": fig_startup.run,
     "record": fig_record.run,
     "throughput_sqlite": fig_throughput.run_sqlite,
+    "read_during_apply": fig_apply.run,
+    "wal_bound": fig_wal.run,
     "throughput_postgres": lambda s: [fig_throughput.run_postgres(s)],
     "cost_summary": lambda s: [fig_summary.run(s)],
     "pipeline_status": lambda s: [fig_status.run(s)],
@@ -38,6 +40,10 @@ FIGURE_KEYS = (
     "record_wide",
     "record_lock_hold",
     "throughput_sqlite",
+    "throughput_apart",
+    "read_during_apply_sqlite",
+    "read_during_apply_postgres",
+    "wal_bound",
     "throughput_postgres",
     "cost_summary",
     "pipeline_status",
@@ -85,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     load["end"] = os.getloadavg()
     write_json(json_path, figures, mode=mode, seconds=elapsed, errors=errors, load=load)
     print(table(figures))
+    if text := summary(figures):
+        print("\n" + text)
     print(f"\n{mode} run in {elapsed:.0f}s; load average {load['start'][0]:.2f} → {load['end'][0]:.2f}")
     print(f"raw numbers in {json_path}")
     for name, text in errors.items():

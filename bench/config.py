@@ -1,4 +1,4 @@
-"""Sizes of the full run (SPEC §9) and of the quick smoke run (``--quick``)."""
+"""Sizes of the full run and of the quick smoke run (``--quick``)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,11 @@ class Sizes:
     status_small: tuple[int, int]
     status_calls: int
     rss_marks: tuple[int, int]  # RSS read after this many calls, and after this many
+    apply_steps: int  # steps of the apply_pipeline that reads run alongside
+    apply_rounds: int  # applies per database (reads are pooled over them)
+    wal_writers: int  # short-lived writer processes of the WAL figure
+    wal_commits: int  # commits per writer
+    wal_parallel: int  # writers running at a time
 
 
 FULL = Sizes(
@@ -40,6 +45,11 @@ FULL = Sizes(
     status_small=(10, 100),
     status_calls=15,
     rss_marks=(1_000, 10_000),
+    apply_steps=2_000,
+    apply_rounds=3,
+    wal_writers=20,
+    wal_commits=150,
+    wal_parallel=4,
 )
 
 QUICK = Sizes(
@@ -58,4 +68,9 @@ QUICK = Sizes(
     status_small=(5, 20),
     status_calls=2,
     rss_marks=(20, 60),
+    apply_steps=200,
+    apply_rounds=1,
+    wal_writers=2,
+    wal_commits=10,
+    wal_parallel=2,
 )

@@ -128,27 +128,50 @@ async def throughput(url: str, procs: int, calls_per_proc: int, *, own_dbs: list
     }
 
 
-def _figure(
-    key: str, title: str, single: dict[str, Any], multi: dict[str, Any], apart: dict[str, Any] | None = None
-) -> Figure:
-    passed = multi["errors"] == 0 and single["errors"] == 0 and multi["calls_per_s"] >= 2 * single["calls_per_s"]
-    detail = {"single": single, "multi": multi}
-    if apart is not None:
-        # The control: as many processes, each on its own file. Its ratio to one process is what this
-        # machine's cores allow with nothing shared; the shared file's ratio reads against it.
-        detail["apart"] = apart
-        detail["machine_ceiling_ratio"] = round(apart["calls_per_s"] / single["calls_per_s"], 2)
-        detail["shared_vs_apart"] = round(multi["calls_per_s"] / apart["calls_per_s"], 2)
-    return Figure(
-        key=key,
-        title=title,
-        ours=multi["calls_per_s"],
-        reference=single["calls_per_s"],
-        unit="calls/s",
-        bar="0 errors, ≥ 2× one process",
-        passed=passed,
-        detail=detail,
-    )
+SHARED_BAR = 0.85  # processes on one SQLite file against the same processes each on its own file
+POSTGRES_BAR = 1.0  # PostgreSQL: N processes against one (there is no "apart" control for a server)
+
+
+def _errors(*runs: dict[str, Any]) -> int:
+    return sum(run["errors"] for run in runs)
+
+
+def _sqlite_figures(sizes: Sizes, single: dict[str, Any], multi: dict[str, Any], apart: dict[str, Any]) -> list[Figure]:
+    """The bar is the shared file against the control (as many processes, each on its own file): what
+    the shared file costs, on whatever cores this machine has. One process is the reference of the
+    control's row (the cores' ceiling)."""
+    shared_vs_apart = multi["calls_per_s"] / apart["calls_per_s"]
+    detail = {
+        "single": single,
+        "multi": multi,
+        "apart": apart,
+        "machine_ceiling_ratio": round(apart["calls_per_s"] / single["calls_per_s"], 2),
+        "multi_vs_single": round(multi["calls_per_s"] / single["calls_per_s"], 2),
+        "shared_vs_apart": round(shared_vs_apart, 3),
+    }
+    n, calls = sizes.procs, sizes.calls_per_proc
+    return [
+        Figure(
+            key="throughput_sqlite",
+            title=f"{n} procs × {calls} record_execution on one SQLite file vs each on its own file",
+            ours=multi["calls_per_s"],
+            reference=apart["calls_per_s"],
+            unit="calls/s",
+            bar=f"0 errors, ≥ {SHARED_BAR}× apart",
+            passed=_errors(single, multi, apart) == 0 and shared_vs_apart >= SHARED_BAR,
+            detail=detail,
+        ),
+        Figure(
+            key="throughput_apart",
+            title=f"{n} procs × {calls} record_execution each on its own file vs 1 process (cores' ceiling)",
+            ours=apart["calls_per_s"],
+            reference=single["calls_per_s"],
+            unit="calls/s",
+            bar="(info)",
+            passed=None,
+            detail={},
+        ),
+    ]
 
 
 def run_sqlite(sizes: Sizes) -> list[Figure]:
@@ -156,29 +179,21 @@ def run_sqlite(sizes: Sizes) -> list[Figure]:
     multi = anyio.run(throughput, sqlite_url(db.fresh_sqlite("tp_multi")), sizes.procs, sizes.calls_per_proc)
     own = [sqlite_url(db.fresh_sqlite(f"tp_apart_{index}")) for index in range(sizes.procs)]
     apart = anyio.run(partial(throughput, own[0], sizes.procs, sizes.calls_per_proc, own_dbs=own))
-    title = f"{sizes.procs} procs × {sizes.calls_per_proc} record_execution, one SQLite file"
-    ceiling = Figure(
-        key="throughput_apart",
-        title=f"{sizes.procs} procs × {sizes.calls_per_proc} record_execution, each on its own file (cores' ceiling)",
-        ours=apart["calls_per_s"],
-        reference=single["calls_per_s"],
-        unit="calls/s",
-        bar="(info)",
-        passed=None,
-        detail={},
-    )
-    return [_figure("throughput_sqlite", title, single, multi, apart), ceiling]
+    return _sqlite_figures(sizes, single, multi, apart)
 
 
 def run_postgres(sizes: Sizes) -> Figure:
-    title = f"{sizes.procs} procs × {sizes.calls_per_proc} record_execution, PostgreSQL"
+    title = f"{sizes.procs} procs × {sizes.calls_per_proc} record_execution, PostgreSQL, vs 1 process"
+    bar = f"0 errors, ≥ {POSTGRES_BAR:.0f}× one process"
     reason = db.postgres_available()
     if reason is not None:
-        return Figure(
-            "throughput_postgres", title, None, None, "calls/s", "0 errors, ≥ 1× one process", None, {"skipped": reason}
-        )
+        return Figure("throughput_postgres", title, None, None, "calls/s", bar, None, {"skipped": reason})
     with db.scratch_postgres() as url:
         single = anyio.run(throughput, url, 1, sizes.single_calls)
     with db.scratch_postgres() as url:
         multi = anyio.run(throughput, url, sizes.procs, sizes.calls_per_proc)
-    return _figure("throughput_postgres", title, single, multi)
+    passed = _errors(single, multi) == 0 and multi["calls_per_s"] >= POSTGRES_BAR * single["calls_per_s"]
+    detail = {"single": single, "multi": multi}
+    return Figure(
+        "throughput_postgres", title, multi["calls_per_s"], single["calls_per_s"], "calls/s", bar, passed, detail
+    )

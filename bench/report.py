@@ -34,6 +34,36 @@ def table(figures: list[Figure]) -> str:
     return "\n".join(lines)
 
 
+# The bars the SQLite path is held to (latency, tail, shared file, reads during a long write, WAL size),
+# summed up under the table.
+KEY_BARS = (
+    "record_p50",
+    "record_p99",
+    "throughput_sqlite",
+    "read_during_apply_sqlite",
+    "read_during_apply_postgres",
+    "wal_bound",
+)
+
+
+def summary(figures: list[Figure]) -> str:
+    """One line per key bar, in the same run: the ratio or bound and the verdict."""
+    by_key = {f.key: f for f in figures}
+    rows = []
+    for key in KEY_BARS:
+        f = by_key.get(key)
+        if f is None:
+            continue
+        verdict = "SKIP" if "skipped" in f.detail else "—" if f.passed is None else "PASS" if f.passed else "FAIL"
+        ratio = f"{f.ratio:.2f}×" if f.ratio is not None else "—"
+        rows.append((key, f"{_fmt(f.ours)} vs {_fmt(f.reference)} {f.unit}", ratio, f.bar, verdict))
+    if not rows:
+        return ""
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = ["  " + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+    return "\n".join(["key bars, this run:", *lines])
+
+
 def _commit() -> str | None:
     try:
         done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)

@@ -1,4 +1,4 @@
-"""The benchmark runs end to end in quick mode and reports every figure of SPEC §9.
+"""The benchmark runs end to end in quick mode and reports every figure of bench/README.md.
 
 Timings are never asserted: only that each figure was measured and written to the JSON.
 """
