@@ -50,7 +50,8 @@ async def test_block_refuses_starts_past_the_budget_and_reservations_are_held_an
         client, "start_execution", "budget_exceeded", project_id=project, process_id="s1", reserve_usd="0.03"
     )
     assert "budget 0.05" in text and "spent 0" in text and "reserved 0.03" in text and "remaining 0.02" in text
-    assert "would pass its budget" in text and "start with a reserve_usd of at most 0.02" in text
+    assert "would pass its budget" in text and "at most" not in text  # never advice to under-declare
+    assert "keep reserve_usd at the step's expected cost" in text
     assert await table_counts(db) == before
 
     # Finishing releases the hold; the real cost is what the usage logs (and may pass the budget).

@@ -282,6 +282,7 @@ async def test_resources_show_catalogue_project_and_execution(client: Client) ->
 
 async def test_a_project_goes_in_progress_at_its_first_execution(client: Client) -> None:
     await call_ok(client, "define_process", process_id="a", name="A")
+    await call_ok(client, "define_process", process_id="b", name="B", depends_on=["a"])
     started, recorded, finished = [
         (await call_ok(client, "create_project", name=name))["id"] for name in ("started", "recorded", "finished")
     ]
@@ -291,7 +292,21 @@ async def test_a_project_goes_in_progress_at_its_first_execution(client: Client)
         assert (await call_ok(client, "get_project", project_id=project))["status"] == "in_progress"
     await call_ok(client, "update_project", project_id=finished, status="completed")
     await call_ok(client, "record_execution", project_id=finished, process_id="a", output_data={})
-    assert (await call_ok(client, "get_project", project_id=finished))["status"] == "completed"  # set by hand
+    assert (await call_ok(client, "get_project", project_id=finished))["status"] == "in_progress"  # work resumed
+
+
+async def test_a_project_is_completed_with_its_last_step_and_reopens_when_a_step_goes_stale(client: Client) -> None:
+    await call_ok(client, "define_process", process_id="a", name="A")
+    await call_ok(client, "define_process", process_id="b", name="B", depends_on=["a"])
+    project = (await call_ok(client, "create_project", name="whole"))["id"]
+    first = await call_ok(client, "record_execution", project_id=project, process_id="a", output_data={"v": 1})
+    assert first["unblocked"] == ["b"] and "project_completed" not in first
+    last = await call_ok(client, "record_execution", project_id=project, process_id="b", output_data={"v": 2})
+    assert last["project_completed"] is True and "unblocked" not in last
+    assert (await call_ok(client, "get_project", project_id=project))["status"] == "completed"
+    again = await call_ok(client, "record_execution", project_id=project, process_id="a", output_data={"v": 3})
+    assert again["replaced"] == first["execution"]["id"] and again["unblocked"] == ["b"]
+    assert (await call_ok(client, "get_project", project_id=project))["status"] == "in_progress"
 
 
 async def test_a_refused_record_says_its_usage_was_not_logged_and_how_to_log_it(client: Client, db: Database) -> None:
@@ -314,3 +329,14 @@ async def test_a_refused_record_says_its_usage_was_not_logged_and_how_to_log_it(
     plain = await call_error(client, "record_execution", "not_ready", project_id=project, process_id="d",
                              output_data={"v": 1})  # fmt: skip
     assert "NOT logged" not in plain
+
+
+async def test_a_dry_run_names_the_steps_that_would_go_stale(client: Client) -> None:
+    steps = [{"process_id": "a", "name": "A"}, {"process_id": "b", "name": "B", "depends_on": ["a"]}]
+    await call_ok(client, "apply_pipeline", processes=steps)
+    project = (await call_ok(client, "create_project", name="plan"))["id"]
+    for pid in ("a", "b"):
+        await call_ok(client, "record_execution", project_id=project, process_id=pid, output_data={})
+    changed = [{**steps[0], "output_schema": {"type": "object"}}, steps[1]]
+    plan = await call_ok(client, "apply_pipeline", processes=changed, dry_run=True)
+    assert plan["stale_states"] == 2 and plan["stale_steps"] == ["a", "b"]

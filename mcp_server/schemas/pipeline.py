@@ -87,6 +87,7 @@ class ApplyReply(BaseModel):
     unchanged: int
     stale_states: int = Field(description="States made stale by changed depends_on or schemas.")
     stale_projects: int
+    stale_steps: list[str] | None = None  # which steps go stale, first 100
 
 
 class DeletedProcess(BaseModel):
@@ -202,6 +203,9 @@ class RecordReply(BaseModel):
     invalidated_count: int = 0
     late_finish: bool = Field(False, description="Went stale while running: stays stale.")
     superseded_by: uuid.UUID | None = Field(None, description="The winner: this one is superseded.")
+    replaced: uuid.UUID | None = None  # the execution whose output this one replaced as current
+    unblocked: list[str] | None = Field(None, description="Steps now runnable.")
+    project_completed: bool | None = None
     note: str | None = None
     cost: LoggedCost | None = Field(None, description="The cost logged from `usage`.")
     budget: BudgetStatus | None = Field(None, description="The project's budget after it.")

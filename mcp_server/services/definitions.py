@@ -13,6 +13,7 @@ from mcp_server.errors import Conflict, InvalidArgument, NotFound
 from mcp_server.models import ProcessDefinition
 from mcp_server.repositories import DefinitionChange, ProcessDefinitionRepository, RevisionRepository, revisions
 from mcp_server.schemas.pipeline import (
+    MAX_LISTED,
     ApplyReply,
     DefineProcessReply,
     DeletedProcess,
@@ -84,6 +85,7 @@ class _Plan:
     fields: dict[str, list[str]] = field(default_factory=dict)  # process id -> the fields a replacement changes
     stale_states: int = 0
     stale_projects: int = 0
+    stale_steps: dict[str, None] = field(default_factory=dict)  # which steps go stale somewhere, in order
 
 
 def _fields(spec: ProcessSpec) -> DefinitionChange:
@@ -228,6 +230,7 @@ async def _mark_stale(
             continue
         plan.stale_states += len(hits)
         plan.stale_projects += 1
+        plan.stale_steps.update(dict.fromkeys(hit.process_id for hit in hits))
         if not dry_run:
             await pipeline_state.mark_stale(session, pipeline, hits)
 
@@ -262,6 +265,7 @@ async def apply(
         unchanged=plan.unchanged,
         stale_states=plan.stale_states,
         stale_projects=plan.stale_projects,
+        stale_steps=list(plan.stale_steps)[:MAX_LISTED] or None,
     )
 
 

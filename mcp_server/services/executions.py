@@ -14,7 +14,7 @@ from mcp_server.enums import BudgetPolicy
 from mcp_server.errors import BudgetExceeded, InvalidArgument, InvalidTransition, NotFound
 from mcp_server.models import ExecutionStatus, ProcessExecution, Project, ProjectStatus
 from mcp_server.repositories import ExecutionChange, ExecutionRepository, ProjectRepository, PromptRepository
-from mcp_server.repositories.states import StateChange
+from mcp_server.repositories.states import StateChange, StateRepository
 from mcp_server.schemas.common import envelope
 from mcp_server.schemas.cost import BudgetStatus, LoggedCost
 from mcp_server.schemas.pipeline import (
@@ -81,13 +81,13 @@ async def _admit(session: AsyncSession, project: Project, reserve_usd: Decimal |
     status = costs.status_of(project)
     asked = "" if reserve_usd is None else f"; this start would reserve {reserve_usd}"
     over = status.remaining_usd is not None and status.remaining_usd <= 0
-    smaller = "" if reserve_usd is None or over else f", start with a reserve_usd of at most {status.remaining_usd}"
+    # Never advice to declare less than the expected cost: that only moves the overrun past the check.
     raise BudgetExceeded(
         f"project {project.id} {'has reached' if over else 'would pass'} its budget (policy block): budget "
         f"{status.budget_usd} USD, spent {status.spent_usd}, reserved {status.reserved_usd} by running executions, "
         f"remaining {status.remaining_usd}" + asked,
-        hint=f"Raise the budget (update_project budget_usd){smaller}, or wait for running executions to finish or "
-        "fail and release what they hold",
+        hint="Ask for a larger budget (update_project budget_usd), or wait for running executions to finish or "
+        "fail and release what they hold; keep reserve_usd at the step's expected cost",
         details={
             "budget_usd": str(status.budget_usd),
             "spent_usd": str(status.spent_usd),
@@ -143,9 +143,46 @@ async def _refuse_over_running(
 
 
 async def _starts_the_project(session: AsyncSession, pipeline: ProjectPipeline, actor: str | None) -> None:
-    """A project moves from draft to in_progress by itself at its first execution (SPEC §6)."""
-    if pipeline.project.status == ProjectStatus.DRAFT:
+    """A project moves from draft to in_progress by itself at its first execution, and back from completed
+    when a step runs again (docs/design.md, "Projects")."""
+    if pipeline.project.status in (ProjectStatus.DRAFT, ProjectStatus.COMPLETED):
         await ProjectRepository(session).update(pipeline.project, status=ProjectStatus.IN_PROGRESS, updated_by=actor)
+
+
+async def _completes_the_project(session: AsyncSession, pipeline: ProjectPipeline, actor: str | None) -> bool:
+    """After a completion: when every step of the pipeline is completed the project is `completed` (one
+    count of its state rows, only when every step loaded is completed)."""
+    if any(pipeline.state(pid) != State.COMPLETED for pid in pipeline.states()):
+        return False
+    counts = (await StateRepository(session).counts([pipeline.project_id])).get(pipeline.project_id, {})
+    completed = int(counts.get("counts", {}).get(State.COMPLETED.value, 0))
+    done = completed == len(pipeline.definitions) > 0
+    if done and pipeline.project.status in (ProjectStatus.DRAFT, ProjectStatus.IN_PROGRESS):
+        await ProjectRepository(session).update(pipeline.project, status=ProjectStatus.COMPLETED, updated_by=actor)
+    return done
+
+
+async def _after_completion(
+    session: AsyncSession, pipeline: ProjectPipeline, process_id: str, actor: str | None
+) -> tuple[list[str] | None, bool | None]:
+    """What a completion opens: the steps now runnable, and whether the whole project is done."""
+    if pipeline.state(process_id) != State.COMPLETED:
+        return None, None
+    unblocked = await _unblocked(session, pipeline, process_id)
+    return unblocked or None, await _completes_the_project(session, pipeline, actor) or None
+
+
+async def _unblocked(session: AsyncSession, pipeline: ProjectPipeline, process_id: str) -> list[str]:
+    """The dependents of a step that just completed whose dependencies are now all completed and that are
+    neither completed nor running: what to claim next (their other dependencies read in one query)."""
+    below = pipeline.catalogue.dependents.get(process_id, [])
+    needed = {dep for pid in below for dep in pipeline.definitions[pid].depends_on} - set(pipeline.rows)
+    if needed:
+        extra = await StateRepository(session).rows(pipeline.project_id, needed)
+        pipeline.rows.update({row.process_id: row for row in extra})
+    states = {pid: pipeline.state(pid) for pid in {*below, *needed, *pipeline.rows}}
+    ready = [pid for pid in below if rules.can_run_next(pipeline.graph, states, pid)]
+    return sorted(ready, key=pipeline.position.__getitem__)[:MAX_LISTED]
 
 
 async def _claim(session: AsyncSession, project_id: uuid.UUID) -> tuple[ProjectPipeline, str]:
@@ -210,6 +247,8 @@ async def start(
         checks = await check_ahead(session, project_id, process_id, input_data=input_data)  # before the lock
         pipeline = await pipeline_state.load(session, project_id, lock=True, around=process_id)
         if (replayed := await _replay(session, idempotency_key, args_hash)) is not None:
+            if replayed.get("budget") is not None:  # today's figures, not the first reply's
+                replayed["budget"] = costs.status_of(pipeline.project).model_dump(mode="json", exclude_none=True)
             return StartReply.model_validate(replayed)
         pipeline.definition(process_id)
         await leases.expire_due(session, pipeline)
@@ -389,6 +428,7 @@ async def record(
                     f" and {len(still) - MAX_BLOCKERS} more" if len(still) > MAX_BLOCKERS else ""
                 )
                 note += f"; stale from an earlier change, still to re-run: {named}"
+    after = await _after_completion(session, pipeline, process_id, actor) if decision.target is not None else None
 
     cost: LoggedCost | None = None
     budget: BudgetStatus | None = None
@@ -422,6 +462,9 @@ async def record(
         invalidated_count=len(invalidated),
         late_finish=decision.late,
         superseded_by=winner,
+        replaced=current[0] if output_changed and current is not None and current[0] != execution.id else None,
+        unblocked=after[0] if after else None,
+        project_completed=after[1] if after else None,
         note=note,
         cost=cost,
         budget=budget,
@@ -559,6 +602,7 @@ async def invalidate(
     pipeline.check_version(process_id, expected_version)
     current = pipeline.state(process_id)
     rules.next_state(current, Event.INVALIDATE, process_id=process_id)
+    await _starts_the_project(session, pipeline, None)  # a completed project has work again
     why = reason or "invalidated by hand"
     if current != State.STALE:  # already stale: its own state does not change, the cascade still runs
         change = StateChange(State.STALE, utcnow(), invalidated_by=process_id, reason=why)
