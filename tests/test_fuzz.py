@@ -29,21 +29,14 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import TextContent, Tool
 
 from mcp_server.db.engine import Database
+from mcp_server.errors import error_codes
 from mcp_server.repositories import ProcessDefinitionRepository
 from mcp_server.server import build_server
 from mcp_server.settings import Settings
 from tests.helpers import CONTRACT_TOOLS, call_ok, table_counts
 
-STABLE_CODES = (
-    "not_found",
-    "invalid_argument",
-    "schema_violation",
-    "not_ready",
-    "conflict",
-    "invalid_transition",
-    "read_only",
-    "busy",
-)
+# Every code a client may see, but `internal` (a bug) and `unavailable` (the database went away).
+STABLE_CODES = tuple(code for code in error_codes() if code not in ("internal", "unavailable"))
 LEAKS = ("Traceback", 'File "', "sqlalchemy", "asyncpg", "aiosqlite", "sqlite3", "SELECT ", "INSERT ")
 TOOLS = CONTRACT_TOOLS
 TYPED_INPUT = {"type": "object", "required": ["q"], "properties": {"q": {"type": "string", "maxLength": 50}}}

@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 from mcp_server.db.engine import Database
 from mcp_server.errors import DomainError
 from mcp_server.repositories import StateRepository
-from mcp_server.schemas.pipeline import ProcessSpec
 from mcp_server.services import dag, definitions, executions, projects, status
 from tests.conftest import fresh_sqlite_url
 
@@ -50,8 +49,10 @@ async def run(db: Database, graph: dict[int, list[int]], ops: list[tuple[str, in
     deps = {name[i]: [name[d] for d in ds] for i, ds in graph.items()}
     async with db.unit_of_work() as session:
         for i in sorted(graph):
-            spec = ProcessSpec(process_id=name[i], name=name[i], depends_on=deps[name[i]])
-            await definitions.define(session, pipeline_id="default", spec=spec, actor=None)
+            changes = {"name": name[i], "depends_on": deps[name[i]]}
+            await definitions.define(
+                session, pipeline_id="default", process_id=name[i], changes=changes, clear=[], actor=None
+            )
         project = await projects.create(
             session, name="prop", description=None, metadata=None, budget_usd=None, actor=None
         )

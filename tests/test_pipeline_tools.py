@@ -340,3 +340,22 @@ async def test_a_dry_run_names_the_steps_that_would_go_stale(client: Client) -> 
     changed = [{**steps[0], "output_schema": {"type": "object"}}, steps[1]]
     plan = await call_ok(client, "apply_pipeline", processes=changed, dry_run=True)
     assert plan["stale_states"] == 2 and plan["stale_steps"] == ["a", "b"]
+
+
+async def test_define_process_changes_only_the_fields_given(client: Client) -> None:
+    await call_ok(client, "define_process", process_id="a", name="A")
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    await call_ok(client, "define_process", process_id="b", name="B", depends_on=["a"], output_schema=schema)
+    changed = await call_ok(client, "define_process", process_id="b", description="now described")
+    assert changed["changed"] == ["description"]
+    listed = await call_ok(client, "list_processes", include_schemas=True)
+    b = next(item for item in listed["items"] if item["id"] == "b")
+    assert b["depends_on"] == ["a"] and b["output_schema"] == schema and b["name"] == "B"
+    await call_ok(client, "define_process", process_id="b", clear=["output_schema", "depends_on"])
+    listed = await call_ok(client, "list_processes", include_schemas=True)
+    b = next(item for item in listed["items"] if item["id"] == "b")
+    assert b["depends_on"] == [] and b.get("output_schema") is None and b["description"] == "now described"
+    await call_error(client, "define_process", "invalid_argument", process_id="c")  # a new step needs a name
+    await call_error(
+        client, "define_process", "invalid_argument", process_id="b", description="x", clear=["description"]
+    )

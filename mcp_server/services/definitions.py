@@ -4,7 +4,7 @@ topological order, delete; a definition that changes what a step computes makes 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -100,6 +100,22 @@ def _fields(spec: ProcessSpec) -> DefinitionChange:
         "retry_backoff_seconds": spec.retry_backoff_seconds,
         "timeout_seconds": spec.timeout_seconds,
     }
+
+
+def _merged(
+    process_id: str, existing: ProcessDefinition | None, changes: dict[str, Any], clear: list[str]
+) -> ProcessSpec:
+    both = sorted(set(changes) & set(clear))
+    if both:
+        raise InvalidArgument(f"{both} given and cleared at once", hint="Give a field or clear it, not both")
+    if existing is None:
+        if "name" not in changes:
+            raise InvalidArgument(f"process {process_id!r} is new: give it a name", hint="Pass name")
+        return ProcessSpec(process_id=process_id, **changes)
+    defaults = ProcessSpec(process_id=process_id, name=existing.name)
+    kept = {name: getattr(existing, name) for name in _fields(defaults)}
+    kept |= {name: getattr(defaults, name) for name in clear}
+    return ProcessSpec.model_validate({"process_id": process_id, **kept, **changes})
 
 
 def _check_specs(specs: list[ProcessSpec]) -> None:
@@ -236,8 +252,21 @@ async def _mark_stale(
 
 
 async def define(
-    session: AsyncSession, *, pipeline_id: str, spec: ProcessSpec, actor: str | None
+    session: AsyncSession,
+    *,
+    pipeline_id: str,
+    process_id: str,
+    changes: dict[str, Any],
+    clear: list[str],
+    actor: str | None,
 ) -> DefineProcessReply:
+    """Create a step, or change the fields given of an existing one: fields left out keep their value,
+    those in ``clear`` go back to their defaults. Read and written under the catalogue's lock, so two
+    agents changing different fields of one step at once both land."""
+    repo = ProcessDefinitionRepository(session)
+    await repo.lock_catalogue(pipeline_id)
+    existing = await repo.get(pipeline_id, process_id)
+    spec = _merged(process_id, existing, changes, clear)
     plan, _ = await _apply(session, pipeline_id, [spec], complete=False, dry_run=False, actor=actor)
     recomputed = bool(plan.recomputing)
     return DefineProcessReply(

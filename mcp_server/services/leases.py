@@ -180,7 +180,9 @@ async def renew(session: AsyncSession, *, execution_id: uuid.UUID, lease_token: 
     now = utcnow()
     await expire_due(session, pipeline, now)
     await session.refresh(execution)
-    if execution.lease_token is None or not secrets.compare_digest(execution.lease_token, lease_token):
+    if execution.lease_token is None or not secrets.compare_digest(
+        execution.lease_token.encode(), lease_token.encode()
+    ):
         raise InvalidArgument(
             f"lease_token does not match execution {execution_id}'s",
             hint="Use the lease_token start_execution returned for this execution",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from mcp.server.mcpserver import Context
 from pydantic import Field
@@ -59,43 +59,63 @@ IdempotencyKey = Annotated[
     Field(min_length=1, description="Retry-safe key (`replayed`)."),
 ]
 PipelineId = Annotated[SlugRef, Field(description="Pipeline, default `default`.")]
+Clearable = Literal[
+    "depends_on",
+    "description",
+    "input_schema",
+    "output_schema",
+    "max_attempts",
+    "retry_backoff_seconds",
+    "timeout_seconds",
+    "order_index",
+]
 Force = Annotated[bool, Field(description="Skip the dependency check (record: also a running step).")]
 
 
 async def define_process(
     process_id: Annotated[Slug, Field(description="Step id: a new or existing slug, e.g. `design`.")],
-    name: Annotated[Name, Field(description="Human-readable name.")],
     ctx: Context[App],
+    name: Annotated[Name | None, Field(description="Human-readable name (required for a new step).")] = None,
     depends_on: Annotated[
-        list[SlugRef], Field(max_length=100, description="Ids of the steps whose output this one needs.")
-    ] = [],  # noqa: B006 - pydantic copies defaults
-    order_index: Annotated[int, Field(ge=-1_000_000, le=1_000_000, description="Tie-break in listings.")] = 0,
+        list[SlugRef] | None, Field(max_length=100, description="Ids of the steps whose output this one needs.")
+    ] = None,
+    order_index: Annotated[int | None, Field(ge=-1_000_000, le=1_000_000, description="Tie-break in listings.")] = None,
     description: Annotated[Text | None, Field(description="What this step does.")] = None,
     input_schema: Annotated[JsonObject | None, Field(description="JSON Schema 2020-12 for input_data.")] = None,
     output_schema: Annotated[JsonObject | None, Field(description="JSON Schema 2020-12 for output_data.")] = None,
     pipeline_id: PipelineId = DEFAULT,
-    max_attempts: MaxAttempts = 3,
-    retry_backoff_seconds: RetryBackoff = 0,
+    max_attempts: MaxAttempts | None = None,
+    retry_backoff_seconds: RetryBackoff | None = None,
     timeout_seconds: TimeoutSeconds | None = None,
+    clear: Annotated[
+        list[Clearable] | None, Field(max_length=10, description="Fields to empty or reset to their default.")
+    ] = None,
 ) -> DefineProcessReply:
-    """Create a step of a pipeline, or replace it whole (fields left out are cleared). Changing
-    depends_on or a schema makes the step `stale`
-    wherever it ran, with the cascade (`stale_states`). Errors: `invalid_argument` for an unknown
-    dependency, a cycle (named) or an invalid schema."""
-    spec = ProcessSpec(
-        process_id=process_id,
-        name=name,
-        depends_on=depends_on,
-        order_index=order_index,
-        description=description,
-        input_schema=input_schema,
-        output_schema=output_schema,
-        max_attempts=max_attempts,
-        retry_backoff_seconds=retry_backoff_seconds,
-        timeout_seconds=timeout_seconds,
-    )
+    """Create a step of a pipeline, or change the fields given (others keep their value; `clear` empties
+    some). Changing depends_on or a schema makes the step `stale` wherever it ran, with the cascade
+    (`stale_states`). Errors: `invalid_argument` for an unknown dependency, a cycle (named) or an
+    invalid schema."""
+    given = {
+        "name": name,
+        "depends_on": depends_on,
+        "order_index": order_index,
+        "description": description,
+        "input_schema": input_schema,
+        "output_schema": output_schema,
+        "max_attempts": max_attempts,
+        "retry_backoff_seconds": retry_backoff_seconds,
+        "timeout_seconds": timeout_seconds,
+    }
+    changes = {key: value for key, value in given.items() if value is not None}
     async with app_of(ctx).db.unit_of_work() as session:
-        return await definitions.define(session, pipeline_id=pipeline_id, spec=spec, actor=actor_of(ctx))
+        return await definitions.define(
+            session,
+            pipeline_id=pipeline_id,
+            process_id=process_id,
+            changes=changes,
+            clear=list(clear or []),
+            actor=actor_of(ctx),
+        )
 
 
 async def list_processes(
