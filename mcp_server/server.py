@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,7 @@ from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
+    INTERNAL_ERROR,
     INVALID_PARAMS,
     CallToolResult,
     GetPromptResult,
@@ -209,10 +210,29 @@ class PipelineStateServer(MCPServer[App]):
 
     async def read_resource(self, uri: Any, context: Context[App, Any] | None = None) -> Any:
         entry = self._context_resources.get(str(uri))
-        if entry is None or context is None:
-            return await super().read_resource(uri, context)
-        text = await entry[1](context.request_context.lifespan_context)
+        with self._database_errors():
+            if entry is None or context is None:
+                return await super().read_resource(uri, context)
+            text = await entry[1](context.request_context.lifespan_context)
         return [ReadResourceContents(content=text, mime_type="application/json")]
+
+    @contextmanager
+    def _database_errors(self) -> Iterator[None]:
+        """Resources and prompts: a database failure is answered as a tool call's is (its code, what to
+        do) instead of the SDK's bare "Internal server error"; any other error goes on as it is."""
+        try:
+            yield
+        except MCPError:
+            raise
+        except Exception as exc:
+            cause: BaseException | None = exc
+            while cause is not None and database_error(cause) is None:  # the SDK may wrap it
+                cause = cause.__cause__
+            mapped = None if cause is None else database_error(cause)
+            if mapped is None:
+                raise
+            self._log_database_error(mapped, cause)
+            raise MCPError(code=INTERNAL_ERROR, message=mapped.render()) from None
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[App, Any] | None = None
@@ -229,7 +249,7 @@ class PipelineStateServer(MCPServer[App]):
             raise ToolError(f"{prefix}: invalid_argument: {described}{_unlogged_usage(arguments)}")
         # null for an optional argument means "not given" (OpenAI strict mode sends every key).
         arguments = without_null_optionals(arguments, registered.parameters)
-        if self._waiting >= self.max_waiting_calls:
+        if self._running.value == 0 and self._waiting >= self.max_waiting_calls:  # no slot free, queue full
             waiting = self.max_waiting_calls
             self.incidents.warning("busy", f"overloaded: more than {waiting} calls waiting; answering busy")
             raise ToolError(f"{prefix}: {BUSY}")
@@ -285,8 +305,9 @@ class PipelineStateServer(MCPServer[App]):
             return await super().list_prompts()
         if "prompts" not in app.settings.enabled_toolsets:
             return []
-        async with app.db.unit_of_work(write=False) as session:
-            listed = await prompts.listing(session)
+        with self._database_errors():
+            async with app.db.unit_of_work(write=False) as session:
+                listed = await prompts.listing(session)
         return [
             Prompt(
                 name=item.prompt_id,
@@ -309,8 +330,9 @@ class PipelineStateServer(MCPServer[App]):
             raise MCPError(code=INVALID_PARAMS, message=f"not_found: no prompt named {name[:200]!r}")
         values = {key: str(value) for key, value in (arguments or {}).items()}
         try:
-            async with context.request_context.lifespan_context.db.unit_of_work(write=False) as session:
-                rendered = await prompts.render(session, name, values)
+            with self._database_errors():
+                async with context.request_context.lifespan_context.db.unit_of_work(write=False) as session:
+                    rendered = await prompts.render(session, name, values)
         except DomainError as exc:
             raise MCPError(code=INVALID_PARAMS, message=f"{exc.code}: {exc.message}") from None
         messages = [PromptMessage(role="user", content=TextContent(text=text)) for text in rendered.messages]
