@@ -14,7 +14,18 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import db, fig_apply, fig_memory, fig_record, fig_startup, fig_status, fig_summary, fig_throughput, fig_wal
+from bench import (
+    db,
+    fig_apply,
+    fig_claims,
+    fig_memory,
+    fig_record,
+    fig_startup,
+    fig_status,
+    fig_summary,
+    fig_throughput,
+    fig_wal,
+)
 from bench.config import FULL, QUICK, Sizes
 from bench.harness import RESULTS, Figure, set_work_dir
 from bench.report import summary, table, write_json
@@ -26,6 +37,7 @@ GROUPS: dict[str, Callable[[Sizes], list[Figure]]] = {
     "throughput_sqlite": fig_throughput.run_sqlite,
     "read_during_apply": fig_apply.run,
     "wal_bound": fig_wal.run,
+    "claims": lambda s: [fig_claims.run(s)],
     "throughput_postgres": lambda s: [fig_throughput.run_postgres(s)],
     "cost_summary": lambda s: [fig_summary.run(s)],
     "pipeline_status": lambda s: [fig_status.run(s)],
@@ -44,6 +56,7 @@ FIGURE_KEYS = (
     "read_during_apply_sqlite",
     "read_during_apply_postgres",
     "wal_bound",
+    "claim_record",
     "throughput_postgres",
     "cost_summary",
     "pipeline_status",

@@ -27,6 +27,7 @@ class Sizes:
     wal_writers: int  # short-lived writer processes of the WAL figure
     wal_commits: int  # commits per writer
     wal_parallel: int  # writers running at a time
+    claim_steps: int  # independent steps the claim → record workers (procs of them) share
 
 
 FULL = Sizes(
@@ -50,6 +51,7 @@ FULL = Sizes(
     wal_writers=20,
     wal_commits=150,
     wal_parallel=4,
+    claim_steps=400,
 )
 
 QUICK = Sizes(
@@ -73,4 +75,5 @@ QUICK = Sizes(
     wal_writers=2,
     wal_commits=10,
     wal_parallel=2,
+    claim_steps=12,
 )

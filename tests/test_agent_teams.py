@@ -219,6 +219,9 @@ async def test_renew_lease_keeps_a_step_held_past_its_first_lease(client: Client
         client, "renew_lease", "invalid_argument", execution_id=held["execution"]["id"], lease_token="forged"
     )
     await anyio.sleep(1.2)
+    state = await call_ok(client, "get_process_state", project_id=project, process_id="s00")
+    assert state["state"] == "running" and state["can_run"] is True  # its lease passed: claimable
+    assert state["running_execution_id"] == held["execution"]["id"] and state["lease_expires_at"] is not None
     late = await call_error(
         client, "renew_lease", "lease_expired", execution_id=held["execution"]["id"], lease_token=held["lease_token"]
     )
@@ -233,6 +236,7 @@ async def test_renew_lease_keeps_a_step_held_past_its_first_lease(client: Client
         output_data={"v": 1},
     )
     assert done["state"]["state"] == "completed" and done["execution"]["status"] == "completed"
+    assert "error_message" not in done["execution"] and "nobody took the step over" in done["note"]
 
 
 async def test_max_attempts_gives_a_step_up_and_backoff_delays_its_claim(client: Client) -> None:

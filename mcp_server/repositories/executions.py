@@ -23,7 +23,7 @@ class ExecutionChange(TypedDict, total=False):
     output_hash: str | None
     reasoning: str | None
     missing_info: Any
-    error_message: str
+    error_message: str | None
     completed_at: datetime
     idempotency_key: str | None
     request_hash: str | None

@@ -238,6 +238,7 @@ class ProcessStateDetail(HandedInputs, StateOut):
     dependencies: list[DependencyState]
     current_output: JsonObjectOut | None = Field(None, description="output_data of the current execution.")
     running_execution_id: uuid.UUID | None = None
+    lease_expires_at: datetime | None = None  # the running execution's lease: past it, claimable again
 
 
 class ProcessStatus(BaseModel):

@@ -190,8 +190,10 @@ async def _claim(session: AsyncSession, project_id: uuid.UUID) -> tuple[ProjectP
     N different steps), after expiring what passed its lease; ``nothing_ready`` when there is none."""
     pipeline = await pipeline_state.load(session, project_id, lock=True)
     now = utcnow()
-    await leases.expire_due(session, pipeline, now)
-    clocks = leases.clocks_of(pipeline, await leases.holders(session, pipeline), now)
+    running = await leases.running_of(session, pipeline)
+    await leases.expire_due(session, pipeline, now, running)
+    live = {e.process_id: e for e in running if e.status == ExecutionStatus.RUNNING.value}
+    clocks = leases.clocks_of(pipeline, live, now)
     chosen = rules.first_claimable(pipeline.order, pipeline.graph, pipeline.states(), clocks, now)
     if chosen is None:
         raise await leases.nothing_ready(session, pipeline, clocks)
@@ -395,6 +397,9 @@ async def record(
             finished.pop("request_hash", None)
         finished["status"] = decision.status.value
         finished["prompt_version_id"] = prompt_version_id or execution.prompt_version_id
+        if fence is not None:  # expired, and nobody took the step over: the finish counts
+            finished["error_message"] = None
+            note = "this execution's lease had expired, but nobody took the step over: the finish counts"
         await leases.release(session, execution)
         await executions.update(execution, **finished)
 

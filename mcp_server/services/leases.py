@@ -59,16 +59,22 @@ async def fail_step(session: AsyncSession, pipeline: ProjectPipeline, process_id
     await pipeline_state.apply(session, pipeline, process_id, change)
 
 
-async def expire_due(session: AsyncSession, pipeline: ProjectPipeline, now: datetime | None = None) -> list[str]:
+async def expire_due(
+    session: AsyncSession,
+    pipeline: ProjectPipeline,
+    now: datetime | None = None,
+    running: list[ProcessExecution] | None = None,
+) -> list[str]:
     """Expire the running executions of the loaded steps whose lease has passed: each is stored `expired`,
     its reservation released, and its step (if still running) fails with the attempt counted. Returns the
-    steps it freed. One query, and only when a loaded step is running."""
+    steps it freed. One query, and only when a loaded step is running (none when ``running`` is given:
+    the caller read them)."""
     now = now or utcnow()
-    running = [pid for pid, row in pipeline.rows.items() if row.state == State.RUNNING.value]
-    if not running:
-        return []
+    if running is None:
+        steps = [pid for pid, row in pipeline.rows.items() if row.state == State.RUNNING.value]
+        running = await ExecutionRepository(session).running(pipeline.project_id, steps) if steps else []
     freed: list[str] = []
-    for execution in await ExecutionRepository(session).running(pipeline.project_id, running):
+    for execution in running:
         if not rules.lease_passed(execution.lease_expires_at, now):
             continue
         await release(session, execution)
@@ -84,11 +90,15 @@ async def expire_due(session: AsyncSession, pipeline: ProjectPipeline, now: date
     return freed
 
 
+async def running_of(session: AsyncSession, pipeline: ProjectPipeline) -> list[ProcessExecution]:
+    """The running executions of the loaded running steps, oldest first (one query, only when one runs)."""
+    steps = [pid for pid, row in pipeline.rows.items() if row.state == State.RUNNING.value]
+    return await ExecutionRepository(session).running(pipeline.project_id, steps) if steps else []
+
+
 async def holders(session: AsyncSession, pipeline: ProjectPipeline) -> dict[str, ProcessExecution]:
     """The running execution of each loaded running step (one query, only when a step runs)."""
-    running = [pid for pid, row in pipeline.rows.items() if row.state == State.RUNNING.value]
-    found = await ExecutionRepository(session).running(pipeline.project_id, running)
-    return {execution.process_id: execution for execution in found}  # oldest first: the latest wins
+    return {execution.process_id: execution for execution in await running_of(session, pipeline)}
 
 
 def clocks_of(pipeline: ProjectPipeline, holding: dict[str, ProcessExecution], now: datetime) -> dict[str, StepClock]:

@@ -121,6 +121,8 @@ async def process_state(session: AsyncSession, project_id: uuid.UUID, process_id
         current_output = None if current is None else current.output_data
     running = await executions.latest_running(project_id, process_id) if states[process_id] == State.RUNNING else None
     blocking = rules.blockers(graph, states, process_id)
+    now = utcnow()
+    clock = leases.clocks_of(pipeline, {process_id: running} if running else {}, now).get(process_id, StepClock())
     return ProcessStateDetail(
         process_id=process_id,
         name=definition.name,
@@ -131,7 +133,7 @@ async def process_state(session: AsyncSession, project_id: uuid.UUID, process_id
         invalidated_by_process_id=row.invalidated_by_process_id if row else None,
         invalidation_reason=row.invalidation_reason if row else None,
         last_updated_at=row.last_updated_at if row else None,
-        can_run=rules.can_run_next(graph, states, process_id),
+        can_run=rules.claimable(graph, states, process_id, clock, now),
         blocked_by=list(blocking),
         dependencies=[
             DependencyState(process_id=dep, state=states.get(dep, State.EMPTY).value, version=pipeline.version(dep))
@@ -139,6 +141,7 @@ async def process_state(session: AsyncSession, project_id: uuid.UUID, process_id
         ],
         current_output=current_output,
         running_execution_id=running.id if running else None,
+        lease_expires_at=running.lease_expires_at if running else None,
         **(await pipeline_state.inputs_of(session, pipeline, process_id)).fields(),
     )
 

@@ -174,9 +174,9 @@ async def start_execution(
     force: Force = False,
 ) -> StartReply:
     """Start a step (`running`); omit process_id to claim the next runnable step nobody holds
-    (concurrent claims differ). Returns the execution, `inputs` (dependencies' outputs) and a lease:
-    renew_lease before lease_expires_at or the step may be reclaimed. Errors: `nothing_ready` (wait or
-    stop), `not_ready`, `invalid_transition`, `schema_violation`, `conflict`, `budget_exceeded`."""
+    (concurrent claims differ). Returns the execution, `inputs` and a lease: renew_lease before
+    lease_expires_at or the step may be reclaimed. Errors: `nothing_ready` (wait or stop), `not_ready`,
+    `invalid_transition`, `schema_violation`, `conflict`, `budget_exceeded`."""
     app = app_of(ctx)
     async with app.db.unit_of_work() as session:
         return await executions.start(
@@ -200,8 +200,8 @@ async def renew_lease(
     ctx: Context[App],
     lease_seconds: Annotated[int | None, Field(ge=1, le=86_400, description="From now; default 900.")] = None,
 ) -> LeaseReply:
-    """Extend a running execution's lease (heartbeat), up to timeout_seconds.
-    `lease_expired`: too late, drop your result."""
+    """Extend a running execution's lease (heartbeat), up to the step's time limit. `lease_expired`:
+    too late; a finish counts only if nobody took the step."""
     app = app_of(ctx)
     async with app.db.unit_of_work() as session:
         return await leases.renew(
@@ -260,7 +260,7 @@ async def fail_execution(
     error_message: Annotated[Text, Field(min_length=1, description="What went wrong.")],
     ctx: Context[App],
 ) -> FailReply:
-    """Fail a running execution: its step becomes `failed` (claims retry it up to max_attempts)."""
+    """Fail a running execution: its step becomes `failed` (claims retry up to max_attempts)."""
     async with app_of(ctx).db.unit_of_work() as session:
         return await executions.fail(
             session, execution_id=execution_id, error_message=error_message, actor=actor_of(ctx)
@@ -296,7 +296,7 @@ async def list_executions(
 
 
 async def get_process_state(project_id: ProjectId, process_id: ProcessId, ctx: Context[App]) -> ProcessStateDetail:
-    """One step of a project: state, version, `can_run`, `blocked_by`, dependencies' states and outputs
+    """One step: state, version, `can_run`, `blocked_by`, dependencies' states and outputs
     (`inputs`), current output, stale cause."""
     async with app_of(ctx).db.unit_of_work(write=False) as session:
         return await status.process_state(session, project_id, process_id)
