@@ -1,7 +1,7 @@
-"""Many server processes on one database (SPEC §8, §9): the real console script over stdio, started together.
+"""Many server processes on one database: the real console script over stdio, started together.
 
 One server process per client session is the normal case, so eight of them start at the same moment on a
-fresh database (the schema is migrated exactly once), then write at once: 8 processes x 250
+fresh database (the schema is migrated exactly once), then write at once: 8 processes x 100
 record_execution calls with usage on one shared project (pipeline `draft -> review`, each worker
 alternating the two steps, so every draft also invalidates review). Nothing may fail, nothing acknowledged
 may be missing, every version must count its state changes exactly and the cost sum must be exact.
@@ -39,7 +39,9 @@ log = logging.getLogger(__name__)
 
 SCRIPT = Path(sys.executable).with_name("pipeline-state-mcp")
 PROCESSES = 8
-CALLS_PER_PROCESS = 250
+# Every call of every process overlaps the others on one project's two state rows: 800 contended writes
+# show a lost update or a repeated version as surely as 2,000 (the benchmark measures throughput).
+CALLS_PER_PROCESS = 100
 COST = Decimal("0.0001")  # reported explicitly, so the expected sum is exact
 USAGE = {"provider": "openai", "model": "gpt-4o-mini", "prompt_tokens": 100, "completion_tokens": 20}
 FORBIDDEN_IN_LOGS = ("Traceback", "database is locked", "ERROR")
@@ -231,5 +233,5 @@ async def test_eight_processes_writing_at_once_lose_nothing_and_count_every_vers
     # The project's running total, added to by every call at once, lost no addition either.
     assert Decimal(kept["spent_usd"]) == COST * total
     assert max(Decimal(reply["budget"]["spent_usd"]) for reply in replies) == COST * total
-    assert Decimal(totals["cost_usd"]) == COST * total == Decimal("0.2")
+    assert Decimal(totals["cost_usd"]) == COST * total == Decimal("0.08")
     assert (totals["prompt_tokens"], totals["completion_tokens"]) == (100 * total, 20 * total)
