@@ -310,3 +310,27 @@ async def test_forged_and_foreign_tokens_and_ids_are_refused_and_write_nothing(c
         mine["lease_expires_at"],
         theirs["lease_expires_at"],
     }
+
+
+async def test_the_status_command_shows_holders_and_expired_leases_and_export_keeps_the_retry_policy(
+    db_url: str, client: Client
+) -> None:
+    from tests.test_cli import run_cli
+
+    steps = [
+        {"process_id": "held", "name": "Held", "max_attempts": 5, "timeout_seconds": 60},
+        {"process_id": "lost", "name": "Lost", "retry_backoff_seconds": 30},
+    ]
+    await call_ok(client, "apply_pipeline", pipeline_id="p", processes=steps)
+    project = (await call_ok(client, "create_project", name="shown", pipeline_id="p"))["id"]
+    await call_ok(client, "start_execution", project_id=project, process_id="held")
+    await call_ok(client, "start_execution", project_id=project, process_id="lost", lease_seconds=1)
+    await anyio.sleep(1.1)
+    shown = await anyio.to_thread.run_sync(lambda: run_cli("status", project, url=db_url))
+    assert shown.returncode == 0, shown.stderr
+    flat = " ".join(shown.stdout.split())
+    assert "#1 (" in flat and "expired" in flat, shown.stdout
+    exported = await anyio.to_thread.run_sync(lambda: run_cli("pipeline", "export", "p", url=db_url))
+    assert exported.returncode == 0, exported.stderr
+    assert "max_attempts: 5" in exported.stdout and "timeout_seconds: 60" in exported.stdout
+    assert "retry_backoff_seconds: 30" in exported.stdout

@@ -54,7 +54,7 @@ def _usd(row: dict[str, Any], field: str) -> str:
 
 def status_table(status: dict[str, Any]) -> Table:
     table = Table(title=text(f"{status['project_name']} ({status['project_id']})"))
-    for column in ("process", "state", "version", "run next", "blocked by", "invalidated by"):
+    for column in ("process", "state", "version", "run next", "held by (lease until)", "blocked by", "invalidated by"):
         table.add_column(column)
     table.add_column("reason", no_wrap=True, overflow="ellipsis", max_width=48)
     colours = {"completed": "green", "stale": "red", "failed": "red", "running": "yellow", "empty": "dim"}
@@ -64,11 +64,27 @@ def status_table(status: dict[str, Any]) -> Table:
             text(p["state"], style=colours.get(p["state"], "white")),
             text(p["version"]),
             "yes" if p["can_run"] else "",
+            _holder(p),
             text(", ".join(p.get("blocked_by", []))),
             text(p.get("invalidated_by_process_id", "")),
             text(p.get("invalidation_reason", "")),
         )
     return table
+
+
+def _holder(row: dict[str, Any]) -> Text:
+    """A running step's holder and lease; a lease that passed reads `expired` (the step is claimable);
+    a step backing off or given up says so."""
+    if row.get("gave_up"):
+        return text("gave up (max_attempts)", style="red")
+    if row.get("retry_at"):
+        return text(f"retry after {row['retry_at']}", style="dim")
+    if not row.get("execution_id"):
+        return text("")
+    lease = row.get("lease_expires_at") or "no lease"
+    expired = row.get("lease_expires_at") is not None and row["can_run"]
+    who = f"{row.get('started_by') or '?'} #{row.get('attempt') or 1}"
+    return text(f"{who} (expired {lease})" if expired else f"{who} ({lease})", style="red" if expired else "yellow")
 
 
 def cost_table(summary: dict[str, Any], group_by: list[str]) -> Table:
