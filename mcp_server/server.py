@@ -199,10 +199,10 @@ class PipelineStateServer(MCPServer[App]):
         self.registered_tools.pop(name, None)
 
     def add_context_resource(
-        self, uri: str, read: Callable[[App], Awaitable[str]], *, name: str, description: str
+        self, uri: str, read: Callable[[App], Awaitable[str]], *, name: str, title: str, description: str
     ) -> None:
         """A static resource read from the database: the SDK gives static resources no context."""
-        resource = Resource(uri=uri, name=name, description=description, mime_type="application/json")
+        resource = Resource(uri=uri, name=name, title=title, description=description, mime_type="application/json")
         self._context_resources[uri] = (resource, read)
 
     async def list_resources(self) -> list[Resource]:

@@ -35,6 +35,7 @@ class ToolEntry:
         """The SDK tool, with schemas every provider SDK loads (see mcp_server.schemas.portable)."""
         tool = Tool.from_function(
             self.fn,
+            title=self.title,
             # One paragraph: the docstring's line breaks are layout, and each one costs the model a token.
             description=" ".join(inspect.cleandoc(self.fn.__doc__ or "").split()),
             annotations=ToolAnnotations(

@@ -71,6 +71,7 @@ class TemplateEntry:
     uri: str
     fn: Callable[..., Awaitable[str]]
     name: str
+    title: str
     description: str
     mime_type: str = JSON
 
@@ -81,18 +82,21 @@ TEMPLATES: tuple[TemplateEntry, ...] = (
         "pipeline://pipelines/{pipeline_id}",
         pipeline,
         "pipeline",
+        "Pipeline catalogue",
         "One pipeline's process catalogue in topological order (as list_processes).",
     ),
     TemplateEntry(
         "pipeline://projects/{project_id}",
         project_pipeline,
         "project-pipeline",
+        "Project pipeline status",
         "A project's pipeline status: the same snapshot as get_pipeline_status.",
     ),
     TemplateEntry(
         "pipeline://projects/{project_id}/graph",
         project_graph,
         "project-graph",
+        "Project pipeline graph",
         "A project's pipeline as a Mermaid flowchart, coloured by state; stale steps name their cause.",
         mime_type="text/vnd.mermaid",
     ),
@@ -100,6 +104,7 @@ TEMPLATES: tuple[TemplateEntry, ...] = (
         "pipeline://executions/{execution_id}",
         execution,
         "execution",
+        "Execution",
         "One execution with its input, output, reasoning and status (as get_execution).",
     ),
 )
@@ -110,10 +115,13 @@ def register(server: PipelineStateServer) -> None:
         "pipeline://processes",
         processes_json,
         name="processes",
+        title="Default pipeline catalogue",
         description="The `default` pipeline's process catalogue in topological order (as list_processes).",
     )
     for entry in TEMPLATES:
-        add = server.resource(entry.uri, name=entry.name, description=entry.description, mime_type=entry.mime_type)
+        add = server.resource(
+            entry.uri, name=entry.name, title=entry.title, description=entry.description, mime_type=entry.mime_type
+        )
         add(entry.fn)
 
 
