@@ -21,13 +21,18 @@ from mcp_types import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
     CallToolResult,
+    Completion,
+    CompletionArgument,
+    CompletionContext,
     GetPromptResult,
     Icon,
     InputRequiredResult,
     Prompt,
     PromptArgument,
     PromptMessage,
+    PromptReference,
     Resource,
+    ResourceTemplateReference,
     TextContent,
     ToolAnnotations,
 )
@@ -134,13 +139,15 @@ class IncidentLog:
         log.warning("%s%s", message, f" ({more} more since the last report)" if more else "")
 
 
-# The App of the prompts/list request being served: the SDK's public list_prompts takes no context, so
-# the middleware below hands it the request's (the SDK runs the handler inside the middleware chain).
+# The App of the prompts/list or completion/complete request being served: the SDK's public list_prompts
+# and completion handlers take no context, so the middleware below hands them the request's (the SDK runs
+# the handler inside the middleware chain).
 _LISTING_APP: ContextVar[App | None] = ContextVar("pipeline_state_listing_app", default=None)
+_APP_METHODS = frozenset({"prompts/list", "completion/complete"})
 
 
 async def _prompt_listing_context(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-    if ctx.method != "prompts/list":
+    if ctx.method not in _APP_METHODS:
         return await call_next(ctx)
     token = _LISTING_APP.set(ctx.lifespan_context)
     try:
@@ -175,6 +182,7 @@ class PipelineStateServer(MCPServer[App]):
         # How logs name the database (its URL with the password masked).
         self.database_label = database_label
         self.incidents = IncidentLog()
+        self.completion()(self.complete)  # type: ignore[no-untyped-call]  # the SDK leaves it unannotated
 
     def add_tool(
         self,
@@ -294,6 +302,21 @@ class PipelineStateServer(MCPServer[App]):
             self.incidents.warning("not_migrated", message)
         else:
             self.incidents.warning(mapped.code, f"{mapped.code}: {self.database_label}: {reason}")
+
+    async def complete(
+        self,
+        ref: PromptReference | ResourceTemplateReference,
+        argument: CompletionArgument,
+        context: CompletionContext | None,
+    ) -> Completion | None:
+        """completion/complete (see mcp_server.tools.completions), with the request's App."""
+        from mcp_server.tools.completions import complete
+
+        app = _LISTING_APP.get()
+        if app is None:
+            return None
+        with self._database_errors():
+            return await complete(app, ref, argument, context)
 
     # MCP prompts come from the database, not the SDK's static registry; both list_prompts and get_prompt
     # read it with the request's App (get_prompt receives it, list_prompts through _LISTING_APP).
