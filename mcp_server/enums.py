@@ -20,7 +20,7 @@ class ExecutionStatus(enum.StrEnum):
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
-    # Finished after its process had gone stale: its input was already outdated (SPEC §4).
+    # Finished after its process had gone stale: its input was already outdated (docs/design.md, "Pipeline semantics").
     STALE = "stale"
     # Finished after another execution had changed its process since it started: stored, not current.
     SUPERSEDED = "superseded"

@@ -11,7 +11,7 @@ import mcp_server.models  # noqa: F401 - puts every table on Base.metadata, or t
 from mcp_server.db.base import Base
 from mcp_server.db.engine import Database
 
-# SPEC §6: the tool names are part of the contract, by toolset, in the order the server lists them.
+# The tool names are part of the contract (docs/design.md, "MCP surface"), by toolset, in tools/list order.
 CONTRACT_TOOLSETS: dict[str, tuple[str, ...]] = {
     "projects": (
         "create_project",

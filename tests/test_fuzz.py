@@ -1,4 +1,5 @@
-"""Hostile input: every tool fuzzed through the in-memory client with generated arguments (SPEC §6, §9).
+"""Hostile input: every tool fuzzed through the in-memory client with generated arguments
+(docs/design.md, "MCP surface").
 
 Each call must end in success or a tool error whose code is one of the stable codes (`internal` fails
 the test); a failed call changes no table's row count; a read-only tool never does; the server answers

@@ -1,4 +1,4 @@
-"""Crash safety (SPEC §9): a server killed with SIGKILL in the middle of a write load.
+"""Crash safety (docs/design.md, "Bars"): a server killed with SIGKILL in the middle of a write load.
 
 The console script runs over stdio and gets a stream of record_execution calls (with usage; several
 in flight at once) on three projects with the pipeline `a -> b -> c`. After some hundred acknowledged

@@ -1,4 +1,4 @@
-"""PostgreSQL restarts while the server runs (SPEC §8): clear errors meanwhile, service again after.
+"""PostgreSQL restarts while the server runs (docs/design.md, "Storage"): clear errors meanwhile, service again after.
 
 A private instance (tests/private_pg.py) is stopped under a running server, with a writer calling all the
 while: every call during the outage is the tool error `unavailable` (no traceback, nothing written),

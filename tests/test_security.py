@@ -1,4 +1,4 @@
-"""Security: what tests/test_http.py does not cover over HTTP, and secrets (SPEC §2, §6).
+"""Security: what tests/test_http.py does not cover over HTTP, and secrets (docs/design.md, "MCP surface").
 
 HTTP: a body above the SDK's request limit is refused with 413 (declared or streamed), a body under
 it but above our JSON limit is a tool error, both write nothing; a non-loopback bind with a token

@@ -1,4 +1,4 @@
-"""Declarative base with a constraint naming convention, and the shared mixins (seed §3.2)."""
+"""Declarative base with a constraint naming convention, and the shared mixins (docs/design.md, "Data model")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bring a database to the head revision, safely when many processes start at once (SPEC §7).
+"""Bring a database to the head revision, safely when many processes start at once (docs/design.md, "Command line").
 
 Start-up is on the hot path, so the check "already at head?" is one plain query and Alembic is
 imported only when there is work to do.

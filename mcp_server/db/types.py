@@ -1,4 +1,4 @@
-"""Column types that map to native types on PostgreSQL and portable ones on SQLite (seed §3.1)."""
+"""Column types that map to native types on PostgreSQL and portable ones on SQLite (docs/design.md, "Data model")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ProcessExecution: one run of a process for a project (seed §4.2)."""
+"""ProcessExecution: one run of a process for a project (docs/design.md, "Data model")."""
 
 from __future__ import annotations
 

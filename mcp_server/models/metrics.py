@@ -1,4 +1,4 @@
-"""LLMMetrics: one LLM call's usage and cost (seed §4.4)."""
+"""LLMMetrics: one LLM call's usage and cost (docs/design.md, "Data model")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Project: a unit of work that runs through the pipeline (seed §4.1)."""
+"""Project: a unit of work that runs through the pipeline (docs/design.md, "Data model")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ProcessState: the state of one process within one project (seed §4.3)."""
+"""ProcessState: the state of one process within one project (docs/design.md, "Data model")."""
 
 from __future__ import annotations
 

@@ -188,7 +188,7 @@ class StartReply(HandedInputs):
     replayed: bool = False
 
 
-# Replies about many steps stay small (SPEC §6: under 100 KB): lists of steps give a count and the first ones.
+# Replies about many steps stay under 100 KB (docs/design.md, "MCP surface"): lists give a count and the first ones.
 MAX_LISTED = 100
 MAX_BLOCKERS = 10
 DEFAULT_STATUS_PAGE = 20  # step rows: an agent reads counts, ready steps and the plan first

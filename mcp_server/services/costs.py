@@ -273,7 +273,7 @@ async def report_cost(
     idempotency_key: str | None,
     actor: str | None,
 ) -> CostReply:
-    """Log one call's cost and return it with the project's budget status (SPEC §4 idempotency)."""
+    """Log one call's cost and return it with the project's budget status (docs/design.md, "Pipeline semantics")."""
     metrics = MetricsRepository(session)
     if idempotency_key is None:
         record = await record_usage(

@@ -282,7 +282,7 @@ async def define(
 async def apply(
     session: AsyncSession, *, pipeline_id: str, specs: list[ProcessSpec], dry_run: bool, actor: str | None
 ) -> ApplyReply:
-    """The whole pipeline at once: add, replace, and delete what ``specs`` leave out (SPEC §6 apply_pipeline)."""
+    """The whole pipeline at once: add, replace, and delete what ``specs`` leave out (docs/design.md, "MCP surface")."""
     plan, _ = await _apply(session, pipeline_id, specs, complete=True, dry_run=dry_run, actor=actor)
     return ApplyReply(
         pipeline_id=pipeline_id,

@@ -69,9 +69,10 @@ async def _replay(session: AsyncSession, key: str | None, args_hash: str) -> dic
 
 
 async def _admit(session: AsyncSession, project: Project, reserve_usd: Decimal | None) -> Decimal | None:
-    """Budget admission of a start (SPEC §5): under `block`, refused with budget_exceeded when spent +
-    reserved + reserve_usd would pass the budget (with no reserve_usd: when spent + reserved has reached
-    it); the reservation is held in the same conditional UPDATE. Returns what the execution holds."""
+    """Budget admission of a start (docs/design.md, "Costs and budgets"): under `block`, refused with
+    budget_exceeded when spent + reserved + reserve_usd would pass the budget (with no reserve_usd: when
+    spent + reserved has reached it); the reservation is held in the same conditional UPDATE. Returns what
+    the execution holds."""
     block = project.budget_policy == BudgetPolicy.BLOCK
     if reserve_usd is None and not (block and project.budget_usd is not None):
         return None

@@ -1,4 +1,5 @@
-"""Idempotency keys (SPEC §4): a replay returns the original reply; other arguments are a conflict."""
+"""Idempotency keys (docs/design.md, "Idempotency"): a replay returns the original reply; other arguments
+are a conflict."""
 
 from __future__ import annotations
 

@@ -194,8 +194,8 @@ class Inputs:
 
 
 async def inputs_of(session: AsyncSession, pipeline: ProjectPipeline, process_id: str) -> Inputs:
-    """Each dependency's current output_data (SPEC §6), in dependency order while they fit in INPUTS_LIMIT
-    together; the rest are named with their execution ids, to fetch with get_execution."""
+    """Each dependency's current output_data (docs/design.md, "MCP surface"), in dependency order while
+    they fit in INPUTS_LIMIT together; the rest are named with their execution ids, to fetch with get_execution."""
     current = {
         dep: row.current_execution_id
         for dep in sorted(pipeline.definition(process_id).depends_on, key=lambda d: pipeline.position.get(d, 0))

@@ -1,4 +1,5 @@
-"""Pipeline state rules of SPEC §4 (pure): transitions, readiness, the invalidation cascade."""
+"""Pipeline state rules (pure): transitions, readiness, the invalidation cascade, leases and claims
+(docs/design.md, "Pipeline semantics", "Agent teams")."""
 
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ def is_ready(graph: Graph, states: Mapping[str, State], process_id: str) -> bool
 
 
 def can_run_next(graph: Graph, states: Mapping[str, State], process_id: str) -> bool:
-    """Ready, and neither completed nor running (SPEC §4 `ready_processes`)."""
+    """Ready, and neither completed nor running (docs/design.md, "Pipeline semantics")."""
     current = states.get(process_id, State.EMPTY)
     return is_ready(graph, states, process_id) and current not in (State.COMPLETED, State.RUNNING)
 
@@ -130,11 +131,11 @@ class Finish:
 
 
 def finish(current: State, *, started: bool, changed_since_start: bool, force: bool) -> Finish:
-    """record_execution's transition (SPEC §4, §6). A one-call record (``started`` false) completes the step.
-    A started execution that finishes after its step went stale is stored `stale` and leaves the step
-    stale (its input was outdated: a late finish, whatever ``force`` says); after another execution
-    changed the step (``changed_since_start``) it is stored `superseded` and the step keeps the other
-    result, unless ``force``; otherwise it completes the step."""
+    """record_execution's transition (docs/design.md, "Invalidation cascade"). A one-call record
+    (``started`` false) completes the step. A started execution that finishes after its step went stale
+    is stored `stale` and leaves the step stale (its input was outdated: a late finish, whatever
+    ``force`` says); after another execution changed the step (``changed_since_start``) it is stored
+    `superseded` and the step keeps the other result, unless ``force``; otherwise it completes the step."""
     if started and current == State.STALE:
         return Finish(ExecutionStatus.STALE, None, cascades=False, late=True)
     if started and changed_since_start and not force:

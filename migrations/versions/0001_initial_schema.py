@@ -1,4 +1,4 @@
-"""Initial schema: the six tables of SPEC §3 on SQLite and PostgreSQL.
+"""Initial schema: the six tables of the data model (docs/design.md, "Data model") on SQLite and PostgreSQL.
 
 Revision ID: 0001
 Revises:
