@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from mcp_server.db.engine import Database
+    from mcp_server.live import LiveHub
 
 log = logging.getLogger(__name__)
 
@@ -85,3 +86,5 @@ class DatabaseHandle:
 class App:
     db: DatabaseHandle
     settings: Settings
+    # Resource subscriptions and the watcher that serves them (mcp_server/live.py).
+    live: LiveHub | None = None

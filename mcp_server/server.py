@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.lowlevel import NotificationOptions
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
+from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
     INTERNAL_ERROR,
@@ -24,6 +26,7 @@ from mcp_types import (
     Completion,
     CompletionArgument,
     CompletionContext,
+    EmptyResult,
     GetPromptResult,
     Icon,
     InputRequiredResult,
@@ -33,13 +36,18 @@ from mcp_types import (
     PromptReference,
     Resource,
     ResourceTemplateReference,
+    SubscribeRequestParams,
+    SubscriptionsListenRequestParams,
     TextContent,
     ToolAnnotations,
+    UnsubscribeRequestParams,
 )
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from mcp_server.app import App, DatabaseHandle
 from mcp_server.errors import DomainError, NotMigrated, database_error, describe_cause, error_codes
+from mcp_server.live import LiveHub
 from mcp_server.schemas.portable import describe_unknown, unknown_arguments, without_null_optionals, without_nulls
 from mcp_server.settings import Settings
 
@@ -143,10 +151,14 @@ class IncidentLog:
 # and completion handlers take no context, so the middleware below hands them the request's (the SDK runs
 # the handler inside the middleware chain).
 _LISTING_APP: ContextVar[App | None] = ContextVar("pipeline_state_listing_app", default=None)
-_APP_METHODS = frozenset({"prompts/list", "completion/complete"})
+_APP_METHODS = frozenset({"prompts/list", "resources/list", "completion/complete"})
+# Writers whose call may add or remove a pipeline (resources/list names one resource per pipeline).
+PIPELINE_WRITERS = frozenset({"define_process", "apply_pipeline", "delete_process"})
 
 
 async def _prompt_listing_context(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    if ctx.method == "subscriptions/listen":
+        return await _listen(ctx, call_next)
     if ctx.method not in _APP_METHODS:
         return await call_next(ctx)
     token = _LISTING_APP.set(ctx.lifespan_context)
@@ -154,6 +166,34 @@ async def _prompt_listing_context(ctx: ServerRequestContext[Any, Any], call_next
         return await call_next(ctx)
     finally:
         _LISTING_APP.reset(token)
+
+
+async def _listen(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """A subscriptions/listen stream: its resource URIs are watched (mcp_server/live.py) while it lasts."""
+    hub = getattr(ctx.lifespan_context, "live", None)
+    try:
+        params = SubscriptionsListenRequestParams.model_validate(ctx.params or {})
+    except ValidationError:
+        return await call_next(ctx)  # the SDK answers the invalid request
+    uris = list(params.notifications.resource_subscriptions or ())
+    if hub is None or not uris:
+        return await call_next(ctx)
+    async with hub.listening(uris):
+        return await call_next(ctx)
+
+
+async def _subscribe(ctx: ServerRequestContext[App, Any], params: SubscribeRequestParams) -> EmptyResult:
+    hub = ctx.lifespan_context.live
+    if hub is None:
+        raise MCPError(code=INVALID_PARAMS, message="this server has no resources to subscribe to")
+    await hub.subscribe(ctx.session, str(params.uri))
+    return EmptyResult()
+
+
+async def _unsubscribe(ctx: ServerRequestContext[App, Any], params: UnsubscribeRequestParams) -> EmptyResult:
+    if ctx.lifespan_context.live is not None:
+        ctx.lifespan_context.live.unsubscribe(ctx.session, str(params.uri))
+    return EmptyResult()
 
 
 class PipelineStateServer(MCPServer[App]):
@@ -214,7 +254,48 @@ class PipelineStateServer(MCPServer[App]):
         self._context_resources[uri] = (resource, read)
 
     async def list_resources(self) -> list[Resource]:
-        return [*(resource for resource, _ in self._context_resources.values()), *await super().list_resources()]
+        listed = [*(resource for resource, _ in self._context_resources.values()), *await super().list_resources()]
+        app = _LISTING_APP.get()
+        if app is None or "pipeline" not in app.settings.enabled_toolsets:
+            return listed
+        with self._database_errors():
+            pipelines = await self._catalogued(app)
+        return listed + [
+            Resource(
+                uri=f"pipeline://pipelines/{pipeline_id}",
+                name=f"pipeline-{pipeline_id}",
+                title=f"Pipeline {pipeline_id}",
+                description=f"The `{pipeline_id}` pipeline's process catalogue in topological order.",
+                mime_type="application/json",
+            )
+            for pipeline_id in sorted(pipelines)
+        ]
+
+    async def _catalogued(self, app: App) -> frozenset[str]:
+        from mcp_server.services import live
+
+        async with app.db.unit_of_work(write=False) as session:
+            return frozenset(await live.catalogued_pipelines(session))
+
+    async def _announce(
+        self, name: str, result: Any, context: Context[App, Any] | None, pipelines: frozenset[str] | None
+    ) -> None:
+        """After a write: the watcher checks at once; prompts or resources list_changed when the call changed
+        the list (to listen streams, and to this session on the 2025-11-25 path)."""
+        if context is None or not isinstance(result, CallToolResult) or result.is_error:
+            return
+        app: App = context.request_context.lifespan_context
+        if app.live is not None:
+            app.live.poke()
+        legacy = context.request_context.protocol_version not in MODERN_PROTOCOL_VERSIONS
+        if name == "save_prompt_version" and (result.structured_content or {}).get("created"):
+            await context.notify_prompts_changed()
+            if legacy:
+                await context.session.send_prompt_list_changed()
+        if pipelines is not None and await self._catalogued(app) != pipelines:
+            await context.notify_resources_changed()
+            if legacy:
+                await context.session.send_resource_list_changed()
 
     async def read_resource(self, uri: Any, context: Context[App, Any] | None = None) -> Any:
         entry = self._context_resources.get(str(uri))
@@ -269,7 +350,12 @@ class PipelineStateServer(MCPServer[App]):
         try:
             # A cancelled call (notifications/cancelled, the client gone) stops where it is: before its
             # transaction nothing runs; inside it the transaction rolls back (docs/design.md, "SQLite").
+            pipelines = None
+            if name in PIPELINE_WRITERS and context is not None:
+                pipelines = await self._catalogued(context.request_context.lifespan_context)
             result = await super().call_tool(name, arguments, context)
+            if not (registered.annotations and registered.annotations.read_only_hint):
+                await self._announce(name, result, context, pipelines)
         except UnexpectedToolError as exc:
             cause = exc.__cause__
             if isinstance(cause, DomainError):
@@ -368,11 +454,13 @@ def build_server(settings: Settings, *, database: Database | None = None) -> Pip
     @asynccontextmanager
     async def lifespan(_: MCPServer[App]) -> AsyncIterator[App]:
         handle = DatabaseHandle(settings, database)
+        hub = LiveHub(bus, handle, settings.url)
         async with anyio.create_task_group() as background:
             # The handshake is answered while the database layer loads and the schema is checked.
             background.start_soon(handle.warm)
+            background.start_soon(hub.run)  # idle until a client subscribes
             try:
-                yield App(db=handle, settings=settings)
+                yield App(db=handle, settings=settings, live=hub)
             finally:
                 background.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True):
@@ -381,7 +469,9 @@ def build_server(settings: Settings, *, database: Database | None = None) -> Pip
     from mcp_server.tools import build_tools, register_resources
 
     tools, hidden = build_tools(settings)
+    bus = InMemorySubscriptionBus()
     server = PipelineStateServer(
+        subscriptions=bus,
         name="pipeline-state",
         version=_package_version(),
         instructions=INSTRUCTIONS,
@@ -394,4 +484,21 @@ def build_server(settings: Settings, *, database: Database | None = None) -> Pip
         database_label=f"the database at {settings.display_url}",
     )
     register_resources(server, settings)
+    _serve_changes(server, settings)
     return server
+
+
+def _serve_changes(server: PipelineStateServer, settings: Settings) -> None:
+    """resources/subscribe where there are resources; the 2025-11-25 handshake's listChanged where this
+    server sends it (after its own save_prompt_version, define_process, apply_pipeline, delete_process)."""
+    from mcp_server import sdk_gap
+
+    resources = "pipeline" in settings.enabled_toolsets
+    if resources:
+        sdk_gap.add_request_handler(server, "resources/subscribe", SubscribeRequestParams, _subscribe)
+        sdk_gap.add_request_handler(server, "resources/unsubscribe", UnsubscribeRequestParams, _unsubscribe)
+    options = NotificationOptions(
+        prompts_changed="save_prompt_version" in server.registered_tools,
+        resources_changed=resources and bool(PIPELINE_WRITERS & set(server.registered_tools)),
+    )
+    sdk_gap.advertise_list_changed(server, options)

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import anyio
 import pytest
 from mcp import Client
-from mcp_types import Completion, PromptReference, ResourceTemplateReference
+from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, ResourceUpdated
+from mcp_types import Completion, PromptReference, ResourceTemplateReference, ServerNotification
 
 from mcp_server.db.engine import Database
 from mcp_server.models import Project
+from mcp_server.server import build_server
+from mcp_server.settings import Settings
 from tests.helpers import call_ok
 
 pytestmark = pytest.mark.anyio
+# resources/subscribe is the 2025-11-25 path, which the SDK's client marks deprecated.
+LEGACY_SUBSCRIBE = pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")
 
 
 async def test_every_tool_resource_and_template_has_a_title(client: Client) -> None:
@@ -86,3 +95,82 @@ async def test_completion_of_prompt_arguments_and_of_unknown_arguments(client: C
     assert (await client.complete(ref, {"name": "tone", "value": "f"})).completion.values == []
     caps = client.server_capabilities
     assert caps is not None and caps.completions is not None
+
+
+async def test_list_changed_reaches_the_client_after_save_prompt_version_and_a_new_pipeline(settings: Settings) -> None:
+    heard: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, ServerNotification):
+            heard.append(message.method)
+
+    async with Client(build_server(settings), message_handler=on_message, mode="legacy") as client:
+        caps = client.server_capabilities
+        assert caps is not None and caps.prompts is not None and caps.resources is not None
+        assert caps.prompts.list_changed and caps.resources.list_changed and caps.resources.subscribe
+        await call_ok(client, "save_prompt_version", prompt_id="brief", user_template="v1")
+        await call_ok(client, "save_prompt_version", prompt_id="brief", user_template="v1")  # nothing new
+        await _until(lambda: "notifications/prompts/list_changed" in heard)
+        assert heard.count("notifications/prompts/list_changed") == 1
+        await call_ok(client, "define_process", process_id="a", name="A", pipeline_id="nightly")
+        await call_ok(client, "define_process", process_id="b", name="B", pipeline_id="nightly")  # same pipelines
+        await _until(lambda: "notifications/resources/list_changed" in heard)
+        assert heard.count("notifications/resources/list_changed") == 1
+        listed = {resource.uri for resource in (await client.list_resources()).resources}
+        assert "pipeline://pipelines/nightly" in listed
+        await call_ok(client, "delete_process", process_id="a", pipeline_id="nightly")
+        await call_ok(client, "delete_process", process_id="b", pipeline_id="nightly")
+        await _until(lambda: heard.count("notifications/resources/list_changed") == 2)
+
+
+async def _until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    with anyio.fail_after(within):
+        while not condition():  # noqa: ASYNC110 - the condition is the client's list of what it heard
+            await anyio.sleep(0.02)
+
+
+@LEGACY_SUBSCRIBE
+async def test_a_subscriber_hears_a_write_made_through_its_own_server(settings: Settings) -> None:
+    updated: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, ServerNotification) and message.method == "notifications/resources/updated":
+            updated.append(str(message.params.uri))
+
+    async with Client(build_server(settings), message_handler=on_message, mode="legacy") as client:
+        await call_ok(client, "define_process", process_id="draft", name="Draft")
+        project = (await call_ok(client, "create_project", name="watched"))["id"]
+        uri = f"pipeline://projects/{project}"
+        await client.subscribe_resource(uri)
+        await client.subscribe_resource(uri + "/graph")
+        await call_ok(client, "record_execution", project_id=project, process_id="draft", output_data={"n": 1})
+        await _until(lambda: {uri, uri + "/graph"} <= set(updated))
+        await client.unsubscribe_resource(uri)
+        await client.unsubscribe_resource(uri + "/graph")
+        count = len(updated)
+        await call_ok(client, "record_execution", project_id=project, process_id="draft", output_data={"n": 2})
+        await anyio.sleep(1.2)
+        assert len(updated) == count
+
+
+async def test_a_listen_stream_hears_list_changes_and_resource_updates(client: Client) -> None:
+    await call_ok(client, "define_process", process_id="draft", name="Draft")
+    project = (await call_ok(client, "create_project", name="listened"))["id"]
+    uri = f"pipeline://projects/{project}"
+    events: list[Any] = []
+    options = {"prompts_list_changed": True, "resources_list_changed": True, "resource_subscriptions": [uri]}
+    async with client.listen(**options) as subscription:
+
+        async def collect() -> None:
+            async for event in subscription:
+                events.append(event)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(collect)
+            await call_ok(client, "save_prompt_version", prompt_id="brief", user_template="v1")
+            await call_ok(client, "define_process", process_id="a", name="A", pipeline_id="other")
+            await call_ok(client, "record_execution", project_id=project, process_id="draft", output_data={})
+            kinds = {PromptsListChanged, ResourcesListChanged, ResourceUpdated}
+            await _until(lambda: {type(event) for event in events} >= kinds)
+            group.cancel_scope.cancel()
+    assert [event.uri for event in events if isinstance(event, ResourceUpdated)] == [uri]

@@ -9,11 +9,12 @@ from typing import Any
 import anyio
 import mcp_types as types
 import pytest
-from mcp.server.lowlevel import Server
+from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.server.mcpserver import MCPServer
+from mcp.server.runner import ServerRunner
 from mcp.shared.message import SessionMessage
 
-from mcp_server.sdk_gap import lowlevel_server, serve_streams
+from mcp_server.sdk_gap import add_request_handler, advertise_list_changed, lowlevel_server, serve_streams
 
 
 def test_the_low_level_server_is_the_one_holding_the_mcp_servers_handlers() -> None:
@@ -64,3 +65,31 @@ async def test_serve_streams_answers_on_the_given_streams_and_ends_with_them() -
     assert isinstance(replies[1], types.JSONRPCResponse) and replies[1].result["serverInfo"]["name"] == "gap"
     assert isinstance(replies[2], types.JSONRPCResponse)
     assert replies[2].result["content"][0]["text"] == "hi"
+
+
+def test_a_request_handler_added_through_the_gap_is_served_and_advertised() -> None:
+    server: MCPServer[Any] = MCPServer(name="gap")
+    assert lowlevel_server(server).get_capabilities().resources.subscribe is False  # type: ignore[union-attr]
+
+    async def subscribe(ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
+        return types.EmptyResult()
+
+    add_request_handler(server, "resources/subscribe", types.SubscribeRequestParams, subscribe)
+    assert lowlevel_server(server).get_request_handler("resources/subscribe") is not None
+    assert lowlevel_server(server).get_capabilities().resources.subscribe is True  # type: ignore[union-attr]
+
+
+def test_list_changed_options_reach_every_transports_handshake() -> None:
+    """Every transport calls create_initialization_options() without NotificationOptions; the replaced
+    method gives them, and still takes the SDK's parameters."""
+    for source in (MCPServer.run_stdio_async, serve_streams):  # the in-memory client: tests/test_live.py
+        assert ".create_initialization_options()" in inspect.getsource(source)
+    assert "create_initialization_options()" in inspect.getsource(ServerRunner)
+    server: MCPServer[Any] = MCPServer(name="gap")
+    advertise_list_changed(server, NotificationOptions(prompts_changed=True, resources_changed=True))
+    capabilities = lowlevel_server(server).create_initialization_options().capabilities
+    assert capabilities.prompts and capabilities.prompts.list_changed is True
+    assert capabilities.resources and capabilities.resources.list_changed is True
+    assert capabilities.tools and capabilities.tools.list_changed is False
+    explicit = lowlevel_server(server).create_initialization_options(NotificationOptions(tools_changed=True))
+    assert explicit.capabilities.tools and explicit.capabilities.tools.list_changed is True

@@ -54,6 +54,11 @@ class LiveRepository(Repository):
         both = union(defined, used).subquery()
         return list(await self.session.scalars(select(both.c.pipeline_id).order_by(both.c.pipeline_id).limit(limit)))
 
+    async def catalogued_pipelines(self, limit: int) -> list[str]:
+        """Pipelines with at least one process definition, in id order."""
+        query = select(ProcessDefinition.pipeline_id).distinct().order_by(ProcessDefinition.pipeline_id).limit(limit)
+        return list(await self.session.scalars(query))
+
     async def project_tokens(self, ids: Collection[uuid.UUID]) -> dict[uuid.UUID, str]:
         """Per project, a token that changes whenever what its status resource shows changes: its row,
         its states (a step's every change raises its version), its running executions' leases and its

@@ -15,6 +15,8 @@ from mcp_server.repositories.live import LiveRepository, UuidRange
 MAX_VALUES = 100
 # Matches counted for `total`: past this many, `total` is left out and `has_more` says there are more.
 COUNT_LIMIT = 1_000
+# Pipelines resources/list names (one resource each).
+LISTED_PIPELINES = 1_000
 _HEX = frozenset(string.hexdigits)
 
 
@@ -66,6 +68,11 @@ async def execution_ids(session: AsyncSession, typed: str, project_id: str | Non
 async def pipeline_ids(session: AsyncSession, typed: str) -> Completed:
     """Pipelines whose id starts with ``typed``."""
     return _completed(await LiveRepository(session).pipeline_ids(typed.strip(), COUNT_LIMIT))
+
+
+async def catalogued_pipelines(session: AsyncSession) -> list[str]:
+    """The pipelines resources/list names (those with a definition), at most LISTED_PIPELINES of them."""
+    return await LiveRepository(session).catalogued_pipelines(LISTED_PIPELINES)
 
 
 @dataclass(frozen=True)
