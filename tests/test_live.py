@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+import time
 from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from mcp import Client
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, ResourceUpdated
 from mcp_types import Completion, PromptReference, ResourceTemplateReference, ServerNotification
 
@@ -17,6 +24,7 @@ from mcp_server.server import build_server
 from mcp_server.settings import Settings
 from tests.helpers import call_ok
 
+log = logging.getLogger(__name__)
 pytestmark = pytest.mark.anyio
 # resources/subscribe is the 2025-11-25 path, which the SDK's client marks deprecated.
 LEGACY_SUBSCRIBE = pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")
@@ -174,3 +182,73 @@ async def test_a_listen_stream_hears_list_changes_and_resource_updates(client: C
             await _until(lambda: {type(event) for event in events} >= kinds)
             group.cancel_scope.cancel()
     assert [event.uri for event in events if isinstance(event, ResourceUpdated)] == [uri]
+
+
+SCRIPT = Path(sys.executable).with_name("pipeline-state-mcp")
+
+
+def _stdio(db_url: str, tmp_path: Path, logs: ExitStack, name: str) -> Any:
+    env = {"PIPELINE_STATE_DATABASE_URL": db_url, "XDG_DATA_HOME": str(tmp_path / "data")}
+    errlog = logs.enter_context((tmp_path / f"{name}.log").open("w"))
+    return stdio_client(StdioServerParameters(command=str(SCRIPT), env=env, cwd=str(tmp_path)), errlog=errlog)
+
+
+@pytest.mark.slow
+@LEGACY_SUBSCRIBE
+async def test_a_listener_on_server_a_hears_a_record_made_through_server_b(db_url: str, tmp_path: Path) -> None:
+    """Three processes on one database: A (2025-11-25 resources/subscribe), A2 (2026-07-28 listen) and the
+    writer B. Each record through B reaches both listeners within seconds; after unsubscribing, none does."""
+    heard: list[tuple[float, str]] = []
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, ServerNotification) and message.method == "notifications/resources/updated":
+            heard.append((time.monotonic(), str(message.params.uri)))
+
+    logs = ExitStack()
+    writer = Client(_stdio(db_url, tmp_path, logs, "b"))
+    legacy = Client(_stdio(db_url, tmp_path, logs, "a"), message_handler=on_message, mode="legacy")
+    modern = Client(_stdio(db_url, tmp_path, logs, "a2"))
+    async with writer as b, legacy as a, modern as a2:
+        await call_ok(b, "define_process", process_id="draft", name="Draft")
+        project = (await call_ok(b, "create_project", name="shared"))["id"]
+        uri = f"pipeline://projects/{project}"
+        await a.subscribe_resource(uri)
+        latencies: list[float] = []
+        listened: list[float] = []
+        async with a2.listen(resource_subscriptions=[uri]) as subscription:
+            for n in range(5):
+                await anyio.sleep(0.3)
+                before = len(heard)
+                await call_ok(b, "record_execution", project_id=project, process_id="draft", output_data={"n": n})
+                committed = time.monotonic()
+                with anyio.fail_after(5):
+                    event = await subscription.__anext__()
+                listened.append(time.monotonic() - committed)
+                assert isinstance(event, ResourceUpdated) and event.uri == uri
+                await _until(lambda before=before: len(heard) > before)  # type: ignore[misc]
+                latencies.append(heard[-1][0] - committed)
+        await a.unsubscribe_resource(uri)
+        count = len(heard)
+        await call_ok(b, "record_execution", project_id=project, process_id="draft", output_data={"n": "late"})
+        await anyio.sleep(1.5)
+        assert len(heard) == count
+    logs.close()
+    log.info("commit on B -> event on A (s): subscribe %s, listen %s", sorted(latencies), sorted(listened))
+    assert sorted(latencies)[2] <= 1.0 and sorted(listened)[2] <= 1.0  # p50
+
+
+@LEGACY_SUBSCRIBE
+async def test_subscriptions_per_session_are_bounded(settings: Settings) -> None:
+    async with Client(build_server(settings), mode="legacy") as client:
+        refused = 0
+        for n in range(10_000):
+            try:
+                await client.subscribe_resource(f"pipeline://pipelines/p{n}")
+            except MCPError as exc:
+                assert exc.error.message.startswith("limit: at most 100 resource subscriptions per session")
+                refused += 1
+        assert refused == 10_000 - 100
+        await client.unsubscribe_resource("pipeline://pipelines/p0")
+        await client.subscribe_resource("pipeline://pipelines/again")
+        with pytest.raises(MCPError, match="not_found"):
+            await client.subscribe_resource("https://example.com/x")
