@@ -27,6 +27,7 @@ class Wire:
     def __init__(self, url: str, tmp_path: Path) -> None:
         env = {key: value for key, value in os.environ.items() if not key.startswith("PIPELINE_STATE_")}
         env |= {"PIPELINE_STATE_DATABASE_URL": url, "XDG_DATA_HOME": str(tmp_path / "data")}
+        self.notifications: list[str] = []
         self.stderr = (tmp_path / "stderr.log").open("wb")
         self.process = subprocess.Popen(
             [str(SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env, cwd=tmp_path
@@ -41,10 +42,13 @@ class Wire:
 
     def receive(self) -> dict[str, Any]:
         assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        assert line, "the server closed stdout"
-        reply: dict[str, Any] = json.loads(line)
-        return reply
+        while True:  # a reply, after any notifications the server sent first (list_changed after a define)
+            line = self.process.stdout.readline()
+            assert line, "the server closed stdout"
+            reply: dict[str, Any] = json.loads(line)
+            if "id" in reply or "method" not in reply:
+                return reply
+            self.notifications.append(reply["method"])
 
     def call(self, number: int, tool: str, arguments: dict[str, Any]) -> bytes:
         params = {"name": tool, "arguments": arguments}
