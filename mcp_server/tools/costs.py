@@ -54,9 +54,8 @@ async def report_cost(
     execution_id: Annotated[uuid.UUID | None, Field(description="Its execution (implies project and step).")] = None,
     idempotency_key: Annotated[IdempotencyKey | None, Field(description="Retry-safe key (`replayed`).")] = None,
 ) -> CostReply:
-    """Log one LLM call's tokens and cost (or pass `usage` to record_execution). Without cost_usd it is
-    priced (`custom` team price, else `computed`); an unknown model is `unpriced` (null, never 0).
-    Always stored, even over budget. Returns the row and the budget."""
+    """Log one LLM call's tokens and cost (or pass `usage` to record_execution). Priced unless cost_usd
+    is given; an unknown model is `unpriced` (null, never 0). Stored even over budget."""
     usage = UsageIn.parse(
         provider=provider,
         model=model,

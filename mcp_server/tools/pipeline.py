@@ -200,8 +200,8 @@ async def renew_lease(
     ctx: Context[App],
     lease_seconds: Annotated[int | None, Field(ge=1, le=86_400, description="From now; default 900.")] = None,
 ) -> LeaseReply:
-    """Extend a running execution's lease (heartbeat), up to the step's time limit. `lease_expired`:
-    too late; a finish counts only if nobody took the step."""
+    """Extend a running execution's lease (heartbeat), up to the step's time limit; `lease_expired` when
+    too late."""
     app = app_of(ctx)
     async with app.db.unit_of_work() as session:
         return await leases.renew(
@@ -232,10 +232,10 @@ async def record_execution(
     idempotency_key: IdempotencyKey = None,
     force: Force = False,
 ) -> RecordReply:
-    """Record a step's output: it becomes `completed`, steps downstream `stale` (`invalidated`) unless
-    the output is unchanged; a started execution overtaken meanwhile is `superseded` (or `late_finish`
-    if the step went stale) unless force. Errors: `not_ready`, `schema_violation`, `conflict`,
-    `invalid_transition` (step running), `lease_expired` (step reclaimed: output kept, not current)."""
+    """Record a step's output: it becomes `completed`, steps downstream `stale` unless the output is
+    unchanged; a started execution overtaken meanwhile is `superseded` (`late_finish` if the step went
+    stale). Errors: `not_ready`, `schema_violation`, `conflict`, `invalid_transition` (step running),
+    `lease_expired` (reclaimed: output kept, not current)."""
     async with app_of(ctx).db.unit_of_work() as session:
         return await executions.record(
             session,
