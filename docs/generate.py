@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -165,11 +166,14 @@ async def generate() -> str:
         lines.append(f"- `{template.uri_template}` ({template.mime_type}): {template.description}")
     lines += ["", "## Prompts", ""]
     lines.append("Every prompt saved with `save_prompt_version` is also an MCP prompt named after its `prompt_id`; its")
-    lines.append("arguments are the `{{placeholders}}` of the latest version's `user_template`. For example:")
+    lines.append("arguments are the `{{placeholders}}` of the latest version's `user_template`; its description ends")
+    lines.append("with the `prompt_version_id` to record with the execution that uses it. For example:")
     lines.append("")
     for prompt in prompts:
         arguments = ", ".join(f"`{a.name}` (required)" for a in prompt.arguments or [])
-        lines.append(f"- `{prompt.name}`: {prompt.description} Arguments: {arguments}.")
+        # The version id is new in every run: shown as a placeholder, so the file stays reproducible.
+        description = re.sub(r"prompt_version_id [0-9a-f-]{36}", "prompt_version_id <uuid>", prompt.description or "")
+        lines.append(f"- `{prompt.name}`: {' '.join(description.split())} Arguments: {arguments}.")
     return "\n".join(lines).rstrip() + "\n"
 
 

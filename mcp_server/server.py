@@ -421,7 +421,7 @@ class PipelineStateServer(MCPServer[App]):
             Prompt(
                 name=item.prompt_id,
                 title=f"{item.prompt_id} (v{item.version})",
-                description=item.system_prompt or f"Prompt {item.prompt_id}, version {item.version}",
+                description=item.description,
                 arguments=[
                     PromptArgument(name=name, description=f"Value for {{{{{name}}}}}", required=True)
                     for name in item.placeholders

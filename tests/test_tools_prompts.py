@@ -166,14 +166,19 @@ async def test_prompts_list_shows_each_prompt_with_the_placeholders_of_its_lates
     assert set(prompts) == {"greet", "rules"}
     greet = prompts["greet"]
     assert [(arg.name, arg.required) for arg in greet.arguments or []] == [("name", True), ("topic", True)]
-    assert greet.description == "You are kind."
+    versions = {name: await call_ok(client, "get_prompt_version", prompt_id=name) for name in ("greet", "rules")}
+    # The description names the version id an execution records: no extra call to learn it.
+    assert greet.description == f"You are kind.\n\n[version 2; prompt_version_id {versions['greet']['id']}]"
+    assert prompts["rules"].description == (
+        f"Only a system prompt.\n\n[version 1; prompt_version_id {versions['rules']['id']}]"
+    )
     assert prompts["rules"].arguments == []
 
 
 async def test_prompts_get_renders_the_latest_version(client: Client) -> None:
     await _save(client, "greet", system_prompt="You are kind.", user_template="Hi {{name}}, about {{ topic }}.")
     result = await client.get_prompt("greet", {"name": "Ada", "topic": "{{name}} \\1 engines"})
-    assert result.description == "You are kind."
+    assert result.description is not None and result.description.startswith("You are kind.\n\n[version 1; ")
     texts = [(message.role, message.content) for message in result.messages]
     assert all(isinstance(content, TextContent) for _, content in texts)
     rendered = [(role, content.text) for role, content in texts if isinstance(content, TextContent)]

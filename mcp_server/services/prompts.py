@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -71,6 +72,12 @@ async def list_page(session: AsyncSession, *, prompt_id: str, page: int, page_si
     )
 
 
+def version_note(text: str | None, version: int, version_id: uuid.UUID) -> str:
+    """A prompt's MCP description ends with the version id an execution records (no extra call to learn it)."""
+    note = f"[version {version}; prompt_version_id {version_id}]"
+    return f"{text}\n\n{note}" if text else note
+
+
 @dataclass(frozen=True)
 class PromptListing:
     """A saved prompt as an MCP prompt: named by its prompt_id, its arguments the placeholders of the latest
@@ -78,8 +85,13 @@ class PromptListing:
 
     prompt_id: str
     version: int
+    version_id: uuid.UUID
     system_prompt: str | None
     placeholders: list[str]
+
+    @property
+    def description(self) -> str:
+        return version_note(self.system_prompt or f"Prompt {self.prompt_id}", self.version, self.version_id)
 
 
 @dataclass(frozen=True)
@@ -93,7 +105,7 @@ class RenderedPrompt:
 
 async def listing(session: AsyncSession) -> list[PromptListing]:
     return [
-        PromptListing(row.prompt_id, row.version, row.system_prompt, templates.placeholders(row.user_template))
+        PromptListing(row.prompt_id, row.version, row.id, row.system_prompt, templates.placeholders(row.user_template))
         for row in await PromptRepository(session).latest_of_each()
     ]
 
@@ -110,4 +122,4 @@ async def render(session: AsyncSession, prompt_id: str, arguments: dict[str, str
     messages = [f"[system]\n{row.system_prompt}"] if row.system_prompt else []
     if row.user_template:
         messages.append(templates.render(row.user_template, arguments))
-    return RenderedPrompt(description=row.system_prompt, messages=messages)
+    return RenderedPrompt(description=version_note(row.system_prompt, row.version, row.id), messages=messages)
