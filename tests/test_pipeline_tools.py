@@ -338,8 +338,14 @@ async def test_a_dry_run_names_the_steps_that_would_go_stale(client: Client) -> 
     for pid in ("a", "b"):
         await call_ok(client, "record_execution", project_id=project, process_id=pid, output_data={})
     changed = [{**steps[0], "output_schema": {"type": "object"}}, steps[1]]
+    other = (await call_ok(client, "create_project", name="only a"))["id"]
+    await call_ok(client, "record_execution", project_id=other, process_id="a", output_data={})
     plan = await call_ok(client, "apply_pipeline", processes=changed, dry_run=True)
-    assert plan["stale_states"] == 2 and plan["stale_steps"] == ["a", "b"]
+    assert plan["stale_states"] == 3 and plan["stale_steps"] == ["a", "b"] and plan["stale_projects"] == 2
+    # Per project: which of its steps go stale (the first 100 projects; stale_projects counts them all).
+    assert plan["stale_by_project"] == {project: ["a", "b"], other: ["a"]}
+    applied = await call_ok(client, "apply_pipeline", processes=changed)
+    assert applied["stale_by_project"] == plan["stale_by_project"]
 
 
 async def test_define_process_changes_only_the_fields_given(client: Client) -> None:

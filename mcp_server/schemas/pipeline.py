@@ -88,6 +88,7 @@ class ApplyReply(BaseModel):
     stale_states: int = Field(description="States made stale by changed depends_on or schemas.")
     stale_projects: int
     stale_steps: list[str] | None = None  # which steps go stale, first 100
+    stale_by_project: dict[str, list[str]] | None = None  # project id -> its steps going stale; first 100 projects
 
 
 class DeletedProcess(BaseModel):

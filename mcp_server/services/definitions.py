@@ -86,6 +86,7 @@ class _Plan:
     stale_states: int = 0
     stale_projects: int = 0
     stale_steps: dict[str, None] = field(default_factory=dict)  # which steps go stale somewhere, in order
+    stale_by_project: dict[str, list[str]] = field(default_factory=dict)  # the first MAX_LISTED projects
 
 
 def _fields(spec: ProcessSpec) -> DefinitionChange:
@@ -247,6 +248,8 @@ async def _mark_stale(
         plan.stale_states += len(hits)
         plan.stale_projects += 1
         plan.stale_steps.update(dict.fromkeys(hit.process_id for hit in hits))
+        if len(plan.stale_by_project) < MAX_LISTED:
+            plan.stale_by_project[str(project_id)] = [hit.process_id for hit in hits][:MAX_LISTED]
         if not dry_run:
             await pipeline_state.mark_stale(session, pipeline, hits)
 
@@ -295,6 +298,7 @@ async def apply(
         stale_states=plan.stale_states,
         stale_projects=plan.stale_projects,
         stale_steps=list(plan.stale_steps)[:MAX_LISTED] or None,
+        stale_by_project=plan.stale_by_project or None,
     )
 
 
