@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -310,7 +311,6 @@ async def test_a_project_is_completed_with_its_last_step_and_reopens_when_a_step
 
 
 async def test_a_refused_record_says_its_usage_was_not_logged_and_how_to_log_it(client: Client, db: Database) -> None:
-    import json
 
     project = await diamond(client)
     usage = {"provider": "openai", "model": "gpt-4o-mini", "prompt_tokens": 900, "completion_tokens": 100}
@@ -365,3 +365,38 @@ async def test_define_process_changes_only_the_fields_given(client: Client) -> N
     await call_error(
         client, "define_process", "invalid_argument", process_id="b", description="x", clear=["description"]
     )
+
+
+async def test_every_execution_names_the_upstream_executions_its_inputs_came_from(client: Client) -> None:
+    steps = [
+        {"process_id": "a", "name": "A"},
+        {"process_id": "b", "name": "B"},
+        {"process_id": "c", "name": "C", "depends_on": ["a", "b"]},
+    ]
+    await call_ok(client, "apply_pipeline", processes=steps)
+    project = (await call_ok(client, "create_project", name="lineage"))["id"]
+    first: dict[str, str] = {}
+    for pid in ("a", "b"):
+        first[pid] = (await call_ok(client, "record_execution", project_id=project, process_id=pid,
+                                    output_data={"v": pid}))["execution"]["id"]  # fmt: skip
+    started = await call_ok(client, "start_execution", project_id=project, process_id="c")
+    execution_id = started["execution"]["id"]
+    # A new output of `a` while c runs: c was still made from what it was handed at its start.
+    second_a = (await call_ok(client, "record_execution", project_id=project, process_id="a",
+                              output_data={"v": "a2"}))["execution"]["id"]  # fmt: skip
+    await call_ok(client, "record_execution", project_id=project, process_id="c", execution_id=execution_id,
+                  output_data={"v": "c"})  # fmt: skip
+    got = await call_ok(client, "get_execution", execution_id=execution_id)
+    assert got["inputs_from"] == {"a": first["a"], "b": first["b"]}
+    # A one-call record: the outputs current when it was recorded.
+    again = (await call_ok(client, "record_execution", project_id=project, process_id="c",
+                           output_data={"v": "c2"}))["execution"]["id"]  # fmt: skip
+    assert (await call_ok(client, "get_execution", execution_id=again))["inputs_from"] == {
+        "a": second_a,
+        "b": first["b"],
+    }
+    resource = await client.read_resource(f"pipeline://executions/{again}")
+    text = resource.contents[0].text if hasattr(resource.contents[0], "text") else ""
+    assert json.loads(text)["inputs_from"] == {"a": second_a, "b": first["b"]}
+    # A step without dependencies has no lineage to name.
+    assert "inputs_from" not in await call_ok(client, "get_execution", execution_id=first["a"])

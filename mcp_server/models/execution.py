@@ -25,6 +25,8 @@ class ProcessExecution(AuditMixin, Base):
     prompt_version_id: Mapped[uuid.UUID | None] = mapped_column(GUID(), ForeignKey("prompt_versions.id"))
 
     input_data: Mapped[Any] = mapped_column(JSONType(), nullable=False)
+    # Lineage: dependency process id -> the execution whose output this one was handed (or was current).
+    inputs_from: Mapped[Any | None] = mapped_column(JSONType())
     output_data: Mapped[Any | None] = mapped_column(JSONType())
     output_hash: Mapped[str | None] = mapped_column(String(64))
 

@@ -38,6 +38,7 @@ class NewExecution(ExecutionChange, total=False):
     project_id: uuid.UUID
     process_id: str
     input_data: Any
+    inputs_from: dict[str, str] | None
     reserved_usd: Decimal | None
     started_at: datetime
     created_by: str | None

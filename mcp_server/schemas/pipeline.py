@@ -106,6 +106,7 @@ class ExecutionOut(Out):
     process_id: str
     status: ExecutionStatus
     input_data: JsonObjectOut
+    inputs_from: dict[str, uuid.UUID] | None = None  # dependency -> the execution whose output was used
     output_data: JsonObjectOut | None
     output_hash: str | None
     reasoning: str | None

@@ -176,12 +176,18 @@ def _reply(value: Any, *models: type[BaseModel]) -> Any:
     raise ValueError("is not a reply the tools could have given")
 
 
+def _uuid_text(value: str) -> str:
+    return str(uuid.UUID(value))
+
+
 class ExecutionRow(_Audited):
     id: uuid.UUID
     project_id: uuid.UUID
     process_id: Slug
     prompt_version_id: uuid.UUID | None = None
     input_data: Data
+    # Stored as the tools store it (ids as text), so a row already here compares equal.
+    inputs_from: Annotated[dict[Slug, Annotated[str, AfterValidator(_uuid_text)]], Field(max_length=100)] | None = None
     output_data: Data | None = None
     output_hash: Hash | None = None  # derived: recomputed from output_data when the row is stored
     status: ExecutionStatus = ExecutionStatus.PENDING

@@ -193,6 +193,17 @@ class Inputs:
         return {"inputs": self.outputs or None, "inputs_omitted": self.omitted or None}
 
 
+def lineage(pipeline: ProjectPipeline, process_id: str) -> dict[str, str] | None:
+    """Which execution's output each dependency hands the step now (docs/design.md, "Data model"): stored
+    with the execution as ``inputs_from``; None for a step without dependencies that ran."""
+    handed = {
+        dep: str(row.current_execution_id)
+        for dep in pipeline.definition(process_id).depends_on
+        if (row := pipeline.rows.get(dep)) is not None and row.current_execution_id is not None
+    }
+    return handed or None
+
+
 async def inputs_of(session: AsyncSession, pipeline: ProjectPipeline, process_id: str) -> Inputs:
     """Each dependency's current output_data (docs/design.md, "MCP surface"), in dependency order while
     they fit in INPUTS_LIMIT together; the rest are named with their execution ids, to fetch with get_execution."""
