@@ -198,3 +198,21 @@ async def test_failing_an_overtaken_execution_leaves_the_step_to_the_one_running
     failed = await call_ok(client, "fail_execution", execution_id=first, error_message="gave up")
     assert failed["execution"]["status"] == "failed" and failed["state"]["state"] == "running"
     assert failed["state"]["version"] == second["state"]["version"]
+
+
+async def test_a_running_steps_state_hands_a_resuming_agent_its_inputs_and_schemas(client: Client) -> None:
+    output_schema = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
+    input_schema = {"type": "object", "properties": {"tone": {"type": "string"}}}
+    await call_ok(client, "define_process", process_id="outline", name="Outline")
+    await call_ok(client, "define_process", process_id="draft", name="Draft", depends_on=["outline"],
+                  input_schema=input_schema, output_schema=output_schema)  # fmt: skip
+    project = str((await call_ok(client, "create_project", name="resume"))["id"])
+    await call_ok(client, "record_execution", project_id=project, process_id="outline", output_data={"points": 3})
+    started = await call_ok(client, "start_execution", project_id=project, process_id="draft")
+    # One call tells an agent resuming after a crash what runs, what it was handed and what to produce.
+    state = await call_ok(client, "get_process_state", project_id=project, process_id="draft")
+    assert state["state"] == "running" and state["running_execution_id"] == started["execution"]["id"]
+    assert state["inputs"] == {"outline": {"points": 3}}
+    assert state["input_schema"] == input_schema and state["output_schema"] == output_schema
+    plain = await call_ok(client, "get_process_state", project_id=project, process_id="outline")
+    assert "input_schema" not in plain and "output_schema" not in plain  # none defined: left out

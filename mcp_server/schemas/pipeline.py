@@ -241,6 +241,8 @@ class ProcessStateDetail(HandedInputs, StateOut):
     current_output: JsonObjectOut | None = Field(None, description="output_data of the current execution.")
     running_execution_id: uuid.UUID | None = None
     lease_expires_at: datetime | None = None  # the running execution's lease: past it, claimable again
+    input_schema: dict[str, Any] | None = None  # the definition's, so a resuming agent needs no other call
+    output_schema: dict[str, Any] | None = None
 
 
 class ProcessStatus(BaseModel):

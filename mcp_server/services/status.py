@@ -123,6 +123,7 @@ async def process_state(session: AsyncSession, project_id: uuid.UUID, process_id
     blocking = rules.blockers(graph, states, process_id)
     now = utcnow()
     clock = leases.clocks_of(pipeline, {process_id: running} if running else {}, now).get(process_id, StepClock())
+    input_schema, output_schema = await pipeline.catalogue.schemas_of(session, process_id)
     return ProcessStateDetail(
         process_id=process_id,
         name=definition.name,
@@ -142,6 +143,8 @@ async def process_state(session: AsyncSession, project_id: uuid.UUID, process_id
         current_output=current_output,
         running_execution_id=running.id if running else None,
         lease_expires_at=running.lease_expires_at if running else None,
+        input_schema=input_schema,
+        output_schema=output_schema,
         **(await pipeline_state.inputs_of(session, pipeline, process_id)).fields(),
     )
 
