@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
@@ -76,6 +77,9 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     # A started execution's lease when start_execution gives no lease_seconds (docs/design.md, "Agent teams").
     lease_seconds: int = Field(default=900, ge=1, le=86_400)
+    # What a start without reserve_usd holds on a `block` budget when the step has no cost history (its
+    # median cost of recent runs otherwise); never more than what is left (docs/design.md, "Costs and budgets").
+    default_reserve_usd: Decimal | None = Field(default=None, ge=0, le=1_000_000, decimal_places=10)
     # SQLite: how long a call waits for another process's write lock before it is answered `busy`.
     sqlite_busy_timeout: float = Field(default=30.0, ge=0.1, le=3600.0)
     # Admission: tool calls running at once, and calls waiting for a slot beyond them; past that a call is

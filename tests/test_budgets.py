@@ -62,13 +62,13 @@ async def test_block_refuses_starts_past_the_budget_and_reservations_are_held_an
     )  # fmt: skip
     budget = done["budget"]
     assert usd(budget["reserved_usd"]) == 0 and usd(budget["spent_usd"]) == Decimal("0.045")
-    assert budget["crossed"] == 80 and budget["exceeded"] is False
+    assert budget["crossed"] == [50, 80] and budget["exceeded"] is False
     assert "reserved_usd" not in await call_ok(client, "get_execution", execution_id=first["execution"]["id"])
 
     # Without reserve_usd, a start is refused only once spent + reserved has reached the budget.
     second = await call_ok(client, "start_execution", project_id=project, process_id="s1")
     over = await call_ok(client, "report_cost", provider="x", model="y", cost_usd="0.01", project_id=project)
-    assert over["budget"]["exceeded"] is True and over["budget"]["crossed"] == 100  # stored all the same
+    assert over["budget"]["exceeded"] is True and over["budget"]["crossed"] == [100]  # stored all the same
     await call_error(client, "start_execution", "budget_exceeded", project_id=project, process_id="s2")
     failed = await call_ok(client, "fail_execution", execution_id=second["execution"]["id"], error_message="x")
     assert failed["execution"]["status"] == "failed"
@@ -90,7 +90,7 @@ async def test_thresholds_are_said_once_by_the_call_that_crosses_them(client: Cl
     for cost in ("0.3", "0.3", "0.1", "0.2", "0.2", "0.1"):
         reply = await call_ok(client, "report_cost", provider="x", model="y", cost_usd=cost, project_id=project)
         crossed.append(reply["budget"].get("crossed"))
-    assert crossed == [None, 50, None, 80, 100, None]
+    assert crossed == [None, [50], None, [80], [100], None]
 
 
 async def _eight_starts(db_url: str, tmp_path: Path, client: Client) -> None:

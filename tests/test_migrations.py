@@ -24,6 +24,7 @@ pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = {
     "projects",
+    "budget_alerts",
     "process_definitions",
     "process_executions",
     "process_states",

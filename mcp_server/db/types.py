@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
@@ -157,6 +158,16 @@ class UTCDateTime(TypeDecorator[datetime]):
         return moment.astimezone(UTC)
 
 
+# What utcnow reads; tests move time through set_clock (budget periods, leases), never by sleeping.
+_clock: Callable[[], datetime] | None = None
+
+
 def utcnow() -> datetime:
-    """Timezone-aware current UTC time."""
-    return datetime.now(UTC)
+    """Timezone-aware current UTC time (from the clock set_clock installed, if any)."""
+    return datetime.now(UTC) if _clock is None else _clock()
+
+
+def set_clock(clock: Callable[[], datetime] | None) -> None:
+    """Install the clock utcnow reads (None: the system clock again). For tests."""
+    global _clock
+    _clock = clock

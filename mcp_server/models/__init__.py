@@ -2,7 +2,7 @@
 
 from mcp_server.enums import CostSource, ExecutionStatus, ProjectStatus, StateName
 from mcp_server.models.execution import ProcessExecution
-from mcp_server.models.metrics import LLMMetrics, LLMPrice
+from mcp_server.models.metrics import BudgetAlert, LLMMetrics, LLMPrice
 from mcp_server.models.process import ProcessDefinition
 from mcp_server.models.project import Project
 from mcp_server.models.prompt import PromptVersion
@@ -10,6 +10,7 @@ from mcp_server.models.revision import Revision
 from mcp_server.models.state import ProcessState
 
 __all__ = [
+    "BudgetAlert",
     "CostSource",
     "ExecutionStatus",
     "LLMMetrics",

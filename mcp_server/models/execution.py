@@ -38,6 +38,8 @@ class ProcessExecution(AuditMixin, Base):
     # The budget this execution holds while it runs (start_execution's reserve_usd); released (None)
     # when it is recorded or failed.
     reserved_usd: Mapped[Decimal | None] = mapped_column(Money())
+    # Who runs it (start_execution's agent, by default the MCP client): its costs are charged to it.
+    agent: Mapped[str | None] = mapped_column(String(200))
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # A started execution's lease (docs/design.md, "Agent teams"): past it, the execution is expired. The
     # token fences late writers (new for every attempt); attempt counts the step's tries in a row.

@@ -42,6 +42,9 @@ class Project(AuditMixin, SoftDeleteMixin, Base):
     budget_policy: Mapped[str] = mapped_column(
         String(10), default=BudgetPolicy.WARN.value, server_default=BudgetPolicy.WARN.value, nullable=False
     )
+    # What the budget is judged over: `none` (the whole life), `day`, `week`, `month` (UTC calendar) or
+    # `rolling:<N>d` / `rolling:<N>h` (services/periods.py).
+    budget_period: Mapped[str] = mapped_column(String(20), default="none", server_default="none", nullable=False)
     # What the project's running executions hold against the budget (start_execution's reserve_usd),
     # kept in the same transaction as each start and finish.
     reserved_usd: Mapped[Decimal] = mapped_column(Money(), default=Decimal(0), server_default="0", nullable=False)

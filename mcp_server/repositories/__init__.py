@@ -1,5 +1,6 @@
 """All SQL lives here. Repositories flush and never commit: the unit of work owns the transaction."""
 
+from mcp_server.repositories.alerts import BudgetAlertRepository
 from mcp_server.repositories.base import Page
 from mcp_server.repositories.executions import ExecutionChange, ExecutionRepository
 from mcp_server.repositories.metrics import MetricsRepository
@@ -11,6 +12,7 @@ from mcp_server.repositories.revisions import RevisionRepository
 from mcp_server.repositories.states import StateRepository
 
 __all__ = [
+    "BudgetAlertRepository",
     "DefinitionChange",
     "ExecutionChange",
     "ExecutionRepository",

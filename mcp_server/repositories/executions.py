@@ -42,6 +42,7 @@ class NewExecution(ExecutionChange, total=False):
     reserved_usd: Decimal | None
     started_at: datetime
     created_by: str | None
+    agent: str | None
     lease_token: str | None
     attempt: int | None
 

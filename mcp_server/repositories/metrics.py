@@ -36,6 +36,7 @@ from mcp_server.models import (
     LLMMetrics,
     ProcessExecution,
     ProcessState,
+    Project,
     PromptVersion,
     StateName,
 )
@@ -77,6 +78,7 @@ _GROUP_COLUMNS: dict[str, dict[str, ColumnElement[Any]]] = {
     "day": {"day": UtcDay(LLMMetrics.created_at)},
     "prompt": {"prompt_id": PromptVersion.__table__.c.prompt_id, "prompt_version": PromptVersion.__table__.c.version},
     "source": {"cost_source": LLMMetrics.__table__.c.cost_source},
+    "agent": {"agent": LLMMetrics.__table__.c.agent},
 }
 
 
@@ -211,6 +213,42 @@ class MetricsRepository(Repository):
         return await self.session.scalar(
             select(func.max(LLMMetrics.created_at)).where(LLMMetrics.project_id == project_id)
         )
+
+    async def recent_run_costs(self, pipeline_id: str, process_id: str, limit: int = 20) -> list[Decimal]:
+        """The priced cost of each of the step's latest executions (by their newest cost row), across the
+        projects of its pipeline: what a start without reserve_usd estimates from."""
+        units = func.sum(_UNITS).label("units")
+        newest = func.max(LLMMetrics.created_at).label("newest")
+        query = (
+            select(units, newest)
+            .join(Project, Project.id == LLMMetrics.project_id)
+            .where(
+                LLMMetrics.process_id == process_id,
+                Project.pipeline_id == pipeline_id,
+                LLMMetrics.execution_id.is_not(None),
+                LLMMetrics.cost_usd.is_not(None),
+            )
+            .group_by(LLMMetrics.execution_id)
+            .order_by(newest.desc())
+            .limit(limit)
+        )
+        return [units_to_money(int(row[0])) for row in (await self.session.execute(query)).all()]
+
+    async def spent_since(self, project_id: uuid.UUID, start: datetime) -> Decimal:
+        """Exact sum of the project's priced costs logged at or after ``start`` (a range of
+        ix_metrics_project_created): what a budget with a period judges."""
+        row = (
+            (
+                await self.session.execute(
+                    select(*_money_sum(_UNITS, "cost")).where(
+                        LLMMetrics.project_id == project_id, LLMMetrics.created_at >= start
+                    )
+                )
+            )
+            .mappings()
+            .one()
+        )
+        return units_to_money(_money_units(row, "cost"))
 
     async def project_spend(self, project_id: uuid.UUID) -> tuple[Decimal, int]:
         """Exact sum of the project's priced costs, and how many of its calls are unpriced."""

@@ -53,6 +53,7 @@ class ProjectChange(TypedDict, total=False):
     metadata_: dict[str, Any]
     budget_usd: Decimal | None
     budget_policy: str
+    budget_period: str
     pipeline_id: str
     updated_by: str | None
 
@@ -115,12 +116,17 @@ class ProjectRepository(Repository):
         project.restore()
         return await self.update(project, updated_by=by)
 
-    async def reserve(self, project_id: uuid.UUID, *, units: int, within_budget: bool) -> bool:
+    async def reserve(
+        self, project_id: uuid.UUID, *, units: int, within_budget: bool, spent_units: int | None = None
+    ) -> bool:
         """Hold ``units`` against the project's budget, in one conditional UPDATE (exact under any
         concurrency: the row is locked while the condition is checked). With ``within_budget``, only if
         spent + reserved + units stays within the budget (with no units: while spent + reserved is still
-        under it); returns whether the hold was taken."""
-        spent = type_coerce(Project.spent_usd, BigInteger())
+        under it); ``spent_units``: the spend the budget judges when it has a period (read under the
+        project's lock), instead of the all-time total. Returns whether the hold was taken."""
+        spent = (
+            type_coerce(Project.spent_usd, BigInteger()) if spent_units is None else literal(spent_units, BigInteger())
+        )
         reserved = type_coerce(Project.reserved_usd, BigInteger())
         budget = type_coerce(Project.budget_usd, BigInteger())
         query = update(Project).where(Project.id == project_id)

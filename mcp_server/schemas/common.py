@@ -81,6 +81,8 @@ ShortText = Annotated[str, StringConstraints(max_length=200), NoNul]
 ACTOR_MAX = 100
 Actor = Annotated[str, StringConstraints(min_length=1, max_length=ACTOR_MAX, strip_whitespace=True), NoNul]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True), NoNul]
+# Who spends or runs (a sub-agent, worker or role); the MCP client's name/version when not given.
+Agent = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True), NoNul]
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
 # A slug that names something existing: the pattern is still enforced, but not spelled out to the model.
 SlugRef = Annotated[str, StringConstraints(pattern=SLUG_PATTERN), WithJsonSchema({"type": "string"})]

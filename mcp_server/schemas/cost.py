@@ -34,7 +34,7 @@ ModelName = Annotated[
 ]
 Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
 InferenceMs = Annotated[int, Field(ge=0, le=MAX_INFERENCE_MS)]
-GroupKey = Literal["project", "process", "provider", "model", "day", "prompt", "source"]
+GroupKey = Literal["project", "process", "provider", "model", "day", "prompt", "source", "agent"]
 
 PROMPT_CONVENTION = (
     "prompt_tokens counts ALL input tokens, cached ones included (OpenAI's prompt_tokens; for Anthropic "
@@ -152,11 +152,16 @@ class BudgetStatus(BaseModel):
 
     budget_usd: DecimalOut | None = None
     policy: BudgetPolicy
-    spent_usd: DecimalOut
+    spent_usd: DecimalOut = Field(description="All time.")
     reserved_usd: DecimalOut = Field(description="Held by running executions.")
-    remaining_usd: DecimalOut | None = Field(description="budget - spent - reserved.")
+    remaining_usd: DecimalOut | None = Field(description="budget - spent (in the period) - reserved.")
     exceeded: bool
-    crossed: int | None = Field(None, description="Percent (50, 80, 100) this call crossed.")
+    period: str | None = None
+    period_start: datetime | None = None
+    period_spent_usd: DecimalOut | None = None
+    period_remaining_usd: DecimalOut | None = None
+    resets_at: datetime | None = None
+    crossed: list[int] | None = Field(None, description="Percents of the budget first crossed by this call.")
     unpriced_calls: int = Field(description="Not in spent_usd.")
     note: str | None = None
 
@@ -201,6 +206,7 @@ class CostGroup(CostFigures):
     prompt_id: str | None = None
     prompt_version: int | None = None
     cost_source: str | None = None
+    agent: str | None = None
 
 
 class CostSummary(BaseModel):

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from mcp_server.enums import BudgetPolicy, ProjectStatus
 from mcp_server.schemas.common import Out, PageInfo, UsdOut
@@ -31,7 +31,8 @@ class ProjectRow(Out):
     def _from_row(cls, data: Any) -> Any:
         # The ORM attribute is `metadata_` (`metadata` is SQLAlchemy's own); the API says `metadata`.
         if hasattr(data, "metadata_") and hasattr(data, "__table__"):  # a Project row
-            computed = {"metadata", "remaining_usd", "exceeded"}
+            computed = {"metadata", "remaining_usd", "exceeded", "period_start", "period_spent_usd", "resets_at"}
+            computed |= {"budget_alerts"}
             fields = {name: getattr(data, name) for name in cls.model_fields if name not in computed}
             budget = data.budget_usd
             return fields | {
@@ -43,10 +44,23 @@ class ProjectRow(Out):
         return data
 
 
+class BudgetAlertOut(Out):
+    threshold: int = Field(description="Percent of the budget.")
+    spent_usd: UsdOut
+    budget_usd: UsdOut
+    period_start: datetime | None
+    crossed_at: datetime
+
+
 class ProjectOut(ProjectRow):
     budget_policy: BudgetPolicy
+    budget_period: str
     reserved_usd: UsdOut
     remaining_usd: UsdOut | None = None
+    period_start: datetime | None = None
+    period_spent_usd: UsdOut | None = None
+    resets_at: datetime | None = None
+    budget_alerts: list[BudgetAlertOut] = Field(default_factory=list, description="Newest first (20).")
     unpriced_calls: int
     is_deleted: bool
     created_at: datetime

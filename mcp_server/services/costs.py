@@ -12,14 +12,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mcp_server.db.engine import database_key
 from mcp_server.db.types import money_to_units, units_to_money, utcnow
+from mcp_server.enums import BudgetPolicy
 from mcp_server.errors import InvalidArgument, NotFound
-from mcp_server.models import CostSource, LLMMetrics, Project
+from mcp_server.models import CostSource, ExecutionStatus, LLMMetrics, ProcessExecution, Project
 from mcp_server.repositories import (
+    BudgetAlertRepository,
     ExecutionRepository,
     MetricsRepository,
     PriceRepository,
     ProcessDefinitionRepository,
     ProjectRepository,
+    StateRepository,
 )
 from mcp_server.repositories.metrics import CostAggregate
 from mcp_server.schemas.cost import (
@@ -32,7 +35,7 @@ from mcp_server.schemas.cost import (
     GroupKey,
     UsageIn,
 )
-from mcp_server.services import pricing
+from mcp_server.services import periods, pricing
 from mcp_server.services.idempotency import check_replay, request_hash
 from mcp_server.services.kept import Kept
 from mcp_server.services.projects import load_project
@@ -171,6 +174,7 @@ async def record_usage(
     process_id: str | None,
     execution_id: uuid.UUID | None,
     actor: str | None,
+    agent: str | None = None,
     links_checked: bool = False,
     prices_token: str | None = None,
     quoted: Quote | None = None,
@@ -189,47 +193,92 @@ async def record_usage(
         project_id=project_id,
         process_id=process_id,
         execution_id=execution_id,
+        agent=agent or actor,
         created_by=actor,
         updated_by=actor,
     )
     return CostRecord.from_row(row)
 
 
-THRESHOLDS = (50, 80, 100)  # percent of the budget a reply says a call crossed
+THRESHOLDS = (50, 80, 100)  # percent of the budget whose first crossing in a period is reported
+
+
+@dataclass(frozen=True)
+class Judged:
+    """What a project's budget judges now: the span (its period) and the spend in it (all of it without a
+    period: the running total, no query)."""
+
+    window: periods.Window
+    spent: Decimal
+
+
+async def judge(session: AsyncSession, project: Project, now: datetime | None = None) -> Judged:
+    window = periods.window(project.budget_period, now or utcnow())
+    if not window.bounded or project.budget_usd is None:
+        return Judged(window, project.spent_usd)
+    return Judged(window, await MetricsRepository(session).spent_since(project.id, window.start))
+
+
+async def alert(session: AsyncSession, project: Project, judged: Judged) -> list[int]:
+    """After a cost was logged: the thresholds (percent of the budget) the period's spend has reached that
+    no call reported yet in this period, kept in ``budget_alerts`` so each is reported once. Spend only:
+    money held by running executions is not spent and may come back, so it never fires an alert (block
+    admission counts it)."""
+    budget = project.budget_usd
+    if budget is None or budget <= 0:
+        return []
+    reached = [t for t in THRESHOLDS if judged.spent * 100 >= budget * t]
+    return await BudgetAlertRepository(session).record_once(
+        project.id,
+        scope="budget",
+        thresholds=reached,
+        period_start=judged.window.alert_start,
+        spent_usd=judged.spent,
+        budget_usd=budget,
+        now=utcnow(),
+    )
 
 
 async def budget_status(
     session: AsyncSession, project_id: uuid.UUID | None, *, added: Decimal | None = None
 ) -> BudgetStatus | None:
-    """Budget, policy, spent, reserved, remaining and exceeded for a project (None without a project or
-    for an unknown one); with ``added`` (the cost this call just logged), the threshold it crossed."""
+    """Budget, policy, spend, reserved, remaining and exceeded for a project (None without a project or
+    for an unknown one); with ``added`` (the cost this call just logged), the thresholds it first crossed."""
     if project_id is None:
         return None
     project = await ProjectRepository(session).get(project_id, include_deleted=True)
     if project is None:
         return None
-    return status_of(project, added=added)
+    judged = await judge(session, project)
+    crossed = await alert(session, project, judged) if added else []
+    return status_of(project, judged, crossed=crossed)
 
 
-def status_of(project: Project, *, added: Decimal | None = None) -> BudgetStatus:
+def status_of(
+    project: Project, judged: Judged, *, crossed: list[int] | None = None, hold: str | None = None
+) -> BudgetStatus:
+    """The budget reply; ``crossed``: thresholds this call reported first; ``hold``: what a start held, in words."""
     spent, unpriced, reserved = project.spent_usd, project.unpriced_calls, project.reserved_usd  # running totals
     budget = project.budget_usd
-    remaining = None if budget is None else budget - spent - reserved
-    exceeded = budget is not None and spent > budget
-    crossed = None
-    if budget is not None and budget > 0 and added:
-        before, after = (spent - added) * 100 / budget, spent * 100 / budget
-        crossed = max((t for t in THRESHOLDS if before < t <= after), default=None)
-    note = None
+    remaining = None if budget is None else budget - judged.spent - reserved
+    exceeded = budget is not None and judged.spent > budget
+    window = judged.window
+    notes = [hold] if hold else []
     if budget is None:
-        note = "no budget set (update_project budget_usd sets one)"
+        notes.append("no budget set (update_project budget_usd sets one)")
     elif exceeded:
-        note = f"over budget by {spent - budget} USD"
-    elif crossed is not None:
-        note = f"this call crossed {crossed}% of the budget"
+        span = "" if not window.bounded else " this period"
+        notes.append(f"over budget{span} by {judged.spent - budget} USD")
+        if project.budget_policy == BudgetPolicy.BLOCK:
+            notes.append(
+                "the cost is logged; further starts are refused until the budget is raised"
+                + ("" if window.resets_at is None else f" or the period resets at {window.resets_at.isoformat()}")
+            )
+    if crossed:
+        notes.append("this call crossed " + ", ".join(f"{t}%" for t in crossed) + " of the budget")
     if unpriced:
-        extra = f"{unpriced} unpriced call(s) are not included in spent_usd"
-        note = extra if note is None else f"{note}; {extra}"
+        notes.append(f"{unpriced} unpriced call(s) are not included in spent_usd")
+    bounded = window.bounded and budget is not None
     return BudgetStatus(
         budget_usd=budget,
         policy=project.budget_policy,
@@ -237,22 +286,35 @@ def status_of(project: Project, *, added: Decimal | None = None) -> BudgetStatus
         reserved_usd=reserved,
         remaining_usd=remaining,
         exceeded=exceeded,
-        crossed=crossed,
+        period=window.period if bounded else None,
+        period_start=window.start if bounded else None,
+        period_spent_usd=judged.spent if bounded else None,
+        period_remaining_usd=remaining if bounded else None,
+        resets_at=window.resets_at if bounded else None,
+        crossed=crossed or None,
         unpriced_calls=unpriced,
-        note=note,
+        note="; ".join(notes) or None,
     )
 
 
 def _report_hash(
-    usage: UsageIn, project_id: uuid.UUID | None, process_id: str | None, execution_id: uuid.UUID | None
+    usage: UsageIn,
+    project_id: uuid.UUID | None,
+    process_id: str | None,
+    execution_id: uuid.UUID | None,
+    agent: str | None = None,
 ) -> str:
-    arguments = usage.model_dump(mode="json") | {
-        # 0.1 and 0.10 are the same cost: compare the stored units, not the spelling.
-        "cost_usd": None if usage.cost_usd is None else money_to_units(usage.cost_usd),
-        "project_id": project_id,
-        "process_id": process_id,
-        "execution_id": execution_id,
-    }
+    arguments = (
+        usage.model_dump(mode="json")
+        | {
+            # 0.1 and 0.10 are the same cost: compare the stored units, not the spelling.
+            "cost_usd": None if usage.cost_usd is None else money_to_units(usage.cost_usd),
+            "project_id": project_id,
+            "process_id": process_id,
+            "execution_id": execution_id,
+        }
+        | ({"agent": agent} if agent is not None else {})
+    )  # keys stored before agents existed still compare
     return request_hash("report_cost", arguments)
 
 
@@ -272,39 +334,57 @@ async def report_cost(
     execution_id: uuid.UUID | None,
     idempotency_key: str | None,
     actor: str | None,
+    agent: str | None = None,
 ) -> CostReply:
-    """Log one call's cost and return it with the project's budget status (docs/design.md, "Pipeline semantics")."""
+    """Log one call's cost and return it with the project's budget status (docs/design.md, "Costs and
+    budgets"). A cost of a running execution consumes what that execution holds first: the same money is
+    never counted as both spent and reserved."""
     metrics = MetricsRepository(session)
-    if idempotency_key is None:
-        record = await record_usage(
-            session, usage, project_id=project_id, process_id=process_id, execution_id=execution_id, actor=actor
-        )
-        return CostReply(cost=record, budget=await budget_status(session, record.project_id, added=record.cost_usd))
-
-    digest = _report_hash(usage, project_id, process_id, execution_id)
-    existing = await metrics.by_idempotency_key(idempotency_key)
-    if existing is not None:
+    digest = _report_hash(usage, project_id, process_id, execution_id, agent) if idempotency_key else ""
+    if idempotency_key is not None and (existing := await metrics.by_idempotency_key(idempotency_key)) is not None:
         return _replay(existing, idempotency_key, digest)
     project_id, process_id, execution_id = await _resolve_links(
         session, project_id=project_id, process_id=process_id, execution_id=execution_id
     )
-    row, created = await metrics.create_keyed(
-        **await _priced(session, usage, prices_token=None),
-        project_id=project_id,
-        process_id=process_id,
-        execution_id=execution_id,
-        created_by=actor,
-        updated_by=actor,
-        idempotency_key=idempotency_key,
-        request_hash=digest,
-    )
-    if not created:  # a concurrent call with the same key committed first
-        return _replay(row, idempotency_key, digest)
+    execution = None
+    if execution_id is not None:
+        # Serialised with the execution's start, finish and failure, which release its hold.
+        await StateRepository(session).lock_project(project_id)  # type: ignore[arg-type]
+        execution = await ExecutionRepository(session).get(execution_id)
+        if execution is not None:
+            await session.refresh(execution)
+    fields = await _priced(session, usage, prices_token=None) | {
+        "project_id": project_id,
+        "process_id": process_id,
+        "execution_id": execution_id,
+        "agent": agent or (execution.agent if execution is not None else None) or actor,
+        "created_by": actor,
+        "updated_by": actor,
+    }
+    if idempotency_key is None:
+        row = await metrics.create(**fields)
+    else:
+        row, created = await metrics.create_keyed(**fields, idempotency_key=idempotency_key, request_hash=digest)
+        if not created:  # a concurrent call with the same key committed first
+            return _replay(row, idempotency_key, digest)
+    if execution is not None and row.cost_usd:
+        await _consume_hold(session, execution, row.cost_usd)
     reply = CostReply(
         cost=CostRecord.from_row(row), budget=await budget_status(session, project_id, added=row.cost_usd)
     )
-    await metrics.keep_reply(row, reply.model_dump(mode="json"))
+    if idempotency_key is not None:
+        await metrics.keep_reply(row, reply.model_dump(mode="json"))
     return reply
+
+
+async def _consume_hold(session: AsyncSession, execution: ProcessExecution, cost: Decimal) -> None:
+    """A running execution's cost uses up its hold first (what is left stays held until it finishes)."""
+    held = execution.reserved_usd
+    if not held or execution.status != ExecutionStatus.RUNNING.value:
+        return
+    used = min(held, cost)
+    await ProjectRepository(session).release(execution.project_id, units=money_to_units(used))
+    await ExecutionRepository(session).update(execution, reserved_usd=(held - used) or None)
 
 
 def _money(units: int, calls: int, unpriced: int) -> Decimal | None:

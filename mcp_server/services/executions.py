@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -12,8 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mcp_server.db.types import money_to_units, utcnow
 from mcp_server.enums import BudgetPolicy
 from mcp_server.errors import BudgetExceeded, InvalidArgument, InvalidTransition, NotFound
-from mcp_server.models import ExecutionStatus, ProcessExecution, Project, ProjectStatus
-from mcp_server.repositories import ExecutionChange, ExecutionRepository, ProjectRepository, PromptRepository
+from mcp_server.models import ExecutionStatus, ProcessExecution, ProjectStatus
+from mcp_server.repositories import (
+    ExecutionChange,
+    ExecutionRepository,
+    MetricsRepository,
+    ProjectRepository,
+    PromptRepository,
+)
 from mcp_server.repositories.states import StateChange, StateRepository
 from mcp_server.schemas.common import envelope
 from mcp_server.schemas.cost import BudgetStatus, LoggedCost
@@ -68,32 +75,69 @@ async def _replay(session: AsyncSession, key: str | None, args_hash: str) -> dic
     return stored | {"replayed": True}
 
 
-async def _admit(session: AsyncSession, project: Project, reserve_usd: Decimal | None) -> Decimal | None:
+async def _estimate(
+    session: AsyncSession, pipeline: ProjectPipeline, process_id: str, default: Decimal | None
+) -> tuple[Decimal, str] | None:
+    """What a start without reserve_usd holds: the median cost of the step's recent runs in its pipeline,
+    else the server's default_reserve_usd; None when neither is known."""
+    runs = await MetricsRepository(session).recent_run_costs(pipeline.project.pipeline_id, process_id)
+    if runs:
+        return Decimal(statistics.median(runs)), f"the median cost of its last {len(runs)} run(s)"
+    if default is not None:
+        return default, "the server's default_reserve_usd"
+    return None
+
+
+async def _admit(
+    session: AsyncSession,
+    pipeline: ProjectPipeline,
+    process_id: str,
+    reserve_usd: Decimal | None,
+    default_reserve: Decimal | None,
+) -> tuple[Decimal | None, BudgetStatus | None]:
     """Budget admission of a start (docs/design.md, "Costs and budgets"): under `block`, refused with
-    budget_exceeded when spent + reserved + reserve_usd would pass the budget (with no reserve_usd: when
-    spent + reserved has reached it); the reservation is held in the same conditional UPDATE. Returns what
-    the execution holds."""
-    block = project.budget_policy == BudgetPolicy.BLOCK
-    if reserve_usd is None and not (block and project.budget_usd is not None):
-        return None
-    units = money_to_units(reserve_usd or 0)
-    if await ProjectRepository(session).reserve(project.id, units=units, within_budget=block):
-        return reserve_usd if units else None
-    status = costs.status_of(project)
+    budget_exceeded when spent (in the budget's period) + reserved + reserve_usd would pass the budget; the
+    reservation is held in the same conditional UPDATE. Without reserve_usd a `block` budget holds the
+    step's estimated cost, cut to what is left (never refused for an estimate while the budget has room).
+    Returns what the execution holds and the budget reply (None for a project without a budget or hold)."""
+    project = pipeline.project
+    block = project.budget_policy == BudgetPolicy.BLOCK and project.budget_usd is not None
+    if reserve_usd is None and project.budget_usd is None:
+        return None, None
+    judged = await costs.judge(session, project)
+    hold, note = reserve_usd, None
+    if reserve_usd is None and block:
+        left = project.budget_usd - judged.spent - project.reserved_usd  # type: ignore[operator]
+        estimate = await _estimate(session, pipeline, process_id, default_reserve) if left > 0 else None
+        if estimate is not None and estimate[0] > 0:
+            hold = min(estimate[0], left)
+            cut = " (cut to what is left of the budget)" if hold < estimate[0] else ""
+            note = f"this start holds {hold} USD, {estimate[1]}{cut}"
+    units = money_to_units(hold or 0)
+    spent_units = money_to_units(judged.spent) if judged.window.bounded else None
+    if await ProjectRepository(session).reserve(project.id, units=units, within_budget=block, spent_units=spent_units):
+        return (hold if units else None), costs.status_of(project, judged, hold=note)
+    raise _over_budget(costs.status_of(project, judged), project.id, reserve_usd)
+
+
+def _over_budget(status: BudgetStatus, project_id: uuid.UUID, reserve_usd: Decimal | None) -> BudgetExceeded:
     asked = "" if reserve_usd is None else f"; this start would reserve {reserve_usd}"
     over = status.remaining_usd is not None and status.remaining_usd <= 0
+    span = "" if status.period is None else f" ({status.period} period from {status.period_start})"
+    resets = "" if status.resets_at is None else f", or wait for the period to reset at {status.resets_at}"
     # Never advice to declare less than the expected cost: that only moves the overrun past the check.
-    raise BudgetExceeded(
-        f"project {project.id} {'has reached' if over else 'would pass'} its budget (policy block): budget "
-        f"{status.budget_usd} USD, spent {status.spent_usd}, reserved {status.reserved_usd} by running executions, "
-        f"remaining {status.remaining_usd}" + asked,
+    return BudgetExceeded(
+        f"project {project_id} {'has reached' if over else 'would pass'} its budget{span} (policy block): budget "
+        f"{status.budget_usd} USD, spent {status.period_spent_usd or status.spent_usd}, reserved "
+        f"{status.reserved_usd} by running executions, remaining {status.remaining_usd}" + asked,
         hint="Ask for a larger budget (update_project budget_usd), or wait for running executions to finish or "
-        "fail and release what they hold; keep reserve_usd at the step's expected cost",
+        f"fail and release what they hold{resets}; keep reserve_usd at the step's expected cost",
         details={
             "budget_usd": str(status.budget_usd),
-            "spent_usd": str(status.spent_usd),
+            "spent_usd": str(status.period_spent_usd or status.spent_usd),
             "reserved_usd": str(status.reserved_usd),
             "remaining_usd": str(status.remaining_usd),
+            **({"period_start": str(status.period_start), "resets_at": str(status.resets_at)} if status.period else {}),
         },
     )
 
@@ -228,6 +272,8 @@ async def start(
     actor: str | None,
     reserve_usd: Decimal | None = None,
     lease_seconds: int = 900,
+    agent: str | None = None,
+    default_reserve: Decimal | None = None,
 ) -> StartReply:
     args = {
         "project_id": str(project_id),
@@ -238,7 +284,7 @@ async def start(
         "force": force,
         "reserve_usd": None if reserve_usd is None else str(reserve_usd),
         "lease_seconds": lease_seconds,
-    }
+    } | ({"agent": agent} if agent is not None else {})
     # Only a keyed call is ever compared with an earlier one.
     args_hash = request_hash("start_execution", args) if idempotency_key else ""
     if process_id is None:
@@ -251,7 +297,10 @@ async def start(
         pipeline = await pipeline_state.load(session, project_id, lock=True, around=process_id)
         if (replayed := await _replay(session, idempotency_key, args_hash)) is not None:
             if replayed.get("budget") is not None:  # today's figures, not the first reply's
-                replayed["budget"] = costs.status_of(pipeline.project).model_dump(mode="json", exclude_none=True)
+                judged = await costs.judge(session, pipeline.project)
+                replayed["budget"] = costs.status_of(pipeline.project, judged).model_dump(
+                    mode="json", exclude_none=True
+                )
             return StartReply.model_validate(replayed)
         pipeline.definition(process_id)
         await leases.expire_due(session, pipeline)
@@ -264,7 +313,7 @@ async def start(
     input_schema, _ = await pipeline.catalogue.schemas_of(session, process_id)
     await checks.validate(input_schema, input_data, what="input_data", process_id=process_id)
     await _check_prompt(session, prompt_version_id)
-    held = await _admit(session, pipeline.project, reserve_usd)
+    held, budget = await _admit(session, pipeline, process_id, reserve_usd, default_reserve)
     now = utcnow()
     timeout = pipeline.definition(process_id).timeout_seconds
     execution = await ExecutionRepository(session).create(
@@ -274,6 +323,7 @@ async def start(
         input_data=input_data,
         inputs_from=pipeline_state.lineage(pipeline, process_id),
         reserved_usd=held,
+        agent=agent or actor,
         status=ExecutionStatus.RUNNING.value,
         started_at=now,
         lease_expires_at=rules.lease_end(now, lease_seconds, leases.deadline_of(now, timeout)),
@@ -290,7 +340,7 @@ async def start(
         execution=ExecutionRef.model_validate(execution),
         state=_state_out(pipeline, process_id),
         **(await pipeline_state.inputs_of(session, pipeline, process_id)).fields(),
-        budget=None if reserve_usd is None else costs.status_of(pipeline.project),
+        budget=budget,
         lease_token=execution.lease_token,
         lease_expires_at=execution.lease_expires_at,
         attempt=execution.attempt,
@@ -317,6 +367,7 @@ async def record(
     idempotency_key: str | None,
     force: bool,
     actor: str | None,
+    agent: str | None = None,
 ) -> RecordReply:
     args = {
         "project_id": str(project_id),
@@ -330,7 +381,7 @@ async def record(
         "usage": usage.model_dump(mode="json") if usage is not None else None,
         "expected_version": expected_version,
         "force": force,
-    }
+    } | ({"agent": agent} if agent is not None else {})
     args_hash = request_hash("record_execution", args) if idempotency_key else ""
     # Worked out before the first statement, which takes the write lock: hashing and pricing hold nobody.
     output_hash = json_hash(output_data)
@@ -382,6 +433,7 @@ async def record(
             inputs_from=pipeline_state.lineage(pipeline, process_id),
             started_at=now,
             created_by=actor,
+            agent=agent or actor,
             **finished,
         )
         await _starts_the_project(session, pipeline, actor)
@@ -438,30 +490,7 @@ async def record(
                 note += f"; stale from an earlier change, still to re-run: {named}"
     after = await _after_completion(session, pipeline, process_id, actor) if decision.target is not None else None
 
-    cost: LoggedCost | None = None
-    budget: BudgetStatus | None = None
-    if usage is not None:
-        logged = await costs.record_usage(
-            session,
-            usage,
-            project_id=project_id,
-            process_id=process_id,
-            execution_id=execution.id,
-            actor=actor,
-            links_checked=True,  # this call just checked the project and process and created the execution
-            prices_token=pipeline.prices_token,
-            quoted=quoted,
-        )
-        # The row echoes what the agent just sent: the reply keeps what it did not know.
-        cost = LoggedCost(
-            id=logged.id,
-            cost_usd=logged.cost_usd,
-            cost_source=logged.cost_source,
-            note=None if logged.priced else logged.note,  # only why a cost is missing is news
-        )
-        # The project row loaded under the lock, its totals just moved by the cost logged (ProjectRepository._sync).
-        budget = costs.status_of(pipeline.project, added=logged.cost_usd)
-
+    cost, budget = await _log_usage(session, pipeline, execution, usage, quoted, actor, agent)
     reply = RecordReply(
         execution=_finished_ref(execution),
         state=_state_out(pipeline, process_id),
@@ -481,6 +510,49 @@ async def record(
         execution.reply = reply.model_dump(mode="json")
         await session.flush()
     return reply
+
+
+async def _log_usage(
+    session: AsyncSession,
+    pipeline: ProjectPipeline,
+    execution: ProcessExecution,
+    usage: UsageIn | None,
+    quoted: Any,
+    actor: str | None,
+    agent: str | None,
+) -> tuple[LoggedCost | None, BudgetStatus | None]:
+    """A finish's usage, logged against its execution (charged to the agent named, else the one that
+    started it), and the budget after it; without usage, the budget only when a `block` budget is passed
+    (money already spent is always stored: the reply says plainly that further starts are refused)."""
+    project = pipeline.project
+    if usage is None:
+        if project.budget_policy != BudgetPolicy.BLOCK or project.budget_usd is None:
+            return None, None
+        judged = await costs.judge(session, project)
+        return None, costs.status_of(project, judged) if judged.spent > project.budget_usd else None
+    logged = await costs.record_usage(
+        session,
+        usage,
+        project_id=project.id,
+        process_id=execution.process_id,
+        execution_id=execution.id,
+        actor=actor,
+        agent=agent or execution.agent,
+        links_checked=True,  # this call just checked the project and process and created the execution
+        prices_token=pipeline.prices_token,
+        quoted=quoted,
+    )
+    # The row echoes what the agent just sent: the reply keeps what it did not know.
+    cost = LoggedCost(
+        id=logged.id,
+        cost_usd=logged.cost_usd,
+        cost_source=logged.cost_source,
+        note=None if logged.priced else logged.note,  # only why a cost is missing is news
+    )
+    # The project row loaded under the lock, its totals just moved by the cost logged (ProjectRepository._sync).
+    judged = await costs.judge(session, project)
+    crossed = await costs.alert(session, project, judged) if logged.cost_usd else []
+    return cost, costs.status_of(project, judged, crossed=crossed)
 
 
 async def _keep_for_audit(
@@ -510,6 +582,7 @@ async def _keep_for_audit(
             process_id=execution.process_id,
             execution_id=execution.id,
             actor=actor,
+            agent=execution.agent,
             links_checked=True,
             prices_token=pipeline.prices_token,
             quoted=quoted,

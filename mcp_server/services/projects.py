@@ -11,9 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mcp_server.enums import DEFAULT_PIPELINE
 from mcp_server.errors import Conflict, InvalidArgument, NotFound
 from mcp_server.models import Project, ProjectStatus
-from mcp_server.repositories import ProjectRepository, StateRepository
+from mcp_server.repositories import BudgetAlertRepository, ProjectRepository, StateRepository
 from mcp_server.schemas.common import envelope
-from mcp_server.schemas.project import DeletedProject, ProjectOut, ProjectPage, ProjectRow
+from mcp_server.schemas.project import BudgetAlertOut, DeletedProject, ProjectOut, ProjectPage, ProjectRow
+from mcp_server.services import periods
 
 
 async def load_project(session: AsyncSession, project_id: uuid.UUID, *, include_deleted: bool = False) -> Project:
@@ -40,6 +41,7 @@ async def create(
     actor: str | None,
     pipeline_id: str = DEFAULT_PIPELINE,
     budget_policy: str = "warn",
+    budget_period: str = periods.NONE,
 ) -> ProjectOut:
     from mcp_server.services import definitions
 
@@ -47,6 +49,7 @@ async def create(
     project = await ProjectRepository(session).create(
         pipeline_id=pipeline_id,
         budget_policy=str(budget_policy),
+        budget_period=periods.check(budget_period),
         name=name,
         description=description,
         metadata_=metadata or {},
@@ -55,11 +58,41 @@ async def create(
         created_by=actor,
         updated_by=actor,
     )
-    return ProjectOut.model_validate(project)
+    return await project_out(session, project)
 
 
 async def get(session: AsyncSession, project_id: uuid.UUID) -> ProjectOut:
-    return ProjectOut.model_validate(await load_project(session, project_id))
+    return await project_out(session, await load_project(session, project_id))
+
+
+async def project_out(session: AsyncSession, project: Project) -> ProjectOut:
+    """The project as get_project shows it: its budget judged over its period, and its budget alerts."""
+    from mcp_server.services import costs
+
+    out = ProjectOut.model_validate(project)
+    if project.budget_usd is None:
+        return out
+    status = costs.status_of(project, await costs.judge(session, project))
+    alerts = await BudgetAlertRepository(session).recent(project.id)
+    return out.model_copy(
+        update={
+            "remaining_usd": status.remaining_usd,
+            "exceeded": status.exceeded,
+            "period_start": status.period_start,
+            "period_spent_usd": status.period_spent_usd,
+            "resets_at": status.resets_at,
+            "budget_alerts": [
+                BudgetAlertOut(
+                    threshold=alert.threshold,
+                    spent_usd=alert.spent_usd,
+                    budget_usd=alert.budget_usd,
+                    period_start=None if alert.period_start == periods.EPOCH else alert.period_start,
+                    crossed_at=alert.crossed_at,
+                )
+                for alert in alerts
+            ],
+        }
+    )
 
 
 async def list_page(
@@ -94,9 +127,11 @@ async def update(
     project = await load_project(session, project_id)
     if changes.get("pipeline_id", project.pipeline_id) != project.pipeline_id:
         await _check_pipeline_change(session, project, changes["pipeline_id"])
+    if "budget_period" in changes:
+        changes["budget_period"] = periods.check(changes["budget_period"])
     fields = {("metadata_" if key == "metadata" else key): value for key, value in changes.items()}
     await ProjectRepository(session).update(project, updated_by=actor, **fields)
-    return ProjectOut.model_validate(project)
+    return await project_out(session, project)
 
 
 async def _check_pipeline_change(session: AsyncSession, project: Project, pipeline_id: str) -> None:
@@ -123,4 +158,4 @@ async def restore(session: AsyncSession, project_id: uuid.UUID, *, actor: str | 
     project = await load_project(session, project_id, include_deleted=True)
     if project.is_deleted:
         await ProjectRepository(session).restore(project, by=actor)
-    return ProjectOut.model_validate(project)
+    return await project_out(session, project)

@@ -95,7 +95,8 @@ async def pipeline_status(
         plan_count=len(plan),
         counts=counts,
         complete=steps > 0 and counts[State.COMPLETED.value] == steps,
-        cost=costs.status_of(pipeline.project),  # from its running totals: one row, no SUM
+        # From its running totals (one row, no SUM) unless the budget has a period.
+        cost=costs.status_of(pipeline.project, await costs.judge(session, pipeline.project)),
     )
 
 

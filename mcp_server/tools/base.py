@@ -4,6 +4,7 @@ portable schemas. Also the per-call helpers every tool uses."""
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -71,3 +72,23 @@ def actor_of(ctx: Context[App]) -> str | None:
     label = f"{info.name}/{info.version}" if info.version else info.name
     # The client names itself: keep what PostgreSQL can store (no NUL) and what the column holds.
     return label.replace("\x00", "")[:ACTOR_MAX] or None
+
+
+async def tell_alerts(ctx: Context[App], budget: Any) -> None:
+    """Budget thresholds a call crossed first, as an MCP log message (level warning) to the calling client,
+    beside the reply's ``budget.crossed``; a client that does not take log messages loses nothing else."""
+    crossed = getattr(budget, "crossed", None)
+    if not crossed:
+        return
+    message = {
+        "event": "budget_alert",
+        "crossed": crossed,
+        "budget_usd": str(budget.budget_usd),
+        "spent_usd": str(budget.period_spent_usd if budget.period else budget.spent_usd),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # logging is deprecated by 2026-07-28, still what 2025 clients read
+        try:
+            await ctx.log("warning", message, logger_name="pipeline-state.budget")
+        except Exception:  # noqa: BLE001 - a notice that cannot be sent never fails the call
+            return

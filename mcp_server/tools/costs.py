@@ -10,7 +10,7 @@ from pydantic import Field, StringConstraints
 
 from mcp_server.app import App
 from mcp_server.lazy import lazy_module
-from mcp_server.schemas.common import NoNul, ShortText, SlugRef, Usd
+from mcp_server.schemas.common import Agent, NoNul, ShortText, SlugRef, Usd
 from mcp_server.schemas.cost import (
     CostFilters,
     CostReply,
@@ -23,7 +23,7 @@ from mcp_server.schemas.cost import (
     UsageIn,
     UtcDatetime,
 )
-from mcp_server.tools.base import ToolEntry, actor_of, app_of
+from mcp_server.tools.base import ToolEntry, actor_of, app_of, tell_alerts
 
 if TYPE_CHECKING:
     from mcp_server.services import costs
@@ -53,6 +53,7 @@ async def report_cost(
     process_id: Annotated[SlugRef | None, Field(description="Step it was for.")] = None,
     execution_id: Annotated[uuid.UUID | None, Field(description="Its execution (implies project and step).")] = None,
     idempotency_key: Annotated[IdempotencyKey | None, Field(description="Retry-safe key (`replayed`).")] = None,
+    agent: Annotated[Agent | None, Field(description="Who spent it; default: the execution's, or client.")] = None,
 ) -> CostReply:
     """Log one LLM call's tokens and cost (or pass `usage` to record_execution). Priced unless cost_usd
     is given; an unknown model is `unpriced` (null, never 0). Stored even over budget."""
@@ -68,7 +69,7 @@ async def report_cost(
         inference_time_ms=inference_time_ms,
     )
     async with app_of(ctx).db.unit_of_work() as session:
-        return await costs.report_cost(
+        reply = await costs.report_cost(
             session,
             usage,
             project_id=project_id,
@@ -76,7 +77,11 @@ async def report_cost(
             execution_id=execution_id,
             idempotency_key=idempotency_key,
             actor=actor_of(ctx),
+            agent=agent,
         )
+    if not reply.replayed:
+        await tell_alerts(ctx, reply.budget)  # after the commit: only what was kept is told
+    return reply
 
 
 async def get_cost_summary(
@@ -88,7 +93,7 @@ async def get_cost_summary(
     since: Annotated[UtcDatetime | None, Field(description="From this time on (ISO 8601, UTC by default).")] = None,
     until: Annotated[UtcDatetime | None, Field(description="Before this time.")] = None,
     group_by: Annotated[
-        list[GroupKey] | None, Field(max_length=7, description="Group by the tuple of these; `day` is UTC.")
+        list[GroupKey] | None, Field(max_length=8, description="Group by the tuple of these; `day` is UTC.")
     ] = None,
 ) -> CostSummary:
     """What did this project, step, model or prompt cost? Totals of logged calls: count, tokens by kind,

@@ -12,7 +12,18 @@ from mcp_server.app import App
 from mcp_server.enums import DEFAULT_PIPELINE as DEFAULT
 from mcp_server.enums import ExecutionStatus, StateName
 from mcp_server.lazy import lazy_module
-from mcp_server.schemas.common import JsonObject, Name, Page, PageSize, ShortText, Slug, SlugRef, Text, Usd
+from mcp_server.schemas.common import (
+    Agent,
+    JsonObject,
+    Name,
+    Page,
+    PageSize,
+    ShortText,
+    Slug,
+    SlugRef,
+    Text,
+    Usd,
+)
 from mcp_server.schemas.cost import UsageIn
 from mcp_server.schemas.pipeline import (
     DEFAULT_STATUS_PAGE,
@@ -36,7 +47,7 @@ from mcp_server.schemas.pipeline import (
     StartReply,
     TimeoutSeconds,
 )
-from mcp_server.tools.base import ToolEntry, actor_of, app_of
+from mcp_server.tools.base import ToolEntry, actor_of, app_of, tell_alerts
 
 if TYPE_CHECKING:
     from mcp_server.services import definitions, executions, leases, status
@@ -50,6 +61,7 @@ MAX_APPLIED = 2_000  # steps in one apply_pipeline call
 ProjectId = Annotated[uuid.UUID, Field(description="From create_project.")]
 ProcessId = Annotated[SlugRef, Field(description="Step id, e.g. `design`.")]
 ExecutionId = Annotated[uuid.UUID, Field(description="From start_execution or record_execution.")]
+AgentArg = Annotated[Agent | None, Field(description="Who runs it (sub-agent, role); default: client.")]
 ExpectedVersion = Annotated[
     int | None,
     Field(ge=0, description="`conflict` unless the version is this."),
@@ -169,6 +181,7 @@ async def start_execution(
     prompt_version_id: Annotated[uuid.UUID | None, Field(description="The prompt version used.")] = None,
     reserve_usd: Annotated[Usd | None, Field(description="Expected cost, held against the budget.")] = None,
     lease_seconds: Annotated[int | None, Field(ge=1, le=86_400, description="Lease; default 900.")] = None,
+    agent: AgentArg = None,
     expected_version: ExpectedVersion = None,
     idempotency_key: IdempotencyKey = None,
     force: Force = False,
@@ -191,6 +204,8 @@ async def start_execution(
             actor=actor_of(ctx),
             reserve_usd=reserve_usd,
             lease_seconds=lease_seconds or app.settings.lease_seconds,
+            agent=agent,
+            default_reserve=app.settings.default_reserve_usd,
         )
 
 
@@ -228,6 +243,7 @@ async def record_execution(
     missing_info: Annotated[JsonObject | None, Field(description="What was missing or assumed.")] = None,
     prompt_version_id: Annotated[uuid.UUID | None, Field(description="The prompt version used.")] = None,
     usage: Annotated[UsageIn | None, Field(description="LLM usage, as report_cost takes it.")] = None,
+    agent: AgentArg = None,
     expected_version: ExpectedVersion = None,
     idempotency_key: IdempotencyKey = None,
     force: Force = False,
@@ -237,7 +253,7 @@ async def record_execution(
     stale). Errors: `not_ready`, `schema_violation`, `conflict`, `invalid_transition` (step running),
     `lease_expired` (reclaimed: output kept, not current)."""
     async with app_of(ctx).db.unit_of_work() as session:
-        return await executions.record(
+        reply = await executions.record(
             session,
             project_id=project_id,
             process_id=process_id,
@@ -252,7 +268,11 @@ async def record_execution(
             idempotency_key=idempotency_key,
             force=force,
             actor=actor_of(ctx),
+            agent=agent,
         )
+    if not reply.replayed:
+        await tell_alerts(ctx, reply.budget)  # after the commit: only what was kept is told
+    return reply
 
 
 async def fail_execution(

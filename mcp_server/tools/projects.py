@@ -6,13 +6,13 @@ import uuid
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from mcp_server.app import App
 from mcp_server.enums import DEFAULT_PIPELINE as DEFAULT
 from mcp_server.enums import BudgetPolicy, ProjectStatus
 from mcp_server.lazy import lazy_module
-from mcp_server.schemas.common import JsonObject, Name, Page, PageSize, SlugRef, Text, Usd
+from mcp_server.schemas.common import JsonObject, Name, NoNul, Page, PageSize, SlugRef, Text, Usd
 from mcp_server.schemas.project import DeletedProject, ProjectOut, ProjectPage
 from mcp_server.tools.base import ToolEntry, actor_of, app_of
 
@@ -23,6 +23,8 @@ else:  # loaded on the first call: start-up does not import the database layer
 
 Clearable = Literal["description", "budget_usd", "metadata"]
 POLICY = "warn (default): report exceeded; block: refuse starts that would pass the budget (costs are always logged)."
+PERIOD = "What the budget counts: none (all time, default), day, week, month (UTC) or rolling:7d / rolling:24h."
+Period = Annotated[str, StringConstraints(max_length=20), NoNul]
 ProjectId = Annotated[uuid.UUID, Field(description="From create_project or list_projects.")]
 
 
@@ -33,6 +35,7 @@ async def create_project(
     metadata: Annotated[JsonObject | None, Field(description="Any JSON object to keep with it.")] = None,
     budget_usd: Annotated[Usd | None, Field(description='LLM spending limit in USD, e.g. "5.00".')] = None,
     budget_policy: Annotated[BudgetPolicy, Field(description=POLICY)] = BudgetPolicy.WARN,
+    budget_period: Annotated[Period, Field(description=PERIOD)] = "none",
     pipeline_id: Annotated[SlugRef, Field(description="Its pipeline, default `default`.")] = DEFAULT,
 ) -> ProjectOut:
     """Create a project: one unit of work that runs through a pipeline and accrues LLM cost.
@@ -45,6 +48,7 @@ async def create_project(
             metadata=metadata,
             budget_usd=budget_usd,
             budget_policy=budget_policy,
+            budget_period=budget_period,
             pipeline_id=pipeline_id,
             actor=actor_of(ctx),
         )
@@ -79,6 +83,7 @@ async def update_project(
     metadata: Annotated[JsonObject | None, Field(description="Replaces the whole metadata object.")] = None,
     budget_usd: Annotated[Usd | None, Field(description="Budget in USD.")] = None,
     budget_policy: BudgetPolicy | None = None,
+    budget_period: Annotated[Period | None, Field(description="none, day, week, month or rolling:7d.")] = None,
     pipeline_id: Annotated[SlugRef | None, Field(description="Another pipeline (before any execution).")] = None,
     clear: Annotated[list[Clearable] | None, Field(description="Fields to empty.")] = None,
 ) -> ProjectOut:
@@ -90,6 +95,7 @@ async def update_project(
         "metadata": metadata,
         "budget_usd": budget_usd,
         "budget_policy": budget_policy,
+        "budget_period": budget_period,
         "pipeline_id": pipeline_id,
     }
     changes = {key: value for key, value in given.items() if value is not None}

@@ -78,7 +78,7 @@ async def projects(session: AsyncSession, *, page: int = 1, page_size: int = 50)
         found = counted.get(project.id, {"counts": {}, "last": None})
         counts = {state.value: found["counts"].get(state.value, 0) for state in StateName}
         counts[StateName.EMPTY.value] += max(steps.get(project.pipeline_id, 0) - sum(found["counts"].values()), 0)
-        budget = costs.status_of(project)
+        budget = costs.status_of(project, await costs.judge(session, project))
         last = found["last"] or project.updated_at or project.created_at
         rows.append(
             {
@@ -93,6 +93,7 @@ async def projects(session: AsyncSession, *, page: int = 1, page_size: int = 50)
                 "reserved_usd": _money(budget.reserved_usd),
                 "remaining_usd": _money(budget.remaining_usd),
                 "exceeded": budget.exceeded,
+                "budget_period": budget.period,
                 "last_activity": last.isoformat() if last else None,
             }
         )
