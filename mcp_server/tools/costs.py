@@ -43,17 +43,15 @@ async def report_cost(
     ] = 0,
     completion_tokens: Annotated[Tokens, Field(description="Output tokens, reasoning included.")] = 0,
     total_tokens: Annotated[Tokens | None, Field(description="Default prompt + completion.")] = None,
-    cache_read_tokens: Annotated[Tokens, Field(description="Of prompt_tokens, read from the cache.")] = 0,
-    cache_write_tokens: Annotated[Tokens, Field(description="Of prompt_tokens, written to the cache.")] = 0,
-    cost_usd: Annotated[
-        Usd | None, Field(description='As your API reported it, e.g. "0.0042"; omit to compute.')
-    ] = None,
+    cache_read_tokens: Annotated[Tokens, Field(description="Of prompt_tokens, cache reads.")] = 0,
+    cache_write_tokens: Annotated[Tokens, Field(description="Of prompt_tokens, cache writes.")] = 0,
+    cost_usd: Annotated[Usd | None, Field(description='As reported, e.g. "0.0042"; omit to compute.')] = None,
     inference_time_ms: Annotated[InferenceMs | None, Field(description="Call duration.")] = None,
     project_id: Annotated[uuid.UUID | None, Field(description="Project charged.")] = None,
     process_id: Annotated[SlugRef | None, Field(description="Step it was for.")] = None,
     execution_id: Annotated[uuid.UUID | None, Field(description="Its execution (implies project and step).")] = None,
     idempotency_key: Annotated[IdempotencyKey | None, Field(description="Retry-safe key (`replayed`).")] = None,
-    agent: Annotated[Agent | None, Field(description="Who spent it; default: the execution's, or client.")] = None,
+    agent: Annotated[Agent | None, Field(description="Sub-agent or role; default: client.")] = None,
 ) -> CostReply:
     """Log one LLM call's tokens and cost (or pass `usage` to record_execution). Priced unless cost_usd
     is given; an unknown model is `unpriced` (null, never 0). Stored even over budget."""

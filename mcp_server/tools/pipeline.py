@@ -61,7 +61,8 @@ MAX_APPLIED = 2_000  # steps in one apply_pipeline call
 ProjectId = Annotated[uuid.UUID, Field(description="From create_project.")]
 ProcessId = Annotated[SlugRef, Field(description="Step id, e.g. `design`.")]
 ExecutionId = Annotated[uuid.UUID, Field(description="From start_execution or record_execution.")]
-AgentArg = Annotated[Agent | None, Field(description="Who runs it (sub-agent, role); default: client.")]
+RunningId = Annotated[uuid.UUID, Field(description="From start_execution.")]  # a running execution
+AgentArg = Annotated[Agent | None, Field(description="Sub-agent or role; default: client.")]
 ExpectedVersion = Annotated[
     int | None,
     Field(ge=0, description="`conflict` unless the version is this."),
@@ -187,8 +188,8 @@ async def start_execution(
     force: Force = False,
 ) -> StartReply:
     """Start a step (`running`); omit process_id to claim the next runnable step nobody holds
-    (concurrent claims differ). Returns the execution, `inputs` and a lease: renew_lease before
-    lease_expires_at or the step may be reclaimed. Errors: `nothing_ready` (wait or stop), `not_ready`,
+    (concurrent claims differ). Returns the execution, `inputs` and a lease (renew_lease before
+    lease_expires_at). Errors: `nothing_ready` (wait or stop), `not_ready`,
     `invalid_transition`, `schema_violation`, `conflict`, `budget_exceeded`."""
     app = app_of(ctx)
     async with app.db.unit_of_work() as session:
@@ -210,13 +211,12 @@ async def start_execution(
 
 
 async def renew_lease(
-    execution_id: ExecutionId,
+    execution_id: RunningId,
     lease_token: Annotated[ShortText, Field(description="From start_execution.")],
     ctx: Context[App],
     lease_seconds: Annotated[int | None, Field(ge=1, le=86_400, description="From now; default 900.")] = None,
 ) -> LeaseReply:
-    """Extend a running execution's lease (heartbeat), up to the step's time limit; `lease_expired` when
-    too late."""
+    """Extend a running execution's lease (heartbeat), up to its time limit; `lease_expired` if too late."""
     app = app_of(ctx)
     async with app.db.unit_of_work() as session:
         return await leases.renew(
@@ -249,8 +249,8 @@ async def record_execution(
     force: Force = False,
 ) -> RecordReply:
     """Record a step's output: it becomes `completed`, steps downstream `stale` unless the output is
-    unchanged; a started execution overtaken meanwhile is `superseded` (`late_finish` if the step went
-    stale). Errors: `not_ready`, `schema_violation`, `conflict`, `invalid_transition` (step running),
+    unchanged; a started execution overtaken meanwhile is `superseded`. Errors: `not_ready`,
+    `schema_violation`, `conflict`, `invalid_transition` (step running),
     `lease_expired` (reclaimed: output kept, not current)."""
     async with app_of(ctx).db.unit_of_work() as session:
         reply = await executions.record(
@@ -276,7 +276,7 @@ async def record_execution(
 
 
 async def fail_execution(
-    execution_id: ExecutionId,
+    execution_id: RunningId,
     error_message: Annotated[Text, Field(min_length=1, description="What went wrong.")],
     ctx: Context[App],
 ) -> FailReply:
