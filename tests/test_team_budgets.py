@@ -9,16 +9,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from mcp import Client
+from mcp.client.stdio import stdio_client
 from mcp_types import LoggingMessageNotificationParams
 
 from mcp_server.db.types import set_clock
 from mcp_server.server import build_server
 from mcp_server.settings import Settings
 from tests.helpers import call_error, call_ok
+from tests.test_reliability_processes import server_params
 
 pytestmark = pytest.mark.anyio
 
@@ -226,3 +230,94 @@ async def test_a_one_call_record_on_a_passed_block_budget_says_so_plainly(client
         usd(with_cost["cost"]["cost_usd"]) == Decimal("0.05")
         and "further starts are refused" in with_cost["budget"]["note"]
     )
+
+
+async def test_caps_per_agent_and_model_refuse_by_name_and_alert_once(client: Client) -> None:
+    await _steps(client, 4)
+    caps = {"agent:writer": "0.10", "model:openai/gpt-4o": "0.20"}
+    project = (await call_ok(client, "create_project", name="c", budget_usd="5", budget_policy="block", caps=caps))[
+        "id"
+    ]
+    shown = await call_ok(client, "get_project", project_id=project)
+    assert {key: usd(value) for key, value in shown["caps"].items()} == {key: usd(v) for key, v in caps.items()}
+    first = await call_ok(
+        client, "start_execution", project_id=project, process_id="s0", agent="writer", reserve_usd="0.06"
+    )
+    assert [(c["cap"], usd(c["remaining_usd"])) for c in first["budget"]["caps"]] == [("agent:writer", Decimal("0.04"))]
+    text = await call_error(
+        client, "start_execution", "budget_exceeded", project_id=project, process_id="s1", agent="writer",
+        reserve_usd="0.05",
+    )  # fmt: skip
+    assert "cap agent:writer (0.1 USD) would be passed" in text and "0.04 left" in text
+    other = await call_ok(  # another agent is not judged by the writer's cap
+        client, "start_execution", project_id=project, process_id="s1", agent="editor", reserve_usd="0.05",
+        model="OpenAI/gpt-4o",
+    )  # fmt: skip
+    assert [c["cap"] for c in other["budget"]["caps"]] == ["model:openai/gpt-4o"]
+
+    # Costs count toward the caps of their agent and model, and each cap threshold is reported once.
+    spent = await call_ok(
+        client, "report_cost", provider="openai", model="gpt-4o", cost_usd="0.12",
+        execution_id=other["execution"]["id"],
+    )  # fmt: skip
+    by_cap = {c["cap"]: c for c in spent["budget"]["caps"]}
+    assert list(by_cap) == ["model:openai/gpt-4o"]  # the execution's agent (editor) has no cap
+    assert by_cap["model:openai/gpt-4o"]["crossed"] == [50] and "of cap model:openai/gpt-4o" in spent["budget"]["note"]
+    again = await call_ok(client, "report_cost", provider="openai", model="gpt-4o", cost_usd="0.01", project_id=project)
+    assert "crossed" not in again["budget"]["caps"][0]
+    alerts = (await call_ok(client, "get_project", project_id=project))["budget_alerts"]
+    assert [(a["threshold"], usd(a["budget_usd"])) for a in alerts] == [(50, Decimal("0.2"))]
+    await call_error(client, "update_project", "invalid_argument", project_id=project, caps={"writer": "1"})
+    await call_error(client, "update_project", "invalid_argument", project_id=project, alert_thresholds=[0])
+    cleared = await call_ok(client, "update_project", project_id=project, clear=["caps"])
+    assert "caps" not in cleared or cleared["caps"] is None
+
+
+async def _race(db_url: str, tmp_path: Path, client: Client, caps: dict[str, str], model: str | None) -> list[str]:
+    """8 starts at once, 4 from each of two server processes, each holding 0.01 of a `block` project with
+    ``caps`` (a budget far above them): what each got."""
+    await anyio.Path(tmp_path).mkdir()
+    await _steps(client, 8)
+    project = (await call_ok(client, "create_project", name="race", budget_usd="10", budget_policy="block", caps=caps))[
+        "id"
+    ]
+    outcomes: list[str] = []
+    ready = anyio.Event()
+    joined = 0
+
+    async def one_server(server: int) -> None:
+        nonlocal joined
+        with (tmp_path / f"server-{server}.log").open("w") as errlog:
+            async with Client(stdio_client(server_params(db_url, tmp_path), errlog=errlog)) as worker:
+                joined += 1
+                if joined == 2:
+                    ready.set()
+                await ready.wait()
+                async with anyio.create_task_group() as group:
+                    for index in range(4):
+                        group.start_soon(start, worker, server * 4 + index)
+
+    async def start(worker: Client, index: int) -> None:
+        arguments = {"project_id": project, "process_id": f"s{index}", "reserve_usd": "0.01", "agent": "team"}
+        result = await worker.call_tool("start_execution", arguments | ({"model": model} if model else {}))
+        text = str(result.content[0].text)  # type: ignore[union-attr]
+        outcomes.append(text if result.is_error else "ok")
+
+    with anyio.fail_after(240):
+        async with anyio.create_task_group() as group:
+            for server in range(2):
+                group.start_soon(one_server, server)
+    status = await call_ok(client, "get_pipeline_status", project_id=project)
+    assert usd(status["cost"]["reserved_usd"]) == Decimal("0.01") * outcomes.count("ok")
+    return outcomes
+
+
+@pytest.mark.slow
+async def test_eight_starts_from_two_processes_admit_exactly_what_fits_an_agent_cap_and_a_model_cap(
+    db_url: str, tmp_path: Path, client: Client
+) -> None:
+    agent = await _race(db_url, tmp_path / "a", client, {"agent:team": "0.05"}, None)
+    assert agent.count("ok") == 5 and all("cap agent:team (0.05 USD) is reached" in o for o in agent if o != "ok")
+    model = await _race(db_url, tmp_path / "m", client, {"model:openai/gpt-4o": "0.03"}, "openai/gpt-4o")
+    assert model.count("ok") == 3
+    assert all("budget_exceeded" in o and "cap model:openai/gpt-4o" in o for o in model if o != "ok")

@@ -40,6 +40,8 @@ class ProcessExecution(AuditMixin, Base):
     reserved_usd: Mapped[Decimal | None] = mapped_column(Money())
     # Who runs it (start_execution's agent, by default the MCP client): its costs are charged to it.
     agent: Mapped[str | None] = mapped_column(String(200))
+    # The model it names (`provider/model`), judged by the project's model caps.
+    model: Mapped[str | None] = mapped_column(String(160))
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # A started execution's lease (docs/design.md, "Agent teams"): past it, the execution is expired. The
     # token fences late writers (new for every attempt); attempt counts the step's tries in a row.

@@ -45,6 +45,10 @@ class Project(AuditMixin, SoftDeleteMixin, Base):
     # What the budget is judged over: `none` (the whole life), `day`, `week`, `month` (UTC calendar) or
     # `rolling:<N>d` / `rolling:<N>h` (services/periods.py).
     budget_period: Mapped[str] = mapped_column(String(20), default="none", server_default="none", nullable=False)
+    # Caps per agent and per model, judged like the budget ({"agent:<name>": "0.50", "model:<p>/<m>": "2"}),
+    # and the percents of the budget and of each cap that are reported (None: 50, 80, 100).
+    caps: Mapped[dict[str, str] | None] = mapped_column(JSONType())
+    alert_thresholds: Mapped[list[int] | None] = mapped_column(JSONType())
     # What the project's running executions hold against the budget (start_execution's reserve_usd),
     # kept in the same transaction as each start and finish.
     reserved_usd: Mapped[Decimal] = mapped_column(Money(), default=Decimal(0), server_default="0", nullable=False)

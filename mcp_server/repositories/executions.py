@@ -8,9 +8,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypedDict, Unpack
 
-from sqlalchemy import select
+from sqlalchemy import BigInteger, func, select, type_coerce
 
-from mcp_server.models import ProcessExecution, ProcessState
+from mcp_server.db.types import units_to_money
+from mcp_server.models import ExecutionStatus, ProcessExecution, ProcessState
 from mcp_server.repositories.base import Page, Repository, raced
 
 
@@ -43,6 +44,7 @@ class NewExecution(ExecutionChange, total=False):
     started_at: datetime
     created_by: str | None
     agent: str | None
+    model: str | None
     lease_token: str | None
     attempt: int | None
 
@@ -148,6 +150,20 @@ class ExecutionRepository(Repository):
             "returns the first call's reply",
         ):
             return await self._insert(ProcessExecution, dict(fields))
+
+    async def held(self, project_id: uuid.UUID, *, agent: str | None = None, model: str | None = None) -> Decimal:
+        """What the project's running executions of ``agent`` (or naming ``model``) hold, exactly."""
+        units = func.sum(type_coerce(ProcessExecution.reserved_usd, BigInteger()))
+        query = select(units).where(
+            ProcessExecution.project_id == project_id,
+            ProcessExecution.status == ExecutionStatus.RUNNING.value,
+            ProcessExecution.reserved_usd.is_not(None),
+        )
+        if agent is not None:
+            query = query.where(ProcessExecution.agent == agent)
+        if model is not None:
+            query = query.where(ProcessExecution.model == model)
+        return units_to_money(int(await self.session.scalar(query) or 0))
 
     async def update(self, execution: ProcessExecution, **fields: Unpack[ExecutionChange]) -> ProcessExecution:
         for key, value in fields.items():

@@ -234,20 +234,26 @@ class MetricsRepository(Repository):
         )
         return [units_to_money(int(row[0])) for row in (await self.session.execute(query)).all()]
 
-    async def spent_since(self, project_id: uuid.UUID, start: datetime) -> Decimal:
+    async def spent_since(
+        self,
+        project_id: uuid.UUID,
+        start: datetime,
+        *,
+        agent: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+    ) -> Decimal:
         """Exact sum of the project's priced costs logged at or after ``start`` (a range of
-        ix_metrics_project_created): what a budget with a period judges."""
-        row = (
-            (
-                await self.session.execute(
-                    select(*_money_sum(_UNITS, "cost")).where(
-                        LLMMetrics.project_id == project_id, LLMMetrics.created_at >= start
-                    )
-                )
-            )
-            .mappings()
-            .one()
+        ix_metrics_project_created), of one agent or model if given: what a budget or cap with a period
+        judges."""
+        query = select(*_money_sum(_UNITS, "cost")).where(
+            LLMMetrics.project_id == project_id, LLMMetrics.created_at >= start
         )
+        if agent is not None:
+            query = query.where(LLMMetrics.agent == agent)
+        if provider is not None:
+            query = query.where(LLMMetrics.provider == provider, LLMMetrics.model == model)
+        row = (await self.session.execute(query)).mappings().one()
         return units_to_money(_money_units(row, "cost"))
 
     async def project_spend(self, project_id: uuid.UUID) -> tuple[Decimal, int]:

@@ -54,6 +54,8 @@ class ProjectChange(TypedDict, total=False):
     budget_usd: Decimal | None
     budget_policy: str
     budget_period: str
+    caps: dict[str, str] | None
+    alert_thresholds: list[int] | None
     pipeline_id: str
     updated_by: str | None
 

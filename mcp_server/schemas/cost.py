@@ -6,7 +6,15 @@ import uuid
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mcp_server.enums import BudgetPolicy, CostSource
 from mcp_server.errors import InvalidArgument
@@ -147,6 +155,17 @@ class LoggedCost(BaseModel):
     note: str | None = None
 
 
+class CapStatus(BaseModel):
+    """A cap that judged this call (agent:<name> or model:<provider>/<model>), over the budget's period."""
+
+    cap: str
+    cap_usd: DecimalOut
+    spent_usd: DecimalOut
+    reserved_usd: DecimalOut
+    remaining_usd: DecimalOut
+    crossed: list[int] | None = None
+
+
 class BudgetStatus(BaseModel):
     """A project's budget as every reply about a project carries it (the reply names the project)."""
 
@@ -162,8 +181,15 @@ class BudgetStatus(BaseModel):
     period_remaining_usd: DecimalOut | None = None
     resets_at: datetime | None = None
     crossed: list[int] | None = Field(None, description="Percents of the budget first crossed by this call.")
+    caps: list[CapStatus] | None = None
     unpriced_calls: int = Field(description="Not in spent_usd.")
     note: str | None = None
+
+    @field_validator("crossed", mode="before")
+    @classmethod
+    def _one_threshold(cls, value: Any) -> Any:
+        # Replies stored before every threshold was listed (replays, bundles) said one number.
+        return [value] if isinstance(value, int) else value
 
 
 class CostReply(BaseModel):

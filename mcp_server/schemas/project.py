@@ -55,6 +55,8 @@ class BudgetAlertOut(Out):
 class ProjectOut(ProjectRow):
     budget_policy: BudgetPolicy
     budget_period: str
+    caps: dict[str, str] | None = None
+    alert_thresholds: list[int] | None = None
     reserved_usd: UsdOut
     remaining_usd: UsdOut | None = None
     period_start: datetime | None = None

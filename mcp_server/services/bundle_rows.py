@@ -29,10 +29,11 @@ from pydantic import (
 
 from mcp_server.enums import DEFAULT_PIPELINE, BudgetPolicy, CostSource, ExecutionStatus, ProjectStatus, StateName
 from mcp_server.errors import DomainError, InvalidArgument
-from mcp_server.schemas.common import ACTOR_MAX, JsonObject, Name, NoNul, Slug, Text, Usd, bounded_json
+from mcp_server.schemas.common import ACTOR_MAX, Agent, JsonObject, Name, NoNul, Slug, Text, Usd, bounded_json
 from mcp_server.schemas.cost import CostReply, InferenceMs, ModelText, ProviderText, Tokens, UsageIn
 from mcp_server.schemas.pipeline import MaxAttempts, RecordReply, RetryBackoff, StartReply, TimeoutSeconds
-from mcp_server.services import templates
+from mcp_server.services import caps as limits
+from mcp_server.services import periods, templates
 from mcp_server.services.validation import check_schema, json_hash
 
 INT32 = 2**31 - 1  # INTEGER columns (order, versions)
@@ -132,6 +133,9 @@ class ProjectRow(_Audited):
     unpriced_calls: Count | None = None
     reserved_usd: Money | None = None
     budget_policy: BudgetPolicy = BudgetPolicy.WARN
+    budget_period: Annotated[str, StringConstraints(max_length=20), AfterValidator(periods.check)] = periods.NONE
+    caps: Annotated[dict[str, str], Field(max_length=50), AfterValidator(limits.check)] | None = None
+    alert_thresholds: Annotated[list[int], AfterValidator(limits.check_thresholds)] | None = None
     pipeline_id: Slug = DEFAULT_PIPELINE
     is_deleted: StrictBool = False
     deleted_at: Time | None = None
@@ -195,6 +199,8 @@ class ExecutionRow(_Audited):
     reasoning: Text | None = None
     missing_info: Data | None = None
     reserved_usd: Money | None = None
+    agent: Agent | None = None
+    model: Annotated[str, StringConstraints(max_length=160), NoNul] | None = None
     started_at: Time | None = None
     completed_at: Time | None = None
     lease_expires_at: Time | None = None
@@ -250,6 +256,7 @@ class CostRow(_Audited):
     idempotency_key: Key | None = None
     request_hash: Hash | None = None
     reply: Annotated[Json, AfterValidator(lambda v: _reply(v, CostReply))] | None = None
+    agent: Agent | None = None
 
     @model_validator(mode="after")
     def _usage(self) -> CostRow:

@@ -15,6 +15,7 @@ from mcp_server.db.engine import Database
 from mcp_server.db.migrate import upgrade_to_head
 from mcp_server.errors import Conflict, InvalidArgument, Unavailable
 from mcp_server.models import (
+    BudgetAlert,
     LLMMetrics,
     LLMPrice,
     ProcessDefinition,
@@ -27,10 +28,20 @@ from mcp_server.repositories.rows import RowRepository
 from mcp_server.settings import mask_url
 
 BATCH = 1_000
-# Foreign keys first: definitions and projects, prompts, executions, the states that point at them, costs.
+# Foreign keys first: definitions and projects, prompts, executions, the states that point at them, costs,
+# the budget alerts kept once per period (so a copy does not report them again).
 TABLES: list[Table] = [
     model.__table__  # type: ignore[misc]
-    for model in (ProcessDefinition, Project, PromptVersion, ProcessExecution, ProcessState, LLMMetrics, LLMPrice)
+    for model in (
+        ProcessDefinition,
+        Project,
+        PromptVersion,
+        ProcessExecution,
+        ProcessState,
+        LLMMetrics,
+        LLMPrice,
+        BudgetAlert,
+    )
 ]
 
 Progress = Callable[[str, int, int], None]  # table, rows copied so far, rows in all

@@ -27,6 +27,7 @@ from mcp_server.repositories import (
 from mcp_server.repositories.metrics import CostAggregate
 from mcp_server.schemas.cost import (
     BudgetStatus,
+    CapStatus,
     CostFilters,
     CostGroup,
     CostRecord,
@@ -35,7 +36,7 @@ from mcp_server.schemas.cost import (
     GroupKey,
     UsageIn,
 )
-from mcp_server.services import periods, pricing
+from mcp_server.services import caps, periods, pricing
 from mcp_server.services.idempotency import check_replay, request_hash
 from mcp_server.services.kept import Kept
 from mcp_server.services.projects import load_project
@@ -200,9 +201,6 @@ async def record_usage(
     return CostRecord.from_row(row)
 
 
-THRESHOLDS = (50, 80, 100)  # percent of the budget whose first crossing in a period is reported
-
-
 @dataclass(frozen=True)
 class Judged:
     """What a project's budget judges now: the span (its period) and the spend in it (all of it without a
@@ -219,28 +217,82 @@ async def judge(session: AsyncSession, project: Project, now: datetime | None = 
     return Judged(window, await MetricsRepository(session).spent_since(project.id, window.start))
 
 
-async def alert(session: AsyncSession, project: Project, judged: Judged) -> list[int]:
-    """After a cost was logged: the thresholds (percent of the budget) the period's spend has reached that
-    no call reported yet in this period, kept in ``budget_alerts`` so each is reported once. Spend only:
-    money held by running executions is not spent and may come back, so it never fires an alert (block
-    admission counts it)."""
+@dataclass(frozen=True)
+class Alerts:
+    """What a logged cost first reached in this period: percents of the budget, and the caps it judged."""
+
+    crossed: list[int]
+    caps: list[CapStatus]
+
+
+def thresholds_of(project: Project) -> tuple[int, ...]:
+    return tuple(project.alert_thresholds or caps.DEFAULT_THRESHOLDS)
+
+
+async def alert(
+    session: AsyncSession,
+    project: Project,
+    judged: Judged,
+    *,
+    agent: str | None = None,
+    model: str | None = None,
+) -> Alerts:
+    """After a cost was logged: the thresholds (percent of the budget, and of each cap of the cost's agent
+    and ``provider/model``) the period's spend has reached that no call reported yet in this period, kept
+    in ``budget_alerts`` so each is reported once. Spend only: money held by running executions is not
+    spent and may come back, so it never fires an alert (block admission counts it)."""
+    thresholds = thresholds_of(project)
+    alerts = BudgetAlertRepository(session)
+    now = utcnow()
+    crossed: list[int] = []
     budget = project.budget_usd
-    if budget is None or budget <= 0:
-        return []
-    reached = [t for t in THRESHOLDS if judged.spent * 100 >= budget * t]
-    return await BudgetAlertRepository(session).record_once(
-        project.id,
-        scope="budget",
-        thresholds=reached,
-        period_start=judged.window.alert_start,
-        spent_usd=judged.spent,
-        budget_usd=budget,
-        now=utcnow(),
+    if budget is not None and budget > 0:
+        reached = [t for t in thresholds if judged.spent * 100 >= budget * t]
+        crossed = await alerts.record_once(
+            project.id,
+            scope="budget",
+            thresholds=reached,
+            period_start=judged.window.alert_start,
+            spent_usd=judged.spent,
+            budget_usd=budget,
+            now=now,
+        )
+    statuses = []
+    judging = caps.applicable(project.caps, agent=agent, model=model)
+    for found in await caps.figures(session, project.id, judging, judged.window.start):
+        limit = found.cap.limit
+        reached = [t for t in thresholds if limit > 0 and found.spent * 100 >= limit * t]
+        first = await alerts.record_once(
+            project.id,
+            scope=found.cap.key[:120],
+            thresholds=reached,
+            period_start=judged.window.alert_start,
+            spent_usd=found.spent,
+            budget_usd=limit,
+            now=now,
+        )
+        statuses.append(cap_status(found, first))
+    return Alerts(crossed, statuses)
+
+
+def cap_status(found: caps.CapFigures, crossed: list[int] | None = None) -> CapStatus:
+    return CapStatus(
+        cap=found.cap.key,
+        cap_usd=found.cap.limit,
+        spent_usd=found.spent,
+        reserved_usd=found.held,
+        remaining_usd=found.left,
+        crossed=crossed or None,
     )
 
 
 async def budget_status(
-    session: AsyncSession, project_id: uuid.UUID | None, *, added: Decimal | None = None
+    session: AsyncSession,
+    project_id: uuid.UUID | None,
+    *,
+    added: Decimal | None = None,
+    agent: str | None = None,
+    model: str | None = None,
 ) -> BudgetStatus | None:
     """Budget, policy, spend, reserved, remaining and exceeded for a project (None without a project or
     for an unknown one); with ``added`` (the cost this call just logged), the thresholds it first crossed."""
@@ -250,12 +302,19 @@ async def budget_status(
     if project is None:
         return None
     judged = await judge(session, project)
-    crossed = await alert(session, project, judged) if added else []
-    return status_of(project, judged, crossed=crossed)
+    if not added:
+        return status_of(project, judged)
+    alerts = await alert(session, project, judged, agent=agent, model=model)
+    return status_of(project, judged, crossed=alerts.crossed, caps=alerts.caps)
 
 
 def status_of(
-    project: Project, judged: Judged, *, crossed: list[int] | None = None, hold: str | None = None
+    project: Project,
+    judged: Judged,
+    *,
+    crossed: list[int] | None = None,
+    hold: str | None = None,
+    caps: list[CapStatus] | None = None,
 ) -> BudgetStatus:
     """The budget reply; ``crossed``: thresholds this call reported first; ``hold``: what a start held, in words."""
     spent, unpriced, reserved = project.spent_usd, project.unpriced_calls, project.reserved_usd  # running totals
@@ -276,6 +335,9 @@ def status_of(
             )
     if crossed:
         notes.append("this call crossed " + ", ".join(f"{t}%" for t in crossed) + " of the budget")
+    for cap in caps or []:
+        if cap.crossed:
+            notes.append(f"this call crossed {', '.join(f'{t}%' for t in cap.crossed)} of cap {cap.cap}")
     if unpriced:
         notes.append(f"{unpriced} unpriced call(s) are not included in spent_usd")
     bounded = window.bounded and budget is not None
@@ -292,6 +354,7 @@ def status_of(
         period_remaining_usd=remaining if bounded else None,
         resets_at=window.resets_at if bounded else None,
         crossed=crossed or None,
+        caps=caps or None,
         unpriced_calls=unpriced,
         note="; ".join(notes) or None,
     )
@@ -336,9 +399,9 @@ async def report_cost(
     actor: str | None,
     agent: str | None = None,
 ) -> CostReply:
-    """Log one call's cost and return it with the project's budget status (docs/design.md, "Costs and
-    budgets"). A cost of a running execution consumes what that execution holds first: the same money is
-    never counted as both spent and reserved."""
+    """Log one call's cost and return it with the project's budget status
+    (docs/design.md, "Costs and budgets"). A cost of a running execution consumes what that execution
+    holds first: the same money is never counted as both spent and reserved."""
     metrics = MetricsRepository(session)
     digest = _report_hash(usage, project_id, process_id, execution_id, agent) if idempotency_key else ""
     if idempotency_key is not None and (existing := await metrics.by_idempotency_key(idempotency_key)) is not None:
@@ -369,9 +432,10 @@ async def report_cost(
             return _replay(row, idempotency_key, digest)
     if execution is not None and row.cost_usd:
         await _consume_hold(session, execution, row.cost_usd)
-    reply = CostReply(
-        cost=CostRecord.from_row(row), budget=await budget_status(session, project_id, added=row.cost_usd)
+    budget = await budget_status(
+        session, project_id, added=row.cost_usd, agent=row.agent, model=f"{row.provider}/{row.model}"
     )
+    reply = CostReply(cost=CostRecord.from_row(row), budget=budget)
     if idempotency_key is not None:
         await metrics.keep_reply(row, reply.model_dump(mode="json"))
     return reply

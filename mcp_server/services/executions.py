@@ -38,7 +38,7 @@ from mcp_server.schemas.pipeline import (
     StartReply,
     StateOut,
 )
-from mcp_server.services import costs, leases, pipeline_state, rules
+from mcp_server.services import caps, costs, leases, pipeline_state, rules
 from mcp_server.services.idempotency import check_replay, request_hash
 from mcp_server.services.pipeline_state import ProjectPipeline
 from mcp_server.services.rules import Event, State
@@ -94,30 +94,66 @@ async def _admit(
     process_id: str,
     reserve_usd: Decimal | None,
     default_reserve: Decimal | None,
+    *,
+    agent: str | None = None,
+    model: str | None = None,
 ) -> tuple[Decimal | None, BudgetStatus | None]:
     """Budget admission of a start (docs/design.md, "Costs and budgets"): under `block`, refused with
-    budget_exceeded when spent (in the budget's period) + reserved + reserve_usd would pass the budget; the
-    reservation is held in the same conditional UPDATE. Without reserve_usd a `block` budget holds the
-    step's estimated cost, cut to what is left (never refused for an estimate while the budget has room).
-    Returns what the execution holds and the budget reply (None for a project without a budget or hold)."""
+    budget_exceeded when spent (in the budget's period) + reserved + reserve_usd would pass the budget or a
+    cap of the start's agent or model; the reservation is held in the same conditional UPDATE. Without
+    reserve_usd a `block` budget holds the step's estimated cost, cut to what is left (never refused for
+    an estimate while there is room). Returns what the execution holds and the budget reply (None for a
+    project without budget, caps or hold)."""
     project = pipeline.project
-    block = project.budget_policy == BudgetPolicy.BLOCK and project.budget_usd is not None
-    if reserve_usd is None and project.budget_usd is None:
+    blocking = project.budget_policy == BudgetPolicy.BLOCK
+    judging = caps.applicable(project.caps, agent=agent, model=model)
+    if reserve_usd is None and project.budget_usd is None and not judging:
         return None, None
     judged = await costs.judge(session, project)
+    capped = await caps.figures(session, project.id, judging, judged.window.start)
     hold, note = reserve_usd, None
-    if reserve_usd is None and block:
-        left = project.budget_usd - judged.spent - project.reserved_usd  # type: ignore[operator]
+    if reserve_usd is None and blocking:
+        lefts = {f"cap {f.cap.key}": f.left for f in capped}
+        if project.budget_usd is not None:
+            lefts["the budget"] = project.budget_usd - judged.spent - project.reserved_usd
+        tightest = min(lefts, key=lefts.__getitem__)
+        left = lefts[tightest]
         estimate = await _estimate(session, pipeline, process_id, default_reserve) if left > 0 else None
         if estimate is not None and estimate[0] > 0:
             hold = min(estimate[0], left)
-            cut = " (cut to what is left of the budget)" if hold < estimate[0] else ""
+            cut = f" (cut to what is left of {tightest})" if hold < estimate[0] else ""
             note = f"this start holds {hold} USD, {estimate[1]}{cut}"
+    if blocking:
+        for found in capped:
+            if found.left < (hold or 0) or found.left <= 0:
+                raise _over_cap(found, reserve_usd)
     units = money_to_units(hold or 0)
     spent_units = money_to_units(judged.spent) if judged.window.bounded else None
-    if await ProjectRepository(session).reserve(project.id, units=units, within_budget=block, spent_units=spent_units):
-        return (hold if units else None), costs.status_of(project, judged, hold=note)
-    raise _over_budget(costs.status_of(project, judged), project.id, reserve_usd)
+    block = blocking and project.budget_usd is not None
+    if not await ProjectRepository(session).reserve(
+        project.id, units=units, within_budget=block, spent_units=spent_units
+    ):
+        raise _over_budget(costs.status_of(project, judged), project.id, reserve_usd)
+    statuses = [costs.cap_status(caps.CapFigures(f.cap, f.spent, f.held + (hold or 0))) for f in capped]
+    return (hold if units else None), costs.status_of(project, judged, hold=note, caps=statuses)
+
+
+def _over_cap(found: caps.CapFigures, reserve_usd: Decimal | None) -> BudgetExceeded:
+    asked = "" if reserve_usd is None else f"; this start would hold {reserve_usd}"
+    return BudgetExceeded(
+        f"cap {found.cap.key} ({found.cap.limit} USD) {'is reached' if found.left <= 0 else 'would be passed'} "
+        f"(policy block): spent {found.spent} in the budget's period, {found.held} held by running executions, "
+        f"{found.left} left" + asked,
+        hint="Ask for a larger cap (update_project caps), let another agent or model do the step, or wait for "
+        "running executions to finish and release what they hold",
+        details={
+            "cap": found.cap.key,
+            "cap_usd": str(found.cap.limit),
+            "spent_usd": str(found.spent),
+            "reserved_usd": str(found.held),
+            "remaining_usd": str(found.left),
+        },
+    )
 
 
 def _over_budget(status: BudgetStatus, project_id: uuid.UUID, reserve_usd: Decimal | None) -> BudgetExceeded:
@@ -274,17 +310,22 @@ async def start(
     lease_seconds: int = 900,
     agent: str | None = None,
     default_reserve: Decimal | None = None,
+    model: str | None = None,
 ) -> StartReply:
-    args = {
-        "project_id": str(project_id),
-        "process_id": process_id,
-        "input_data": input_data,
-        "prompt_version_id": str(prompt_version_id) if prompt_version_id else None,
-        "expected_version": expected_version,
-        "force": force,
-        "reserve_usd": None if reserve_usd is None else str(reserve_usd),
-        "lease_seconds": lease_seconds,
-    } | ({"agent": agent} if agent is not None else {})
+    args = (
+        {
+            "project_id": str(project_id),
+            "process_id": process_id,
+            "input_data": input_data,
+            "prompt_version_id": str(prompt_version_id) if prompt_version_id else None,
+            "expected_version": expected_version,
+            "force": force,
+            "reserve_usd": None if reserve_usd is None else str(reserve_usd),
+            "lease_seconds": lease_seconds,
+        }
+        | ({"agent": agent} if agent is not None else {})
+        | ({"model": model} if model is not None else {})
+    )
     # Only a keyed call is ever compared with an earlier one.
     args_hash = request_hash("start_execution", args) if idempotency_key else ""
     if process_id is None:
@@ -313,7 +354,10 @@ async def start(
     input_schema, _ = await pipeline.catalogue.schemas_of(session, process_id)
     await checks.validate(input_schema, input_data, what="input_data", process_id=process_id)
     await _check_prompt(session, prompt_version_id)
-    held, budget = await _admit(session, pipeline, process_id, reserve_usd, default_reserve)
+    model = None if model is None else caps.model_ref(model)
+    held, budget = await _admit(
+        session, pipeline, process_id, reserve_usd, default_reserve, agent=agent or actor, model=model
+    )
     now = utcnow()
     timeout = pipeline.definition(process_id).timeout_seconds
     execution = await ExecutionRepository(session).create(
@@ -324,6 +368,7 @@ async def start(
         inputs_from=pipeline_state.lineage(pipeline, process_id),
         reserved_usd=held,
         agent=agent or actor,
+        model=model,
         status=ExecutionStatus.RUNNING.value,
         started_at=now,
         lease_expires_at=rules.lease_end(now, lease_seconds, leases.deadline_of(now, timeout)),
@@ -551,8 +596,11 @@ async def _log_usage(
     )
     # The project row loaded under the lock, its totals just moved by the cost logged (ProjectRepository._sync).
     judged = await costs.judge(session, project)
-    crossed = await costs.alert(session, project, judged) if logged.cost_usd else []
-    return cost, costs.status_of(project, judged, crossed=crossed)
+    if not logged.cost_usd:
+        return cost, costs.status_of(project, judged)
+    who = agent or execution.agent or actor
+    alerts = await costs.alert(session, project, judged, agent=who, model=f"{usage.provider}/{usage.model}")
+    return cost, costs.status_of(project, judged, crossed=alerts.crossed, caps=alerts.caps)
 
 
 async def _keep_for_audit(

@@ -14,6 +14,7 @@ from mcp_server.models import Project, ProjectStatus
 from mcp_server.repositories import BudgetAlertRepository, ProjectRepository, StateRepository
 from mcp_server.schemas.common import envelope
 from mcp_server.schemas.project import BudgetAlertOut, DeletedProject, ProjectOut, ProjectPage, ProjectRow
+from mcp_server.services import caps as limits
 from mcp_server.services import periods
 
 
@@ -42,6 +43,8 @@ async def create(
     pipeline_id: str = DEFAULT_PIPELINE,
     budget_policy: str = "warn",
     budget_period: str = periods.NONE,
+    caps: dict[str, Any] | None = None,
+    alert_thresholds: list[int] | None = None,
 ) -> ProjectOut:
     from mcp_server.services import definitions
 
@@ -50,6 +53,8 @@ async def create(
         pipeline_id=pipeline_id,
         budget_policy=str(budget_policy),
         budget_period=periods.check(budget_period),
+        caps=None if caps is None else limits.check(caps) or None,
+        alert_thresholds=None if alert_thresholds is None else limits.check_thresholds(alert_thresholds),
         name=name,
         description=description,
         metadata_=metadata or {},
@@ -109,7 +114,13 @@ async def list_page(
 
 # Fields update_project can empty (null cannot mean "clear": strict-mode clients send null for every
 # argument they leave out), and what each becomes.
-CLEARED_VALUES: dict[str, Any] = {"description": None, "budget_usd": None, "metadata": {}}
+CLEARED_VALUES: dict[str, Any] = {
+    "description": None,
+    "budget_usd": None,
+    "metadata": {},
+    "caps": None,
+    "alert_thresholds": None,
+}
 
 
 async def update(
@@ -129,6 +140,10 @@ async def update(
         await _check_pipeline_change(session, project, changes["pipeline_id"])
     if "budget_period" in changes:
         changes["budget_period"] = periods.check(changes["budget_period"])
+    if changes.get("caps") is not None:
+        changes["caps"] = limits.check(changes["caps"]) or None
+    if changes.get("alert_thresholds") is not None:
+        changes["alert_thresholds"] = limits.check_thresholds(changes["alert_thresholds"])
     fields = {("metadata_" if key == "metadata" else key): value for key, value in changes.items()}
     await ProjectRepository(session).update(project, updated_by=actor, **fields)
     return await project_out(session, project)

@@ -6,7 +6,7 @@ import uuid
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from mcp.server.mcpserver import Context
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from mcp_server.app import App
 from mcp_server.enums import DEFAULT_PIPELINE as DEFAULT
@@ -16,6 +16,7 @@ from mcp_server.schemas.common import (
     Agent,
     JsonObject,
     Name,
+    NoNul,
     Page,
     PageSize,
     ShortText,
@@ -62,6 +63,8 @@ ProjectId = Annotated[uuid.UUID, Field(description="From create_project.")]
 ProcessId = Annotated[SlugRef, Field(description="Step id, e.g. `design`.")]
 ExecutionId = Annotated[uuid.UUID, Field(description="From start_execution or record_execution.")]
 RunningId = Annotated[uuid.UUID, Field(description="From start_execution.")]  # a running execution
+# `provider/model`, as a model cap names it (provider in lower case, as costs store it).
+ModelRef = Annotated[str, StringConstraints(min_length=3, max_length=151, pattern=r"^[^/]+/.+$"), NoNul]
 AgentArg = Annotated[Agent | None, Field(description="Sub-agent or role; default: client.")]
 ExpectedVersion = Annotated[
     int | None,
@@ -183,14 +186,14 @@ async def start_execution(
     reserve_usd: Annotated[Usd | None, Field(description="Expected cost, held against the budget.")] = None,
     lease_seconds: Annotated[int | None, Field(ge=1, le=86_400, description="Lease; default 900.")] = None,
     agent: AgentArg = None,
+    model: Annotated[ModelRef | None, Field(description="provider/model it will use (model caps).")] = None,
     expected_version: ExpectedVersion = None,
     idempotency_key: IdempotencyKey = None,
     force: Force = False,
 ) -> StartReply:
     """Start a step (`running`); omit process_id to claim the next runnable step nobody holds
     (concurrent claims differ). Returns the execution, `inputs` and a lease (renew_lease before
-    lease_expires_at). Errors: `nothing_ready` (wait or stop), `not_ready`,
-    `invalid_transition`, `schema_violation`, `conflict`, `budget_exceeded`."""
+    lease_expires_at). Errors include `nothing_ready` (wait or stop) and `budget_exceeded`."""
     app = app_of(ctx)
     async with app.db.unit_of_work() as session:
         return await executions.start(
@@ -207,6 +210,7 @@ async def start_execution(
             lease_seconds=lease_seconds or app.settings.lease_seconds,
             agent=agent,
             default_reserve=app.settings.default_reserve_usd,
+            model=model,
         )
 
 
@@ -249,9 +253,8 @@ async def record_execution(
     force: Force = False,
 ) -> RecordReply:
     """Record a step's output: it becomes `completed`, steps downstream `stale` unless the output is
-    unchanged; a started execution overtaken meanwhile is `superseded`. Errors: `not_ready`,
-    `schema_violation`, `conflict`, `invalid_transition` (step running),
-    `lease_expired` (reclaimed: output kept, not current)."""
+    unchanged; a started execution overtaken meanwhile is `superseded`. `lease_expired`: reclaimed
+    (output kept, not current)."""
     async with app_of(ctx).db.unit_of_work() as session:
         reply = await executions.record(
             session,

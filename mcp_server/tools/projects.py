@@ -21,10 +21,16 @@ if TYPE_CHECKING:
 else:  # loaded on the first call: start-up does not import the database layer
     projects = lazy_module("mcp_server.services.projects")
 
-Clearable = Literal["description", "budget_usd", "metadata"]
+Clearable = Literal["description", "budget_usd", "metadata", "caps", "alert_thresholds"]
 POLICY = "warn (default): report exceeded; block: refuse starts that would pass the budget (costs are always logged)."
 PERIOD = "What the budget counts: none (all time, default), day, week, month (UTC) or rolling:7d / rolling:24h."
 Period = Annotated[str, StringConstraints(max_length=20), NoNul]
+CAPS = 'Caps within the budget\'s period, e.g. {"agent:writer": "0.50", "model:openai/gpt-4o": "2"}.'
+Caps = Annotated[dict[str, Usd], Field(max_length=50, description=CAPS)]
+Thresholds = Annotated[
+    list[Annotated[int, Field(ge=1, le=1000)]],
+    Field(max_length=10, description="Percents of budget and caps to alert at (default 50, 80, 100)."),
+]
 ProjectId = Annotated[uuid.UUID, Field(description="From create_project or list_projects.")]
 
 
@@ -36,6 +42,8 @@ async def create_project(
     budget_usd: Annotated[Usd | None, Field(description='LLM spending limit in USD, e.g. "5.00".')] = None,
     budget_policy: Annotated[BudgetPolicy, Field(description=POLICY)] = BudgetPolicy.WARN,
     budget_period: Annotated[Period, Field(description=PERIOD)] = "none",
+    caps: Caps | None = None,
+    alert_thresholds: Thresholds | None = None,
     pipeline_id: Annotated[SlugRef, Field(description="Its pipeline, default `default`.")] = DEFAULT,
 ) -> ProjectOut:
     """Create a project: one unit of work that runs through a pipeline and accrues LLM cost.
@@ -49,6 +57,8 @@ async def create_project(
             budget_usd=budget_usd,
             budget_policy=budget_policy,
             budget_period=budget_period,
+            caps=caps,
+            alert_thresholds=alert_thresholds,
             pipeline_id=pipeline_id,
             actor=actor_of(ctx),
         )
@@ -84,6 +94,8 @@ async def update_project(
     budget_usd: Annotated[Usd | None, Field(description="Budget in USD.")] = None,
     budget_policy: BudgetPolicy | None = None,
     budget_period: Annotated[Period | None, Field(description="none, day, week, month or rolling:7d.")] = None,
+    caps: Annotated[dict[str, Usd] | None, Field(max_length=50, description="Replaces all caps.")] = None,
+    alert_thresholds: Thresholds | None = None,
     pipeline_id: Annotated[SlugRef | None, Field(description="Another pipeline (before any execution).")] = None,
     clear: Annotated[list[Clearable] | None, Field(description="Fields to empty.")] = None,
 ) -> ProjectOut:
@@ -96,6 +108,8 @@ async def update_project(
         "budget_usd": budget_usd,
         "budget_policy": budget_policy,
         "budget_period": budget_period,
+        "caps": caps,
+        "alert_thresholds": alert_thresholds,
         "pipeline_id": pipeline_id,
     }
     changes = {key: value for key, value in given.items() if value is not None}

@@ -3,6 +3,9 @@
 ``agent`` names who spent a cost row or runs an execution (a sub-agent, a worker, a role; by default the
 MCP client). ``projects.budget_period`` is what the budget is judged over: ``none`` (the project's whole
 life, as before), ``day``/``week``/``month`` (UTC calendar) or ``rolling:<N>d``/``rolling:<N>h``.
+``projects.caps`` holds caps per agent and per model (``{"agent:<name>": "0.50", "model:<provider>/<model>":
+"2.00"}``) judged like the budget, and ``alert_thresholds`` the percents of the budget and of each cap that
+are reported (null: 50, 80, 100); ``process_executions.model`` is the model a start names for model caps.
 ``budget_alerts`` keeps each threshold a project's spend crossed, once per period (the unique key).
 
 Revision ID: 0009
@@ -15,7 +18,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from mcp_server.db.types import GUID, Money, UTCDateTime
+from mcp_server.db.types import GUID, JSONType, Money, UTCDateTime
 
 revision: str = "0009"
 down_revision: str | None = "0008"
@@ -28,8 +31,11 @@ def upgrade() -> None:
         table.add_column(sa.Column("agent", sa.String(200), nullable=True))
     with op.batch_alter_table("process_executions") as table:
         table.add_column(sa.Column("agent", sa.String(200), nullable=True))
+        table.add_column(sa.Column("model", sa.String(160), nullable=True))
     with op.batch_alter_table("projects") as table:
         table.add_column(sa.Column("budget_period", sa.String(20), nullable=False, server_default="none"))
+        table.add_column(sa.Column("caps", JSONType(), nullable=True))
+        table.add_column(sa.Column("alert_thresholds", JSONType(), nullable=True))
     op.create_table(
         "budget_alerts",
         sa.Column("id", GUID(), primary_key=True),
@@ -47,8 +53,11 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("budget_alerts")
     with op.batch_alter_table("projects") as table:
+        table.drop_column("alert_thresholds")
+        table.drop_column("caps")
         table.drop_column("budget_period")
     with op.batch_alter_table("process_executions") as table:
+        table.drop_column("model")
         table.drop_column("agent")
     with op.batch_alter_table("llm_metrics") as table:
         table.drop_column("agent")
