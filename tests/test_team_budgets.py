@@ -321,3 +321,24 @@ async def test_eight_starts_from_two_processes_admit_exactly_what_fits_an_agent_
     model = await _race(db_url, tmp_path / "m", client, {"model:openai/gpt-4o": "0.03"}, "openai/gpt-4o")
     assert model.count("ok") == 3
     assert all("budget_exceeded" in o and "cap model:openai/gpt-4o" in o for o in model if o != "ok")
+
+
+async def test_a_cost_row_names_the_rule_that_priced_it(client: Client, clock: Clock) -> None:
+    clock.now = datetime(2026, 6, 20, 12, 0, tzinfo=UTC)  # after Mistral's 2026-06-16 price change
+    cached = await call_ok(
+        client, "report_cost", provider="anthropic", model="claude-sonnet-4-20250514", prompt_tokens=100_000,
+        cache_write_tokens=50_000, cache_write_1h_tokens=50_000,
+    )  # fmt: skip
+    assert usd(cached["cost"]["cost_usd"]) == Decimal("0.45") and cached["cost"]["cache_write_1h_tokens"] == 50_000
+    assert "50000 cache-write tokens at the one-hour TTL price" in cached["cost"]["note"]
+    dated = await call_ok(
+        client, "report_cost", provider="mistral", model="mistral-medium-latest", prompt_tokens=1_000_000
+    )
+    assert usd(dated["cost"]["cost_usd"]) == Decimal("1.5")
+    assert (
+        "price in force from 2026-06-16" in dated["cost"]["note"] and "prices as of 2026-06-20" in dated["cost"]["note"]
+    )
+    await call_error(
+        client, "report_cost", "invalid_argument", provider="anthropic", model="m", prompt_tokens=10,
+        cache_write_tokens=1, cache_write_1h_tokens=2,
+    )  # fmt: skip

@@ -201,6 +201,9 @@ def test_the_pages_show_states_causes_and_costs(filled: dict[str, Any], browser:
     )
     bars = page.locator("#by-model [data-model]").all()
     assert sum(Decimal(bar.get_attribute("data-cost") or "0") for bar in bars) == Decimal(totals["cost_usd"])
+    agents = page.locator("#by-agent [data-agent]").all()  # cost by agent sums to the same total
+    assert agents and sum(Decimal(a.get_attribute("data-cost") or "0") for a in agents) == Decimal(totals["cost_usd"])
+    assert page.locator("#alerts li").count() >= 1
     assert page.locator("#timeline tr[data-execution]").count() == 6
     _shoot(page, tmp_path, "dashboard-project.png")
     # The project view's budget is the status tool's, figure for figure.

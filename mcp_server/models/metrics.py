@@ -33,9 +33,13 @@ class LLMMetrics(AuditMixin, Base):
     total_tokens: Mapped[int] = mapped_column(BigInteger(), default=0, nullable=False)
     cache_read_tokens: Mapped[int] = mapped_column(BigInteger(), default=0, nullable=False)
     cache_write_tokens: Mapped[int] = mapped_column(BigInteger(), default=0, nullable=False)
+    # Of cache_write_tokens, those written with a one-hour TTL (priced apart from 5-minute writes).
+    cache_write_1h_tokens: Mapped[int] = mapped_column(BigInteger(), default=0, server_default="0", nullable=False)
 
     cost_usd: Mapped[Decimal | None] = mapped_column(Money())
     cost_source: Mapped[str] = mapped_column(String(20), nullable=False)
+    # The rule that priced it: the price table and model, a dated price, a long-context tier, cache TTLs.
+    price_rule: Mapped[str | None] = mapped_column(String(300))
     inference_time_ms: Mapped[int | None] = mapped_column(Integer())
 
     # Set by `db prune` when the row's execution (superseded, old) is deleted: the cost still counts as

@@ -74,6 +74,7 @@ class UsageIn(BaseModel):
     total_tokens: Tokens | None = None
     cache_read_tokens: Tokens = 0
     cache_write_tokens: Tokens = 0
+    cache_write_1h_tokens: Tokens = 0
     cost_usd: Usd | None = None
     inference_time_ms: InferenceMs | None = None
 
@@ -92,6 +93,11 @@ class UsageIn(BaseModel):
             raise ValueError(
                 f"cache_read_tokens + cache_write_tokens ({cached}) exceed prompt_tokens ({self.prompt_tokens}): "
                 + PROMPT_CONVENTION
+            )
+        if self.cache_write_1h_tokens > self.cache_write_tokens:
+            raise ValueError(
+                f"cache_write_1h_tokens ({self.cache_write_1h_tokens}) exceed cache_write_tokens "
+                f"({self.cache_write_tokens}): the one-hour writes are part of all cache writes"
             )
         return self
 
@@ -131,6 +137,7 @@ class CostRecord(Out):
     total_tokens: int
     cache_read_tokens: int
     cache_write_tokens: int
+    cache_write_1h_tokens: int = 0
     cost_usd: DecimalOut | None = Field(description="Exact USD; absent when unpriced.")
     cost_source: CostSource = Field(description="reported (given by you), computed (genai-prices) or unpriced.")
     inference_time_ms: int | None
@@ -142,7 +149,8 @@ class CostRecord(Out):
     @classmethod
     def from_row(cls, row: LLMMetrics) -> CostRecord:
         fields = {name: getattr(row, name) for name in cls.model_fields if name not in ("priced", "note")}
-        return cls(**fields, priced=row.cost_usd is not None, note=_note(row.cost_source, row.provider, row.model))
+        note = row.price_rule or _note(row.cost_source, row.provider, row.model)
+        return cls(**fields, priced=row.cost_usd is not None, note=note)
 
 
 class LoggedCost(BaseModel):

@@ -248,6 +248,7 @@ class CostRow(_Audited):
     total_tokens: Annotated[Tokens, BeforeValidator(_strict_int)] = 0
     cache_read_tokens: Annotated[Tokens, BeforeValidator(_strict_int)] = 0
     cache_write_tokens: Annotated[Tokens, BeforeValidator(_strict_int)] = 0
+    cache_write_1h_tokens: Annotated[Tokens, BeforeValidator(_strict_int)] = 0
     cost_usd: Money | None = None
     cost_source: CostSource
     inference_time_ms: Annotated[InferenceMs, BeforeValidator(_strict_int)] | None = None
@@ -257,6 +258,7 @@ class CostRow(_Audited):
     request_hash: Hash | None = None
     reply: Annotated[Json, AfterValidator(lambda v: _reply(v, CostReply))] | None = None
     agent: Agent | None = None
+    price_rule: Annotated[str, StringConstraints(max_length=300), NoNul] | None = None
 
     @model_validator(mode="after")
     def _usage(self) -> CostRow:

@@ -96,8 +96,12 @@ def check_thresholds(thresholds: list[int]) -> list[int]:
 
 
 def model_ref(text: str) -> str:
-    """``provider/model`` as costs store it: the provider in lower case."""
+    """``provider/model`` as costs store it: the provider in lower case; ``invalid_argument`` otherwise."""
     provider, _, model = text.partition("/")
+    if not provider.strip() or not model.strip():
+        raise InvalidArgument(
+            f"model {text[:80]!r} is not provider/model", hint='Name it as costs do, e.g. "openai/gpt-4o-mini"'
+        )
     return f"{provider.strip().lower()}/{model.strip()}"
 
 

@@ -94,6 +94,7 @@ def _counts(usage: UsageIn) -> dict[str, int]:
         "completion_tokens": usage.completion_tokens,
         "cache_read_tokens": usage.cache_read_tokens,
         "cache_write_tokens": usage.cache_write_tokens,
+        "cache_write_1h_tokens": usage.cache_write_1h_tokens,
     }
 
 
@@ -107,15 +108,16 @@ def _row_fields(
     """The priced row: a given cost is `reported`; otherwise the team's own price (`custom`) or
     genai-prices computes it (`computed`, passed in when already worked out), or it is `unpriced`."""
     cost: Decimal | None
+    rule: str | None = None
     counts = _counts(usage)
     if usage.cost_usd is not None:
         cost, source = usage.cost_usd, CostSource.REPORTED.value
     elif custom is not None:
-        cost, source = pricing.custom_price(custom, **counts)
+        cost, source, rule = pricing.custom_price(custom, **counts)
     elif computed is not None:
-        cost, source = computed
+        cost, source, rule = computed
     else:
-        cost, source = pricing.price(usage.provider, usage.model, **counts, at=created_at)
+        cost, source, rule = pricing.price(usage.provider, usage.model, **counts, at=created_at)
     return {
         "provider": usage.provider,
         "model": usage.model,
@@ -124,6 +126,8 @@ def _row_fields(
         "total_tokens": usage.total_tokens,
         "cache_read_tokens": usage.cache_read_tokens,
         "cache_write_tokens": usage.cache_write_tokens,
+        "cache_write_1h_tokens": usage.cache_write_1h_tokens,
+        "price_rule": rule,
         # Rounded here to what the database keeps, so that the reply shows the stored value.
         "cost_usd": None if cost is None else units_to_money(money_to_units(cost)),
         "cost_source": source,

@@ -39,22 +39,23 @@ async def report_cost(
     ctx: Context[App],
     prompt_tokens: Annotated[
         Tokens,
-        Field(description="ALL input tokens, cached included (Anthropic: input + cache read + cache creation)."),
+        Field(description="ALL input tokens, cached included (Anthropic: add the cache tokens)."),
     ] = 0,
     completion_tokens: Annotated[Tokens, Field(description="Output tokens, reasoning included.")] = 0,
     total_tokens: Annotated[Tokens | None, Field(description="Default prompt + completion.")] = None,
     cache_read_tokens: Annotated[Tokens, Field(description="Of prompt_tokens, cache reads.")] = 0,
     cache_write_tokens: Annotated[Tokens, Field(description="Of prompt_tokens, cache writes.")] = 0,
+    cache_write_1h_tokens: Annotated[Tokens, Field(description="Of cache writes, 1-hour TTL.")] = 0,
     cost_usd: Annotated[Usd | None, Field(description='As reported, e.g. "0.0042"; omit to compute.')] = None,
     inference_time_ms: Annotated[InferenceMs | None, Field(description="Call duration.")] = None,
     project_id: Annotated[uuid.UUID | None, Field(description="Project charged.")] = None,
     process_id: Annotated[SlugRef | None, Field(description="Step it was for.")] = None,
-    execution_id: Annotated[uuid.UUID | None, Field(description="Its execution (implies project and step).")] = None,
+    execution_id: Annotated[uuid.UUID | None, Field(description="Its execution (implies project, step).")] = None,
     idempotency_key: Annotated[IdempotencyKey | None, Field(description="Retry-safe key (`replayed`).")] = None,
     agent: Annotated[Agent | None, Field(description="Sub-agent or role; default: client.")] = None,
 ) -> CostReply:
     """Log one LLM call's tokens and cost (or pass `usage` to record_execution). Priced unless cost_usd
-    is given; an unknown model is `unpriced` (null, never 0). Stored even over budget."""
+    is given (unknown models: `unpriced`, null). Stored even over budget."""
     usage = UsageIn.parse(
         provider=provider,
         model=model,
@@ -63,6 +64,7 @@ async def report_cost(
         total_tokens=total_tokens,
         cache_read_tokens=cache_read_tokens,
         cache_write_tokens=cache_write_tokens,
+        cache_write_1h_tokens=cache_write_1h_tokens,
         cost_usd=cost_usd,
         inference_time_ms=inference_time_ms,
     )

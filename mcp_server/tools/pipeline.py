@@ -64,7 +64,7 @@ ProcessId = Annotated[SlugRef, Field(description="Step id, e.g. `design`.")]
 ExecutionId = Annotated[uuid.UUID, Field(description="From start_execution or record_execution.")]
 RunningId = Annotated[uuid.UUID, Field(description="From start_execution.")]  # a running execution
 # `provider/model`, as a model cap names it (provider in lower case, as costs store it).
-ModelRef = Annotated[str, StringConstraints(min_length=3, max_length=151, pattern=r"^[^/]+/.+$"), NoNul]
+ModelRef = Annotated[str, StringConstraints(min_length=3, max_length=151), NoNul]  # checked by caps.model_ref
 AgentArg = Annotated[Agent | None, Field(description="Sub-agent or role; default: client.")]
 ExpectedVersion = Annotated[
     int | None,
@@ -180,20 +180,19 @@ async def delete_process(process_id: ProcessId, ctx: Context[App], pipeline_id: 
 async def start_execution(
     project_id: ProjectId,
     ctx: Context[App],
-    process_id: Annotated[SlugRef | None, Field(description="Omit to claim the next step that can run.")] = None,
+    process_id: Annotated[SlugRef | None, Field(description="Omit to claim the next runnable step.")] = None,
     input_data: Annotated[JsonObject, Field(description="The step's input.")] = {},  # noqa: B006
     prompt_version_id: Annotated[uuid.UUID | None, Field(description="The prompt version used.")] = None,
-    reserve_usd: Annotated[Usd | None, Field(description="Expected cost, held against the budget.")] = None,
+    reserve_usd: Annotated[Usd | None, Field(description="Expected cost to hold.")] = None,
     lease_seconds: Annotated[int | None, Field(ge=1, le=86_400, description="Lease; default 900.")] = None,
     agent: AgentArg = None,
-    model: Annotated[ModelRef | None, Field(description="provider/model it will use (model caps).")] = None,
+    model: Annotated[ModelRef | None, Field(description="provider/model, for model caps.")] = None,
     expected_version: ExpectedVersion = None,
     idempotency_key: IdempotencyKey = None,
     force: Force = False,
 ) -> StartReply:
-    """Start a step (`running`); omit process_id to claim the next runnable step nobody holds
-    (concurrent claims differ). Returns the execution, `inputs` and a lease (renew_lease before
-    lease_expires_at). Errors include `nothing_ready` (wait or stop) and `budget_exceeded`."""
+    """Start a step (`running`), or claim the next one nobody holds (concurrent claims differ). Returns
+    the execution, `inputs` and a lease (renew_lease before lease_expires_at). Errors include `nothing_ready` (wait or stop) and `budget_exceeded`."""
     app = app_of(ctx)
     async with app.db.unit_of_work() as session:
         return await executions.start(
@@ -319,8 +318,8 @@ async def list_executions(
 
 
 async def get_process_state(project_id: ProjectId, process_id: ProcessId, ctx: Context[App]) -> ProcessStateDetail:
-    """One step: state, version, `can_run`, `blocked_by`, dependencies' states and outputs
-    (`inputs`), current output, stale cause."""
+    """One step: state, version, `can_run`, `blocked_by`, `inputs`, schemas, current output, stale
+    cause."""
     async with app_of(ctx).db.unit_of_work(write=False) as session:
         return await status.process_state(session, project_id, process_id)
 

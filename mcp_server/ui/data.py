@@ -18,6 +18,7 @@ from mcp_server.db.engine import database_key
 from mcp_server.enums import StateName
 from mcp_server.models import ProcessExecution, ProcessState, Project, ProjectStatus, Revision
 from mcp_server.repositories import (
+    BudgetAlertRepository,
     ExecutionRepository,
     MetricsRepository,
     ProcessDefinitionRepository,
@@ -275,8 +276,8 @@ _costs: Kept[tuple[str, uuid.UUID], dict[str, Any]] = Kept(64)
 
 
 async def cost(session: AsyncSession, project_id: uuid.UUID) -> dict[str, Any]:
-    """The project's cost by model and by day (the last MAX_DAYS), with the cost of rework apart: the same
-    figures get_cost_summary gives."""
+    """The project's cost by model, by agent and by day (the last MAX_DAYS), with the cost of rework apart
+    (the same figures get_cost_summary gives), and its budget alerts."""
     found = await ProjectRepository(session).get(project_id, include_deleted=True)
     changed = (await StateRepository(session).counts([project_id])).get(project_id, {}).get("last")
     logged = await MetricsRepository(session).last_logged(project_id)
@@ -292,7 +293,9 @@ async def cost(session: AsyncSession, project_id: uuid.UUID) -> dict[str, Any]:
 async def _cost(session: AsyncSession, project_id: uuid.UUID) -> dict[str, Any]:
     filters = CostFilters(project_id=project_id)
     by_model = await costs.summary(session, filters, ["provider", "model"])
+    by_agent = await costs.summary(session, filters, ["agent"])
     by_day = await costs.summary(session, filters, ["day"])
+    alerts = await BudgetAlertRepository(session).recent(project_id)
     totals = reply_data(by_model.totals)
     return {
         "totals": {key: totals.get(key) for key in ("calls", "cost_usd", "superseded_cost_usd", "unpriced_calls")},
@@ -300,7 +303,18 @@ async def _cost(session: AsyncSession, project_id: uuid.UUID) -> dict[str, Any]:
             {"model": f"{g.provider}/{g.model}" if g.provider else g.model, **_figures(reply_data(g))}
             for g in by_model.groups
         ],
+        "by_agent": [{"agent": g.agent or "(not named)", **_figures(reply_data(g))} for g in by_agent.groups],
         "by_day": [{"day": str(g.day), **_figures(reply_data(g))} for g in by_day.groups][-MAX_DAYS:],
+        "alerts": [
+            {
+                "scope": alert.scope,
+                "threshold": alert.threshold,
+                "spent_usd": _money(alert.spent_usd),
+                "limit_usd": _money(alert.budget_usd),
+                "crossed_at": alert.crossed_at.isoformat(),
+            }
+            for alert in alerts
+        ],
     }
 
 

@@ -6,6 +6,8 @@ life, as before), ``day``/``week``/``month`` (UTC calendar) or ``rolling:<N>d``/
 ``projects.caps`` holds caps per agent and per model (``{"agent:<name>": "0.50", "model:<provider>/<model>":
 "2.00"}``) judged like the budget, and ``alert_thresholds`` the percents of the budget and of each cap that
 are reported (null: 50, 80, 100); ``process_executions.model`` is the model a start names for model caps.
+A cost row keeps ``cache_write_1h_tokens`` (of its cache writes, those with a one-hour TTL, priced apart)
+and ``price_rule``, the rule that priced it (dated price, long-context tier, cache TTL).
 ``budget_alerts`` keeps each threshold a project's spend crossed, once per period (the unique key).
 
 Revision ID: 0009
@@ -29,6 +31,8 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("llm_metrics") as table:
         table.add_column(sa.Column("agent", sa.String(200), nullable=True))
+        table.add_column(sa.Column("cache_write_1h_tokens", sa.BigInteger(), nullable=False, server_default="0"))
+        table.add_column(sa.Column("price_rule", sa.String(300), nullable=True))
     with op.batch_alter_table("process_executions") as table:
         table.add_column(sa.Column("agent", sa.String(200), nullable=True))
         table.add_column(sa.Column("model", sa.String(160), nullable=True))
@@ -60,4 +64,6 @@ def downgrade() -> None:
         table.drop_column("model")
         table.drop_column("agent")
     with op.batch_alter_table("llm_metrics") as table:
+        table.drop_column("price_rule")
+        table.drop_column("cache_write_1h_tokens")
         table.drop_column("agent")

@@ -102,15 +102,18 @@ function graphSVG(steps) {
   return `<svg width="${width}" height="${height}" viewBox="0 0 ${width} ${height}">${edges.join("")}${nodes.join("")}</svg>`;
 }
 
-function costBars(cost) {
-  const rows = cost.by_model;
+function costBars(rows, key) {
   const top = Math.max(...rows.map((r) => Number(r.cost_usd || 0)), 0) || 1;
   return rows.map((r) => {
     const total = Number(r.cost_usd || 0), rework = Number(r.superseded_cost_usd || 0);
-    return `<div class="bar" data-model="${esc(r.model)}" data-cost="${esc(r.cost_usd ?? "")}"><span class="label" title="${esc(r.model)}">${esc(r.model)}</span>
+    return `<div class="bar" data-${key}="${esc(r[key])}" data-cost="${esc(r.cost_usd ?? "")}"><span class="label" title="${esc(r[key])}">${esc(r[key])}</span>
       <span class="track"><span class="fill" data-width="${(100 * (total - rework)) / top}"></span><span class="rework" data-width="${(100 * rework) / top}"></span></span>
       <span class="value">${usd(r.cost_usd)} <span class="muted">${r.calls} calls</span></span></div>`;
   }).join("") || '<p class="muted">No cost logged yet.</p>';
+}
+
+function alertList(cost) {
+  return (cost.alerts || []).map((a) => `<li data-alert="${esc(a.scope)}:${a.threshold}">${when(a.crossed_at)}: ${esc(a.scope)} reached ${a.threshold}% (${usd(a.spent_usd)} of ${usd(a.limit_usd)})</li>`).join("") || '<li class="muted">None yet.</li>';
 }
 
 function dayBars(cost) {
@@ -135,7 +138,9 @@ async function projectView(id, stepPage) {
   ${project.steps.map((s) => `<tr data-step="${esc(s.id)}" data-state="${esc(s.state)}"><td><b>${esc(s.id)}</b><div class="muted">${esc(s.name)}</div></td>
     <td><span class="chip ${esc(s.state)}">${esc(s.state)}</span>${s.stale_cause ? `<div class="stale-cause">cause: <b>${esc(s.stale_cause)}</b> — ${esc(s.reason || "")}</div>` : ""}</td>
     <td>v${s.version}</td><td>${when(s.updated)}</td><td class="preview">${esc(s.output ?? "")}</td></tr>`).join("")}</tbody></table>
-  <h2>Cost by model</h2><div class="bars" id="by-model">${costBars(cost)}<p class="muted">Hatched: rework (executions no longer current) — ${usd(totals.superseded_cost_usd)} of ${usd(totals.cost_usd)}.</p></div>
+  <h2>Cost by model</h2><div class="bars" id="by-model">${costBars(cost.by_model, "model")}<p class="muted">Hatched: rework (executions no longer current) — ${usd(totals.superseded_cost_usd)} of ${usd(totals.cost_usd)}.</p></div>
+  <h2>Cost by agent</h2><div class="bars" id="by-agent">${costBars(cost.by_agent || [], "agent")}</div>
+  <h2>Budget alerts</h2><ul id="alerts">${alertList(cost)}</ul>
   <h2>Cost by day</h2><div class="days" id="by-day">${dayBars(cost)}</div>
   <h2>Executions <span class="muted">(${timeline.total}, newest first)</span></h2><table id="timeline"><thead><tr><th>When</th><th>Step</th><th>Status</th><th>By</th></tr></thead><tbody>
   ${timeline.items.map((e) => `<tr data-execution="${esc(e.id)}"><td>${when(e.completed_at || e.started_at)}</td><td>${esc(e.process_id)}</td><td class="status-${esc(e.status)}">${esc(e.status)}</td><td class="muted">${esc(e.created_by || "")}</td></tr>`).join("")}</tbody></table>`;
