@@ -192,7 +192,8 @@ async def start_execution(
     force: Force = False,
 ) -> StartReply:
     """Start a step (`running`), or claim the next one nobody holds (concurrent claims differ). Returns
-    the execution, `inputs` and a lease (renew_lease before lease_expires_at). Errors include `nothing_ready` (wait or stop) and `budget_exceeded`."""
+    the execution, `inputs` and a lease (renew_lease before lease_expires_at). Errors include
+    `nothing_ready` (wait or stop) and `budget_exceeded`."""
     app = app_of(ctx)
     async with app.db.unit_of_work() as session:
         return await executions.start(
