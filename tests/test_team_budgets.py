@@ -342,3 +342,80 @@ async def test_a_cost_row_names_the_rule_that_priced_it(client: Client, clock: C
         client, "report_cost", "invalid_argument", provider="anthropic", model="m", prompt_tokens=10,
         cache_write_tokens=1, cache_write_1h_tokens=2,
     )  # fmt: skip
+
+
+async def test_a_pipeline_budget_is_shared_by_all_its_projects(client: Client, clock: Clock) -> None:
+    steps = [{"process_id": f"s{i}", "name": f"s{i}"} for i in range(3)]
+    shared = {"budget_usd": "1", "policy": "block", "period": "month"}
+    applied = await call_ok(client, "apply_pipeline", pipeline_id="team", processes=steps, budget=shared)
+    assert applied["budget"]["pipeline_id"] == "team" and usd(applied["budget"]["remaining_usd"]) == 1
+    assert applied["budget"]["resets_at"].startswith("2026-02-01")
+    a = (await call_ok(client, "create_project", name="a", pipeline_id="team"))["id"]
+    b = (await call_ok(client, "create_project", name="b", pipeline_id="team"))["id"]
+
+    spent = await _cost(client, a, "0.7")
+    assert spent["budget"]["pipeline"]["crossed"] == [50] and "of pipeline team's budget" in spent["budget"]["note"]
+    text = await call_error(
+        client, "start_execution", "budget_exceeded", project_id=b, process_id="s0", reserve_usd="0.4"
+    )
+    assert "pipeline team's shared budget (month period" in text and "would be passed" in text
+    assert "spent 0.7 by its projects" in text
+    started = await call_ok(client, "start_execution", project_id=b, process_id="s0", reserve_usd="0.3")
+    assert usd(started["budget"]["pipeline"]["remaining_usd"]) == 0
+    listed = {p["pipeline_id"]: p for p in (await call_ok(client, "list_pipelines"))["items"]}
+    assert usd(listed["team"]["budget"]["reserved_usd"]) == Decimal("0.3") and "budget" not in listed["default"]
+    await call_error(client, "start_execution", "budget_exceeded", project_id=a, process_id="s0")  # nothing left
+
+    more = await _cost(client, b, "0.15")
+    assert more["budget"]["pipeline"]["crossed"] == [80]
+    alerts = (await call_ok(client, "get_project", project_id=a))["budget_alerts"]
+    assert [(x["scope"], x["threshold"]) for x in alerts] == [("pipeline team", 80), ("pipeline team", 50)]
+
+    clock.now = datetime(2026, 2, 1, tzinfo=UTC)  # a new month: the shared budget opens again
+    await call_ok(client, "fail_execution", execution_id=started["execution"]["id"], error_message="x")
+    opened = await call_ok(client, "start_execution", project_id=a, process_id="s0", reserve_usd="0.9")
+    assert usd(opened["budget"]["pipeline"]["spent_usd"]) == 0
+    removed = await call_ok(client, "apply_pipeline", pipeline_id="team", processes=steps, budget={"budget_usd": None})
+    assert "budget" not in removed
+    await call_ok(client, "start_execution", project_id=b, process_id="s1", reserve_usd="5")
+
+
+@pytest.mark.slow
+async def test_eight_starts_from_two_processes_on_two_projects_fit_the_pipeline_budget_exactly(
+    db_url: str, tmp_path: Path, client: Client
+) -> None:
+    steps = [{"process_id": f"s{i}", "name": f"s{i}"} for i in range(4)]
+    await call_ok(
+        client, "apply_pipeline", pipeline_id="team", processes=steps,
+        budget={"budget_usd": "0.05", "policy": "block"},
+    )  # fmt: skip
+    projects = [(await call_ok(client, "create_project", name=n, pipeline_id="team"))["id"] for n in ("a", "b")]
+    outcomes: list[str] = []
+    ready = anyio.Event()
+    joined = 0
+
+    async def one_server(server: int) -> None:
+        nonlocal joined
+        with (tmp_path / f"server-{server}.log").open("w") as errlog:
+            async with Client(stdio_client(server_params(db_url, tmp_path), errlog=errlog)) as worker:
+                joined += 1
+                if joined == 2:
+                    ready.set()
+                await ready.wait()
+                async with anyio.create_task_group() as group:
+                    for index in range(4):
+                        group.start_soon(start, worker, projects[server], f"s{index}")
+
+    async def start(worker: Client, project: str, step: str) -> None:
+        arguments = {"project_id": project, "process_id": step, "reserve_usd": "0.01"}
+        result = await worker.call_tool("start_execution", arguments)
+        outcomes.append(str(result.content[0].text) if result.is_error else "ok")  # type: ignore[union-attr]
+
+    with anyio.fail_after(240):
+        async with anyio.create_task_group() as group:
+            for server in range(2):
+                group.start_soon(one_server, server)
+    assert outcomes.count("ok") == 5, outcomes
+    assert all("pipeline team's shared budget" in o for o in outcomes if o != "ok")
+    listed = {p["pipeline_id"]: p for p in (await call_ok(client, "list_pipelines"))["items"]}
+    assert usd(listed["team"]["budget"]["reserved_usd"]) == Decimal("0.05")

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, false
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mcp_server.db.base import AuditMixin, Base
-from mcp_server.db.types import GUID, JSONType, Money, UTCDateTime
+from mcp_server.db.types import GUID, JSONType, Money
 from mcp_server.models.process import PROCESS_ID_LENGTH
 
 AGENT_LENGTH = 200
@@ -75,23 +74,3 @@ class LLMPrice(AuditMixin, Base):
     output_per_mtok: Mapped[Decimal] = mapped_column(Money(), nullable=False)
     cache_read_per_mtok: Mapped[Decimal | None] = mapped_column(Money())
     cache_write_per_mtok: Mapped[Decimal | None] = mapped_column(Money())
-
-
-class BudgetAlert(Base):
-    """A threshold of a project's budget its spend crossed: kept once per budget period (the unique key),
-    so each crossing is reported once (docs/design.md, "Costs and budgets")."""
-
-    __tablename__ = "budget_alerts"
-
-    id: Mapped[uuid.UUID] = mapped_column(GUID(), primary_key=True, default=uuid.uuid4)
-    project_id: Mapped[uuid.UUID] = mapped_column(GUID(), ForeignKey("projects.id"), nullable=False)
-    scope: Mapped[str] = mapped_column(String(120), nullable=False)  # `budget`
-    threshold: Mapped[int] = mapped_column(Integer(), nullable=False)  # percent
-    period_start: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)  # the epoch without a period
-    spent_usd: Mapped[Decimal] = mapped_column(Money(), nullable=False)
-    budget_usd: Mapped[Decimal] = mapped_column(Money(), nullable=False)
-    crossed_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
-
-    __table_args__ = (
-        UniqueConstraint("project_id", "scope", "threshold", "period_start", name="uq_budget_alerts_once"),
-    )

@@ -1,6 +1,6 @@
 """All SQL lives here. Repositories flush and never commit: the unit of work owns the transaction."""
 
-from mcp_server.repositories.alerts import BudgetAlertRepository
+from mcp_server.repositories.alerts import BudgetAlertRepository, PipelineBudgetRepository
 from mcp_server.repositories.base import Page
 from mcp_server.repositories.executions import ExecutionChange, ExecutionRepository
 from mcp_server.repositories.metrics import MetricsRepository
@@ -18,6 +18,7 @@ __all__ = [
     "ExecutionRepository",
     "MetricsRepository",
     "Page",
+    "PipelineBudgetRepository",
     "PriceRepository",
     "ProjectChange",
     "ProcessDefinitionRepository",

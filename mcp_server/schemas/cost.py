@@ -12,6 +12,8 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    WithJsonSchema,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -174,8 +176,25 @@ class CapStatus(BaseModel):
     crossed: list[int] | None = None
 
 
+class PipelineBudgetStatus(BaseModel):
+    """The budget shared by every project of the pipeline, over its period."""
+
+    pipeline_id: str
+    budget_usd: DecimalOut
+    policy: BudgetPolicy
+    period: str | None = None
+    period_start: datetime | None = None
+    resets_at: datetime | None = None
+    spent_usd: DecimalOut = Field(description="By all its projects (in the period).")
+    reserved_usd: DecimalOut
+    remaining_usd: DecimalOut
+    exceeded: bool
+    crossed: list[int] | None = None
+
+
 class BudgetStatus(BaseModel):
-    """A project's budget as every reply about a project carries it (the reply names the project)."""
+    # A project's budget as every reply about a project carries it (the reply names the project); no
+    # docstring, which every output schema carrying it would repeat.
 
     budget_usd: DecimalOut | None = None
     policy: BudgetPolicy
@@ -189,9 +208,25 @@ class BudgetStatus(BaseModel):
     period_remaining_usd: DecimalOut | None = None
     resets_at: datetime | None = None
     crossed: list[int] | None = Field(None, description="Percents of the budget first crossed by this call.")
-    caps: list[CapStatus] | None = None
+    # Written as plain objects in the output schemas (each tool with a budget would repeat their shapes):
+    # the fields are those of CapStatus and PipelineBudgetStatus, named in the descriptions.
+    caps: Annotated[
+        list[CapStatus] | None,
+        WithJsonSchema({"type": "array", "items": {"type": "object"}, "description": "Caps that judged this call."}),
+    ] = None
+    pipeline: Annotated[
+        PipelineBudgetStatus | None,
+        WithJsonSchema({"type": "object", "description": "The pipeline's shared budget."}),
+    ] = None
     unpriced_calls: int = Field(description="Not in spent_usd.")
     note: str | None = None
+
+    @field_serializer("caps", "pipeline")
+    def _plain(self, value: Any) -> Any:
+        # Written as plain objects in the schema: null fields are left out here, as the tools leave them out.
+        if isinstance(value, list):
+            return [item.model_dump(mode="json", exclude_none=True) for item in value]
+        return None if value is None else value.model_dump(mode="json", exclude_none=True)
 
     @field_validator("crossed", mode="before")
     @classmethod

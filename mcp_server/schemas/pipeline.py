@@ -6,11 +6,22 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from mcp_server.enums import ExecutionStatus, StateName
-from mcp_server.schemas.common import JsonObject, JsonObjectOut, Name, Out, PageInfo, SlugRef, Text, UsdOut
-from mcp_server.schemas.cost import BudgetStatus, LoggedCost
+from mcp_server.enums import BudgetPolicy, ExecutionStatus, StateName
+from mcp_server.schemas.common import (
+    JsonObject,
+    JsonObjectOut,
+    Name,
+    NoNul,
+    Out,
+    PageInfo,
+    SlugRef,
+    Text,
+    Usd,
+    UsdOut,
+)
+from mcp_server.schemas.cost import BudgetStatus, LoggedCost, PipelineBudgetStatus
 
 # Retries of a step (docs/design.md, "Agent teams"): shared by define_process, apply_pipeline and files.
 MaxAttempts = Annotated[int, Field(ge=1, le=100, description="Failed/expired attempts before it gives up.")]
@@ -71,6 +82,15 @@ class PipelineOut(BaseModel):
     pipeline_id: str
     processes: int
     projects: int
+    budget: PipelineBudgetStatus | None = None
+
+
+class PipelineBudgetIn(BaseModel):
+    """A budget shared by every project of the pipeline."""
+
+    budget_usd: Usd | None = None  # null removes the budget (the tool's description says so)
+    policy: BudgetPolicy = BudgetPolicy.WARN
+    period: Annotated[str, StringConstraints(max_length=20), NoNul] = "none"
 
 
 class PipelineList(PageInfo):
@@ -86,6 +106,7 @@ class ApplyReply(BaseModel):
     blocked: list[str] | None = Field(None, description="Dry run: removals apply would refuse (executions).")
     unchanged: int
     stale_states: int = Field(description="States made stale by changed depends_on or schemas.")
+    budget: PipelineBudgetStatus | None = None
     stale_projects: int
     stale_steps: list[str] | None = None  # which steps go stale, first 100
     stale_by_project: dict[str, list[str]] | None = None  # project id -> its steps going stale; first 100 projects

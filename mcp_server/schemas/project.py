@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, WithJsonSchema, field_serializer, model_validator
 
 from mcp_server.enums import BudgetPolicy, ProjectStatus
 from mcp_server.schemas.common import Out, PageInfo, UsdOut
@@ -45,7 +45,8 @@ class ProjectRow(Out):
 
 
 class BudgetAlertOut(Out):
-    threshold: int = Field(description="Percent of the budget.")
+    scope: str = Field(description="budget, a cap, or the pipeline's budget.")
+    threshold: int = Field(description="Percent.")
     spent_usd: UsdOut
     budget_usd: UsdOut
     period_start: datetime | None
@@ -62,7 +63,21 @@ class ProjectOut(ProjectRow):
     period_start: datetime | None = None
     period_spent_usd: UsdOut | None = None
     resets_at: datetime | None = None
-    budget_alerts: list[BudgetAlertOut] = Field(default_factory=list, description="Newest first (20).")
+    budget_alerts: Annotated[
+        list[BudgetAlertOut],
+        WithJsonSchema(
+            {
+                "type": "array",
+                "items": {"type": "object"},
+                "description": "Newest 20 (scope, threshold %, spent_usd, budget_usd, crossed_at).",
+            }
+        ),
+    ] = Field(default_factory=list)
+
+    @field_serializer("budget_alerts")
+    def _plain(self, alerts: list[BudgetAlertOut]) -> list[dict[str, Any]]:
+        # Written as plain objects in the schema: null fields are left out here, as the tools leave them out.
+        return [alert.model_dump(mode="json", exclude_none=True) for alert in alerts]
     unpriced_calls: int
     is_deleted: bool
     created_at: datetime

@@ -18,6 +18,7 @@ from mcp_server.models import (
     BudgetAlert,
     LLMMetrics,
     LLMPrice,
+    PipelineBudget,
     ProcessDefinition,
     ProcessExecution,
     ProcessState,
@@ -29,7 +30,7 @@ from mcp_server.settings import mask_url
 
 BATCH = 1_000
 # Foreign keys first: definitions and projects, prompts, executions, the states that point at them, costs,
-# the budget alerts kept once per period (so a copy does not report them again).
+# pipeline budgets and the budget alerts kept once per period (so a copy does not report them again).
 TABLES: list[Table] = [
     model.__table__  # type: ignore[misc]
     for model in (
@@ -40,6 +41,7 @@ TABLES: list[Table] = [
         ProcessState,
         LLMMetrics,
         LLMPrice,
+        PipelineBudget,
         BudgetAlert,
     )
 ]

@@ -14,11 +14,12 @@ from mcp_server.db.engine import database_key
 from mcp_server.db.types import money_to_units, units_to_money, utcnow
 from mcp_server.enums import BudgetPolicy
 from mcp_server.errors import InvalidArgument, NotFound
-from mcp_server.models import CostSource, ExecutionStatus, LLMMetrics, ProcessExecution, Project
+from mcp_server.models import CostSource, ExecutionStatus, LLMMetrics, PipelineBudget, ProcessExecution, Project
 from mcp_server.repositories import (
     BudgetAlertRepository,
     ExecutionRepository,
     MetricsRepository,
+    PipelineBudgetRepository,
     PriceRepository,
     ProcessDefinitionRepository,
     ProjectRepository,
@@ -34,6 +35,7 @@ from mcp_server.schemas.cost import (
     CostReply,
     CostSummary,
     GroupKey,
+    PipelineBudgetStatus,
     UsageIn,
 )
 from mcp_server.services import caps, periods, pricing
@@ -222,11 +224,62 @@ async def judge(session: AsyncSession, project: Project, now: datetime | None = 
 
 
 @dataclass(frozen=True)
+class Shared:
+    """A pipeline's budget, shared by all its projects, as judged now."""
+
+    budget: PipelineBudget
+    window: periods.Window
+    spent: Decimal  # by all its projects, in the period
+    held: Decimal  # by their running executions
+
+    @property
+    def left(self) -> Decimal:
+        return self.budget.budget_usd - self.spent - self.held
+
+    @property
+    def blocks(self) -> bool:
+        return self.budget.budget_policy == BudgetPolicy.BLOCK
+
+
+async def shared_budget(session: AsyncSession, pipeline_id: str, *, lock: bool = False) -> Shared | None:
+    """The pipeline's budget with its spend and holds (None without one); ``lock`` first serialises every
+    start of the pipeline's projects, so admission against it is exact."""
+    repo = PipelineBudgetRepository(session)
+    budget = await repo.get(pipeline_id)
+    if budget is None:
+        return None
+    if lock:
+        await repo.lock(pipeline_id)
+        await session.refresh(budget)
+    window = periods.window(budget.budget_period, utcnow())
+    return Shared(budget, window, await repo.spent_since(pipeline_id, window.start), await repo.held(pipeline_id))
+
+
+def shared_status(shared: Shared, crossed: list[int] | None = None) -> PipelineBudgetStatus:
+    bounded = shared.window.bounded
+    return PipelineBudgetStatus(
+        pipeline_id=shared.budget.pipeline_id,
+        budget_usd=shared.budget.budget_usd,
+        policy=shared.budget.budget_policy,
+        period=shared.window.period if bounded else None,
+        period_start=shared.window.start if bounded else None,
+        resets_at=shared.window.resets_at,
+        spent_usd=shared.spent,
+        reserved_usd=shared.held,
+        remaining_usd=shared.left,
+        exceeded=shared.spent > shared.budget.budget_usd,
+        crossed=crossed or None,
+    )
+
+
+@dataclass(frozen=True)
 class Alerts:
-    """What a logged cost first reached in this period: percents of the budget, and the caps it judged."""
+    """What a logged cost first reached in this period: percents of the budget, the caps it judged and
+    the pipeline's shared budget."""
 
     crossed: list[int]
     caps: list[CapStatus]
+    pipeline: PipelineBudgetStatus | None = None
 
 
 def thresholds_of(project: Project) -> tuple[int, ...]:
@@ -276,7 +329,27 @@ async def alert(
             now=now,
         )
         statuses.append(cap_status(found, first))
-    return Alerts(crossed, statuses)
+    shared = await shared_budget(session, project.pipeline_id)
+    pipeline = None
+    if shared is not None:
+        limit = shared.budget.budget_usd
+        reached = [
+            t
+            for t in tuple(shared.budget.alert_thresholds or thresholds)
+            if limit > 0 and shared.spent * 100 >= limit * t
+        ]
+        first = await alerts.record_once(
+            project.id,
+            owner=f"pipeline:{shared.budget.pipeline_id}",
+            scope="budget",
+            thresholds=reached,
+            period_start=shared.window.alert_start,
+            spent_usd=shared.spent,
+            budget_usd=limit,
+            now=now,
+        )
+        pipeline = shared_status(shared, first)
+    return Alerts(crossed, statuses, pipeline)
 
 
 def cap_status(found: caps.CapFigures, crossed: list[int] | None = None) -> CapStatus:
@@ -309,7 +382,7 @@ async def budget_status(
     if not added:
         return status_of(project, judged)
     alerts = await alert(session, project, judged, agent=agent, model=model)
-    return status_of(project, judged, crossed=alerts.crossed, caps=alerts.caps)
+    return status_of(project, judged, crossed=alerts.crossed, caps=alerts.caps, pipeline=alerts.pipeline)
 
 
 def status_of(
@@ -319,6 +392,7 @@ def status_of(
     crossed: list[int] | None = None,
     hold: str | None = None,
     caps: list[CapStatus] | None = None,
+    pipeline: PipelineBudgetStatus | None = None,
 ) -> BudgetStatus:
     """The budget reply; ``crossed``: thresholds this call reported first; ``hold``: what a start held, in words."""
     spent, unpriced, reserved = project.spent_usd, project.unpriced_calls, project.reserved_usd  # running totals
@@ -339,6 +413,11 @@ def status_of(
             )
     if crossed:
         notes.append("this call crossed " + ", ".join(f"{t}%" for t in crossed) + " of the budget")
+    if pipeline is not None and pipeline.crossed:
+        percents = ", ".join(f"{t}%" for t in pipeline.crossed)
+        notes.append(f"this call crossed {percents} of pipeline {pipeline.pipeline_id}'s budget")
+    if pipeline is not None and pipeline.exceeded and pipeline.policy == BudgetPolicy.BLOCK:
+        notes.append(f"pipeline {pipeline.pipeline_id}'s shared budget is passed: starts in its projects are refused")
     for cap in caps or []:
         if cap.crossed:
             notes.append(f"this call crossed {', '.join(f'{t}%' for t in cap.crossed)} of cap {cap.cap}")
@@ -359,6 +438,7 @@ def status_of(
         resets_at=window.resets_at if bounded else None,
         crossed=crossed or None,
         caps=caps or None,
+        pipeline=pipeline,
         unpriced_calls=unpriced,
         note="; ".join(notes) or None,
     )

@@ -11,19 +11,26 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mcp_server.enums import DEFAULT_PIPELINE
 from mcp_server.errors import Conflict, InvalidArgument, NotFound
 from mcp_server.models import ProcessDefinition
-from mcp_server.repositories import DefinitionChange, ProcessDefinitionRepository, RevisionRepository, revisions
+from mcp_server.repositories import (
+    DefinitionChange,
+    PipelineBudgetRepository,
+    ProcessDefinitionRepository,
+    RevisionRepository,
+    revisions,
+)
 from mcp_server.schemas.pipeline import (
     MAX_LISTED,
     ApplyReply,
     DefineProcessReply,
     DeletedProcess,
+    PipelineBudgetIn,
     PipelineList,
     PipelineOut,
     ProcessDefinitionOut,
     ProcessList,
     ProcessSpec,
 )
-from mcp_server.services import dag, pipeline_state, rules
+from mcp_server.services import costs, dag, periods, pipeline_state, rules
 from mcp_server.services.validation import check_schema
 
 
@@ -283,10 +290,31 @@ async def define(
 
 
 async def apply(
-    session: AsyncSession, *, pipeline_id: str, specs: list[ProcessSpec], dry_run: bool, actor: str | None
+    session: AsyncSession,
+    *,
+    pipeline_id: str,
+    specs: list[ProcessSpec],
+    dry_run: bool,
+    actor: str | None,
+    budget: PipelineBudgetIn | None = None,
 ) -> ApplyReply:
-    """The whole pipeline at once: add, replace, and delete what ``specs`` leave out (docs/design.md, "MCP surface")."""
+    """The whole pipeline at once: add, replace, and delete what ``specs`` leave out
+    (docs/design.md, "MCP surface"); with ``budget``, the budget all its projects share
+    (docs/design.md, "Costs and budgets")."""
     plan, _ = await _apply(session, pipeline_id, specs, complete=True, dry_run=dry_run, actor=actor)
+    shared = None
+    if budget is not None:
+        period = periods.check(budget.period)
+        repo = PipelineBudgetRepository(session)
+        if dry_run:
+            pass  # checked above; a dry run writes nothing
+        elif budget.budget_usd is None:
+            await repo.remove(pipeline_id)
+        else:
+            fields = {"budget_usd": budget.budget_usd, "budget_policy": str(budget.policy), "budget_period": period}
+            await repo.put(pipeline_id, actor=actor, **fields)
+        found = await costs.shared_budget(session, pipeline_id)
+        shared = None if found is None else costs.shared_status(found)
     return ApplyReply(
         pipeline_id=pipeline_id,
         dry_run=dry_run,
@@ -299,6 +327,7 @@ async def apply(
         stale_projects=plan.stale_projects,
         stale_steps=list(plan.stale_steps)[:MAX_LISTED] or None,
         stale_by_project=plan.stale_by_project or None,
+        budget=shared,
     )
 
 
@@ -336,9 +365,16 @@ async def pipelines(session: AsyncSession, *, page: int = 1, page_size: int = 10
     counts.setdefault(DEFAULT_PIPELINE, (0, 0))
     first = (page - 1) * page_size
     chosen = sorted(counts.items())[first : first + page_size]
+    budgets = await PipelineBudgetRepository(session).many([pid for pid, _ in chosen])
+    shared = {pid: found for pid in budgets if (found := await costs.shared_budget(session, pid)) is not None}
     return PipelineList(
         items=[
-            PipelineOut(pipeline_id=pid, processes=processes, projects=projects)
+            PipelineOut(
+                pipeline_id=pid,
+                processes=processes,
+                projects=projects,
+                budget=costs.shared_status(shared[pid]) if pid in shared else None,
+            )
             for pid, (processes, projects) in chosen
         ],
         total=len(counts),

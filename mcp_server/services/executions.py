@@ -23,7 +23,7 @@ from mcp_server.repositories import (
 )
 from mcp_server.repositories.states import StateChange, StateRepository
 from mcp_server.schemas.common import envelope
-from mcp_server.schemas.cost import BudgetStatus, LoggedCost
+from mcp_server.schemas.cost import BudgetStatus, LoggedCost, PipelineBudgetStatus
 from mcp_server.schemas.pipeline import (
     MAX_BLOCKERS,
     MAX_LISTED,
@@ -107,15 +107,18 @@ async def _admit(
     project = pipeline.project
     blocking = project.budget_policy == BudgetPolicy.BLOCK
     judging = caps.applicable(project.caps, agent=agent, model=model)
-    if reserve_usd is None and project.budget_usd is None and not judging:
+    shared = await costs.shared_budget(session, project.pipeline_id, lock=True)
+    if reserve_usd is None and project.budget_usd is None and not judging and shared is None:
         return None, None
     judged = await costs.judge(session, project)
     capped = await caps.figures(session, project.id, judging, judged.window.start)
+    lefts = {f"cap {f.cap.key}": f.left for f in capped} if blocking else {}
+    if blocking and project.budget_usd is not None:
+        lefts["the budget"] = project.budget_usd - judged.spent - project.reserved_usd
+    if shared is not None and shared.blocks:
+        lefts[f"pipeline {shared.budget.pipeline_id}'s budget"] = shared.left
     hold, note = reserve_usd, None
-    if reserve_usd is None and blocking:
-        lefts = {f"cap {f.cap.key}": f.left for f in capped}
-        if project.budget_usd is not None:
-            lefts["the budget"] = project.budget_usd - judged.spent - project.reserved_usd
+    if reserve_usd is None and lefts:
         tightest = min(lefts, key=lefts.__getitem__)
         left = lefts[tightest]
         estimate = await _estimate(session, pipeline, process_id, default_reserve) if left > 0 else None
@@ -127,6 +130,8 @@ async def _admit(
         for found in capped:
             if found.left < (hold or 0) or found.left <= 0:
                 raise _over_cap(found, reserve_usd)
+    if shared is not None and shared.blocks and (shared.left < (hold or 0) or shared.left <= 0):
+        raise _over_shared(costs.shared_status(shared), reserve_usd)
     units = money_to_units(hold or 0)
     spent_units = money_to_units(judged.spent) if judged.window.bounded else None
     block = blocking and project.budget_usd is not None
@@ -135,7 +140,33 @@ async def _admit(
     ):
         raise _over_budget(costs.status_of(project, judged), project.id, reserve_usd)
     statuses = [costs.cap_status(caps.CapFigures(f.cap, f.spent, f.held + (hold or 0))) for f in capped]
-    return (hold if units else None), costs.status_of(project, judged, hold=note, caps=statuses)
+    together = None
+    if shared is not None:
+        together = costs.shared_status(
+            costs.Shared(shared.budget, shared.window, shared.spent, shared.held + (hold or 0))
+        )
+    return (hold if units else None), costs.status_of(project, judged, hold=note, caps=statuses, pipeline=together)
+
+
+def _over_shared(status: PipelineBudgetStatus, reserve_usd: Decimal | None) -> BudgetExceeded:
+    asked = "" if reserve_usd is None else f"; this start would hold {reserve_usd}"
+    span = "" if status.period is None else f" ({status.period} period from {status.period_start})"
+    resets = "" if status.resets_at is None else f", or wait for the period to reset at {status.resets_at}"
+    state = "is reached" if status.remaining_usd <= 0 else "would be passed"
+    return BudgetExceeded(
+        f"pipeline {status.pipeline_id}'s shared budget{span} {state} "
+        f"(policy block): budget {status.budget_usd} USD, spent {status.spent_usd} by its projects, reserved "
+        f"{status.reserved_usd} by their running executions, remaining {status.remaining_usd}" + asked,
+        hint="Ask for a larger pipeline budget (apply_pipeline budget), or wait for running executions to finish "
+        f"and release what they hold{resets}",
+        details={
+            "pipeline_id": status.pipeline_id,
+            "budget_usd": str(status.budget_usd),
+            "spent_usd": str(status.spent_usd),
+            "reserved_usd": str(status.reserved_usd),
+            "remaining_usd": str(status.remaining_usd),
+        },
+    )
 
 
 def _over_cap(found: caps.CapFigures, reserve_usd: Decimal | None) -> BudgetExceeded:
@@ -600,7 +631,7 @@ async def _log_usage(
         return cost, costs.status_of(project, judged)
     who = agent or execution.agent or actor
     alerts = await costs.alert(session, project, judged, agent=who, model=f"{usage.provider}/{usage.model}")
-    return cost, costs.status_of(project, judged, crossed=alerts.crossed, caps=alerts.caps)
+    return cost, costs.status_of(project, judged, crossed=alerts.crossed, caps=alerts.caps, pipeline=alerts.pipeline)
 
 
 async def _keep_for_audit(

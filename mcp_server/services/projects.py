@@ -75,29 +75,30 @@ async def project_out(session: AsyncSession, project: Project) -> ProjectOut:
     from mcp_server.services import costs
 
     out = ProjectOut.model_validate(project)
-    if project.budget_usd is None:
-        return out
-    status = costs.status_of(project, await costs.judge(session, project))
-    alerts = await BudgetAlertRepository(session).recent(project.id)
-    return out.model_copy(
-        update={
+    alerts = await BudgetAlertRepository(session).recent([f"project:{project.id}", f"pipeline:{project.pipeline_id}"])
+    update: dict[str, Any] = {
+        "budget_alerts": [
+            BudgetAlertOut(
+                scope=alert.scope if alert.owner.startswith("project:") else f"pipeline {project.pipeline_id}",
+                threshold=alert.threshold,
+                spent_usd=alert.spent_usd,
+                budget_usd=alert.budget_usd,
+                period_start=None if alert.period_start == periods.EPOCH else alert.period_start,
+                crossed_at=alert.crossed_at,
+            )
+            for alert in alerts
+        ]
+    }
+    if project.budget_usd is not None:
+        status = costs.status_of(project, await costs.judge(session, project))
+        update |= {
             "remaining_usd": status.remaining_usd,
             "exceeded": status.exceeded,
             "period_start": status.period_start,
             "period_spent_usd": status.period_spent_usd,
             "resets_at": status.resets_at,
-            "budget_alerts": [
-                BudgetAlertOut(
-                    threshold=alert.threshold,
-                    spent_usd=alert.spent_usd,
-                    budget_usd=alert.budget_usd,
-                    period_start=None if alert.period_start == periods.EPOCH else alert.period_start,
-                    crossed_at=alert.crossed_at,
-                )
-                for alert in alerts
-            ],
         }
-    )
+    return out.model_copy(update=update)
 
 
 async def list_page(

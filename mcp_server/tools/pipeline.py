@@ -38,6 +38,7 @@ from mcp_server.schemas.pipeline import (
     InvalidateReply,
     LeaseReply,
     MaxAttempts,
+    PipelineBudgetIn,
     PipelineList,
     PipelineStatus,
     ProcessList,
@@ -162,12 +163,15 @@ async def apply_pipeline(
     ctx: Context[App],
     pipeline_id: PipelineId = DEFAULT,
     dry_run: Annotated[bool, Field(description="Only say what would change.")] = False,
+    budget: Annotated[
+        PipelineBudgetIn | None, Field(description="Shared by all its projects (budget_usd null removes it).")
+    ] = None,
 ) -> ApplyReply:
     """Make a pipeline exactly these steps in one call: adds, replaces, and deletes the steps left out
     (`conflict` if they have executions). Returns the plan and how many states go stale."""
     async with app_of(ctx).db.unit_of_work() as session:
         return await definitions.apply(
-            session, pipeline_id=pipeline_id, specs=processes, dry_run=dry_run, actor=actor_of(ctx)
+            session, pipeline_id=pipeline_id, specs=processes, dry_run=dry_run, actor=actor_of(ctx), budget=budget
         )
 
 

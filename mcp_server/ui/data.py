@@ -295,7 +295,7 @@ async def _cost(session: AsyncSession, project_id: uuid.UUID) -> dict[str, Any]:
     by_model = await costs.summary(session, filters, ["provider", "model"])
     by_agent = await costs.summary(session, filters, ["agent"])
     by_day = await costs.summary(session, filters, ["day"])
-    alerts = await BudgetAlertRepository(session).recent(project_id)
+    alerts = await BudgetAlertRepository(session).recent([f"project:{project_id}"])
     totals = reply_data(by_model.totals)
     return {
         "totals": {key: totals.get(key) for key in ("calls", "cost_usd", "superseded_cost_usd", "unpriced_calls")},

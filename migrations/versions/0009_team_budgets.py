@@ -8,7 +8,8 @@ life, as before), ``day``/``week``/``month`` (UTC calendar) or ``rolling:<N>d``/
 are reported (null: 50, 80, 100); ``process_executions.model`` is the model a start names for model caps.
 A cost row keeps ``cache_write_1h_tokens`` (of its cache writes, those with a one-hour TTL, priced apart)
 and ``price_rule``, the rule that priced it (dated price, long-context tier, cache TTL).
-``budget_alerts`` keeps each threshold a project's spend crossed, once per period (the unique key).
+``pipeline_budgets`` holds one budget shared by every project of a pipeline. ``budget_alerts`` keeps each
+threshold a project's or pipeline's spend crossed (``owner``), once per period (the unique key).
 
 Revision ID: 0009
 Revises: 0008
@@ -41,21 +42,35 @@ def upgrade() -> None:
         table.add_column(sa.Column("caps", JSONType(), nullable=True))
         table.add_column(sa.Column("alert_thresholds", JSONType(), nullable=True))
     op.create_table(
+        "pipeline_budgets",
+        sa.Column("pipeline_id", sa.String(100), primary_key=True),
+        sa.Column("budget_usd", Money(), nullable=False),
+        sa.Column("budget_policy", sa.String(10), nullable=False, server_default="warn"),
+        sa.Column("budget_period", sa.String(20), nullable=False, server_default="none"),
+        sa.Column("alert_thresholds", JSONType(), nullable=True),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=True),
+        sa.Column("created_by", sa.String(100), nullable=True),
+        sa.Column("updated_by", sa.String(100), nullable=True),
+    )
+    op.create_table(
         "budget_alerts",
         sa.Column("id", GUID(), primary_key=True),
-        sa.Column("project_id", GUID(), sa.ForeignKey("projects.id"), nullable=False),
+        sa.Column("owner", sa.String(120), nullable=False),
+        sa.Column("project_id", GUID(), sa.ForeignKey("projects.id"), nullable=True),
         sa.Column("scope", sa.String(120), nullable=False),
         sa.Column("threshold", sa.Integer(), nullable=False),
         sa.Column("period_start", UTCDateTime(), nullable=False),
         sa.Column("spent_usd", Money(), nullable=False),
         sa.Column("budget_usd", Money(), nullable=False),
         sa.Column("crossed_at", UTCDateTime(), nullable=False),
-        sa.UniqueConstraint("project_id", "scope", "threshold", "period_start", name="uq_budget_alerts_once"),
+        sa.UniqueConstraint("owner", "scope", "threshold", "period_start", name="uq_budget_alerts_once"),
     )
 
 
 def downgrade() -> None:
     op.drop_table("budget_alerts")
+    op.drop_table("pipeline_budgets")
     with op.batch_alter_table("projects") as table:
         table.drop_column("alert_thresholds")
         table.drop_column("caps")
