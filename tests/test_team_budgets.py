@@ -419,3 +419,12 @@ async def test_eight_starts_from_two_processes_on_two_projects_fit_the_pipeline_
     assert all("pipeline team's shared budget" in o for o in outcomes if o != "ok")
     listed = {p["pipeline_id"]: p for p in (await call_ok(client, "list_pipelines"))["items"]}
     assert usd(listed["team"]["budget"]["reserved_usd"]) == Decimal("0.05")
+
+
+def test_the_costs_command_groups_by_every_key_the_tool_takes() -> None:
+    from typing import get_args
+
+    from mcp_server.cli.views import GROUPS
+    from mcp_server.schemas.cost import GroupKey
+
+    assert set(GROUPS) == set(get_args(GroupKey)) and "agent" in GROUPS

@@ -11,7 +11,7 @@ from typing import Any
 
 from mcp_server.settings import Settings
 
-GROUPS = ("project", "process", "provider", "model", "day", "prompt", "source")
+GROUPS = ("project", "process", "provider", "model", "day", "prompt", "source", "agent")
 
 
 def add_parsers(commands: Any) -> None:
