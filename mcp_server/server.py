@@ -36,6 +36,7 @@ from mcp_types import (
     PromptReference,
     Resource,
     ResourceTemplateReference,
+    SetLevelRequestParams,
     SubscribeRequestParams,
     SubscriptionsListenRequestParams,
     TextContent,
@@ -193,6 +194,15 @@ async def _subscribe(ctx: ServerRequestContext[App, Any], params: SubscribeReque
 async def _unsubscribe(ctx: ServerRequestContext[App, Any], params: UnsubscribeRequestParams) -> EmptyResult:
     if ctx.lifespan_context.live is not None:
         ctx.lifespan_context.live.unsubscribe(ctx.session, str(params.uri))
+    return EmptyResult()
+
+
+async def _set_level(ctx: ServerRequestContext[App, Any], params: SetLevelRequestParams) -> EmptyResult:
+    """logging/setLevel (2025-11-25 sessions): the least level of the log messages this session gets
+    (budget alerts are sent at `warning`)."""
+    from mcp_server.tools.base import LOG_LEVELS
+
+    LOG_LEVELS[ctx.session] = str(params.level)
     return EmptyResult()
 
 
@@ -497,6 +507,8 @@ def _serve_changes(server: PipelineStateServer, settings: Settings) -> None:
     if resources:
         sdk_gap.add_request_handler(server, "resources/subscribe", SubscribeRequestParams, _subscribe)
         sdk_gap.add_request_handler(server, "resources/unsubscribe", UnsubscribeRequestParams, _unsubscribe)
+    # This server sends log messages (budget alerts), so it serves the level a 2025-11-25 client sets.
+    sdk_gap.add_request_handler(server, "logging/setLevel", SetLevelRequestParams, _set_level)
     options = NotificationOptions(
         prompts_changed="save_prompt_version" in server.registered_tools,
         resources_changed=resources and bool(PIPELINE_WRITERS & set(server.registered_tools)),

@@ -78,6 +78,7 @@ class ProjectOut(ProjectRow):
     def _plain(self, alerts: list[BudgetAlertOut]) -> list[dict[str, Any]]:
         # Written as plain objects in the schema: null fields are left out here, as the tools leave them out.
         return [alert.model_dump(mode="json", exclude_none=True) for alert in alerts]
+
     unpriced_calls: int
     is_deleted: bool
     created_at: datetime

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -74,18 +75,52 @@ def actor_of(ctx: Context[App]) -> str | None:
     return label.replace("\x00", "")[:ACTOR_MAX] or None
 
 
+# The least log level each 2025-11-25 session asked for (logging/setLevel); sessions are dropped with them.
+LOG_LEVELS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+
+
 async def tell_alerts(ctx: Context[App], budget: Any) -> None:
-    """Budget thresholds a call crossed first, as an MCP log message (level warning) to the calling client,
-    beside the reply's ``budget.crossed``; a client that does not take log messages loses nothing else."""
-    crossed = getattr(budget, "crossed", None)
-    if not crossed:
+    """Thresholds a call crossed first (of the budget, a cap, the pipeline's shared budget), as one MCP log
+    message (level warning) to the calling client, beside the reply's ``crossed``; a client that does not
+    take log messages loses nothing else."""
+    if budget is None:
         return
-    message = {
-        "event": "budget_alert",
-        "crossed": crossed,
-        "budget_usd": str(budget.budget_usd),
-        "spent_usd": str(budget.period_spent_usd if budget.period else budget.spent_usd),
-    }
+    alerts = []
+    if budget.crossed:
+        spent = budget.period_spent_usd if budget.period else budget.spent_usd
+        alerts.append(
+            {"scope": "budget", "crossed": budget.crossed, "limit_usd": str(budget.budget_usd), "spent_usd": str(spent)}
+        )
+    for cap in budget.caps or ():
+        if cap.crossed:
+            alerts.append(
+                {
+                    "scope": f"cap {cap.cap}",
+                    "crossed": cap.crossed,
+                    "limit_usd": str(cap.cap_usd),
+                    "spent_usd": str(cap.spent_usd),
+                }
+            )
+    shared = budget.pipeline
+    if shared is not None and shared.crossed:
+        alerts.append(
+            {
+                "scope": f"pipeline {shared.pipeline_id}",
+                "crossed": shared.crossed,
+                "limit_usd": str(shared.budget_usd),
+                "spent_usd": str(shared.spent_usd),
+            }
+        )
+    if not alerts:
+        return
+    try:
+        least = LOG_LEVELS.get(ctx.session)
+    except (AttributeError, RuntimeError, TypeError):
+        least = None
+    if least in _LEVELS and _LEVELS.index(least) > _LEVELS.index("warning"):
+        return
+    message = {"event": "budget_alert", "alerts": alerts, "crossed": budget.crossed or []}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # logging is deprecated by 2026-07-28, still what 2025 clients read
         try:
