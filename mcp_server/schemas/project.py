@@ -74,16 +74,16 @@ class ProjectOut(ProjectRow):
         ),
     ] = Field(default_factory=list)
 
-    @field_serializer("budget_alerts")
-    def _plain(self, alerts: list[BudgetAlertOut]) -> list[dict[str, Any]]:
-        # Written as plain objects in the schema: null fields are left out here, as the tools leave them out.
-        return [alert.model_dump(mode="json", exclude_none=True) for alert in alerts]
-
     unpriced_calls: int
     is_deleted: bool
     created_at: datetime
     created_by: str | None
     updated_by: str | None
+
+    @field_serializer("budget_alerts")
+    def _plain(self, alerts: list[BudgetAlertOut]) -> list[dict[str, Any]]:
+        # Written as plain objects in the schema: null fields are left out here, as the tools leave them out.
+        return [alert.model_dump(mode="json", exclude_none=True) for alert in alerts]
 
 
 class DeletedProject(Out):
