@@ -217,6 +217,7 @@ def test_the_page_follows_an_agent_without_a_reload(filled: dict[str, Any], brow
     page.goto(f"{filled['base']}/#/project/{filled['project']}")
     page.locator("tr[data-step='draft'][data-state='stale']").wait_for()
     page.evaluate("window.__loadedOnce = true")
+    page.wait_for_function("feed !== null && feed.readyState === EventSource.OPEN", timeout=10_000)
 
     async def redo_draft() -> None:
         async with Client(build_server(Settings(database_url=filled["url"], auto_migrate=False))) as client:
@@ -235,6 +236,40 @@ def test_the_page_follows_an_agent_without_a_reload(filled: dict[str, Any], brow
     page.locator("tr[data-step='draft'][data-state='completed']").wait_for(timeout=10_000)
     assert page.evaluate("window.__loadedOnce === true"), "the page was reloaded"
     assert page.locator("#timeline tr[data-execution]").count() == 7
+
+
+def test_the_change_feed_tells_an_open_page_of_a_commit_by_another_process(filled: dict[str, Any]) -> None:
+    """/api/events (server-sent events): a `change` event follows a commit made by another process, and the
+    stream stays within the dashboard's bound of listeners."""
+    host, port = urllib.parse.urlsplit(filled["base"]).netloc.split(":")
+    stream = http.client.HTTPConnection(host, int(port), timeout=20)
+    stream.request("GET", "/api/events")
+    response = stream.getresponse()
+    assert response.status == 200 and response.getheader("content-type", "").startswith("text/event-stream")
+    assert response.readline().startswith(b"retry:")
+
+    async def write() -> None:
+        async with Client(build_server(Settings(database_url=filled["url"], auto_migrate=False))) as client:
+            await call_ok(client, "create_project", name="seen by the feed")
+
+    def heard() -> bytes:
+        while line := response.readline():
+            if line.startswith(b"event: change"):
+                return line
+        return b""
+
+    with ThreadPoolExecutor(1) as pool:
+        listening = pool.submit(heard)
+        for _ in range(10):  # the watcher opens its change source once a page listens: write until heard
+            anyio.run(write)
+            try:
+                assert listening.result(timeout=2) == b"event: change\n"
+                break
+            except TimeoutError:
+                continue
+        else:
+            raise AssertionError("no change event after ten commits")
+    stream.close()
 
 
 async def test_the_dashboard_database_cannot_be_written(db_url: str) -> None:

@@ -34,5 +34,6 @@ def run_ui(settings: Settings, args: argparse.Namespace) -> int:
     hosts = ["127.0.0.1", "localhost", "[::1]", args.host] if is_loopback(args.host) else None
     app = build_app(database, token=token, allowed_hosts=hosts)
     sys.stderr.write(f"pipeline-state-mcp ui: http://{args.host}:{args.port}/ (read-only) on {settings.display_url}\n")
-    run_http(app, settings, host=args.host, port=args.port)
+    # Open pages hold their change feed (server-sent events) open: shutdown ends them after 2 s.
+    run_http(app, settings, host=args.host, port=args.port, timeout_graceful_shutdown=2)
     return 0

@@ -30,7 +30,14 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -38,6 +45,7 @@ from mcp_server.db.engine import Database
 from mcp_server.errors import DomainError
 from mcp_server.services.kept import Kept
 from mcp_server.ui import data
+from mcp_server.ui.feed import ChangeFeed
 
 STATIC = Path(__file__).parent / "static"
 COOKIE = "pipeline_state_session"
@@ -188,10 +196,21 @@ def build_app(
         page = _page(request)
         return await views.read(request, lambda s: data.projects(s, page=page), key=f"/api/projects?page={page}")
 
+    feed = ChangeFeed(database.engine.url.render_as_string(hide_password=False))
+
+    async def events(_: Request) -> Response:
+        if feed.full():
+            return Response("too many open pages: poll instead", status_code=503, headers={"retry-after": "30"})
+        headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+        return StreamingResponse(feed.events(), media_type="text/event-stream", headers=headers)
+
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         try:
-            yield
+            async with anyio.create_task_group() as background:
+                background.start_soon(feed.run)  # idle until a page listens
+                yield
+                background.cancel_scope.cancel()
         finally:
             await database.dispose()
 
@@ -204,6 +223,7 @@ def build_app(
         Route("/", index),
         Route("/login", _login(token, session, LoginLimit()), methods=["GET", "POST"]),
         Route("/api/projects", projects),
+        Route("/api/events", events),
         Route("/api/projects/{project_id}", _about_project(views, data.project, data.project_basis)),
         Route("/api/projects/{project_id}/executions", _about_project(views, data.timeline)),
         Route("/api/projects/{project_id}/cost", _about_project(views, lambda s, p, page: data.cost(s, p))),

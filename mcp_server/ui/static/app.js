@@ -1,11 +1,15 @@
 // pipeline-state dashboard: plain JavaScript and SVG, no library and nothing loaded from elsewhere.
 // Each view is drawn from one JSON document of the read-only API and redrawn when it changes: the page
-// polls every POLL_MS with the document's ETag, so an unchanged view costs the server a 304.
+// follows the server's change feed (/api/events, server-sent events: the database changed) and fetches its
+// view again then; without the feed it polls every POLL_MS. Either way it sends the document's ETag, so an
+// unchanged view costs the server a 304.
 // No inline style or script (the Content-Security-Policy refuses them): bar sizes are data-width and
 // data-height attributes, set through the DOM once the view is drawn.
 "use strict";
 
-const POLL_MS = 2000;
+const POLL_MS = 2000; // without the change feed
+const FEED_POLL_MS = 60000; // with it: only a safety net
+let feed = null;
 const STATES = ["completed", "stale", "failed", "running", "empty"];
 const view = document.getElementById("view");
 const live = document.getElementById("live");
@@ -158,8 +162,17 @@ async function render() {
     live.className = "off";
     live.textContent = "offline: " + error.message;
   }
-  timer = setTimeout(render, POLL_MS);
+  const following = feed !== null && feed.readyState === EventSource.OPEN;
+  timer = setTimeout(render, following ? FEED_POLL_MS : POLL_MS);
+}
+
+function follow() {
+  if (!("EventSource" in window)) return;
+  feed = new EventSource("/api/events");
+  feed.addEventListener("change", () => render());
+  feed.addEventListener("open", () => { clearTimeout(timer); timer = setTimeout(render, FEED_POLL_MS); });
 }
 
 window.addEventListener("hashchange", () => { view.dataset.view = ""; render(); });
+follow();
 render();
