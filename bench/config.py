@@ -28,6 +28,7 @@ class Sizes:
     wal_commits: int  # commits per writer
     wal_parallel: int  # writers running at a time
     claim_steps: int  # independent steps the claim → record workers (procs of them) share
+    live_samples: int  # records through server B, each timed to the event on server A's listener
 
 
 FULL = Sizes(
@@ -52,6 +53,7 @@ FULL = Sizes(
     wal_commits=150,
     wal_parallel=4,
     claim_steps=400,
+    live_samples=40,
 )
 
 QUICK = Sizes(
@@ -76,4 +78,5 @@ QUICK = Sizes(
     wal_commits=10,
     wal_parallel=2,
     claim_steps=12,
+    live_samples=3,
 )
