@@ -6,7 +6,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -252,3 +252,18 @@ async def test_subscriptions_per_session_are_bounded(settings: Settings) -> None
         await client.subscribe_resource("pipeline://pipelines/again")
         with pytest.raises(MCPError, match="not_found"):
             await client.subscribe_resource("https://example.com/x")
+
+
+async def test_two_hundred_listeners_on_one_server_each_hear_one_write_once(client: Client) -> None:
+    """200 listen streams on one server (the memory they hold is bench/'s live figure): one commit reaches
+    each of them once; once they close, the watcher goes idle."""
+    await call_ok(client, "define_process", process_id="draft", name="Draft")
+    project = (await call_ok(client, "create_project", name="crowd"))["id"]
+    uri = f"pipeline://projects/{project}"
+    async with AsyncExitStack() as streams:
+        listening = [await streams.enter_async_context(client.listen(resource_subscriptions=[uri])) for _ in range(200)]
+        await call_ok(client, "record_execution", project_id=project, process_id="draft", output_data={})
+        with anyio.fail_after(30):
+            for stream in listening:
+                event = await stream.__anext__()
+                assert isinstance(event, ResourceUpdated) and event.uri == uri
