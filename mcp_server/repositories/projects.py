@@ -12,7 +12,7 @@ from sqlalchemy.orm.util import identity_key
 
 from mcp_server.db.types import units_to_money, utcnow
 from mcp_server.errors import InvalidArgument
-from mcp_server.models import ProcessExecution, Project, ProjectStatus, Revision
+from mcp_server.models import PipelineBudget, ProcessExecution, Project, ProjectStatus, Revision
 from mcp_server.repositories.base import Page, Repository
 from mcp_server.repositories.revisions import CATALOGUE_PREFIX, PRICES, token_of
 
@@ -33,7 +33,8 @@ _ADD_SPEND = (
 )
 
 
-# The project with the change tokens of its pipeline's catalogue and of the prices (built once).
+# The project with the change tokens of its pipeline's catalogue and of the prices, and whether its
+# pipeline has a shared budget (built once).
 _WITH_TOKENS = select(
     Project,
     select(Revision.token)
@@ -41,6 +42,7 @@ _WITH_TOKENS = select(
     .scalar_subquery()
     .label("catalogue_token"),
     token_of(PRICES).label("prices_token"),
+    exists().where(PipelineBudget.pipeline_id == Project.pipeline_id).label("shared_budget"),
 ).where(Project.id == bindparam("project_id"))
 
 
@@ -69,13 +71,14 @@ class ProjectRepository(Repository):
 
     async def get_with_tokens(
         self, project_id: uuid.UUID, *, include_deleted: bool = False
-    ) -> tuple[Project, str | None, str | None] | None:
-        """The project with the change tokens of its pipeline's catalogue and of the prices, in one query."""
+    ) -> tuple[Project, str | None, str | None, bool] | None:
+        """The project with the change tokens of its pipeline's catalogue and of the prices, and whether its
+        pipeline has a shared budget, in one query."""
         query, parameters = _WITH_TOKENS, {"project_id": project_id}
         row = (await self.session.execute(query, parameters)).first()
         if row is None or (row[0].is_deleted and not include_deleted):
             return None
-        return row[0], row[1], row[2]
+        return row[0], row[1], row[2], bool(row[3])
 
     async def list(
         self,

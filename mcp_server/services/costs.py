@@ -293,6 +293,7 @@ async def alert(
     *,
     agent: str | None = None,
     model: str | None = None,
+    shared: bool = True,
 ) -> Alerts:
     """After a cost was logged: the thresholds (percent of the budget, and of each cap of the cost's agent
     and ``provider/model``) the period's spend has reached that no call reported yet in this period, kept
@@ -329,26 +330,26 @@ async def alert(
             now=now,
         )
         statuses.append(cap_status(found, first))
-    shared = await shared_budget(session, project.pipeline_id)
+    together = await shared_budget(session, project.pipeline_id) if shared else None
     pipeline = None
-    if shared is not None:
-        limit = shared.budget.budget_usd
+    if together is not None:
+        limit = together.budget.budget_usd
         reached = [
             t
-            for t in tuple(shared.budget.alert_thresholds or thresholds)
-            if limit > 0 and shared.spent * 100 >= limit * t
+            for t in tuple(together.budget.alert_thresholds or thresholds)
+            if limit > 0 and together.spent * 100 >= limit * t
         ]
         first = await alerts.record_once(
             project.id,
-            owner=f"pipeline:{shared.budget.pipeline_id}",
+            owner=f"pipeline:{together.budget.pipeline_id}",
             scope="budget",
             thresholds=reached,
-            period_start=shared.window.alert_start,
-            spent_usd=shared.spent,
+            period_start=together.window.alert_start,
+            spent_usd=together.spent,
             budget_usd=limit,
             now=now,
         )
-        pipeline = shared_status(shared, first)
+        pipeline = shared_status(together, first)
     return Alerts(crossed, statuses, pipeline)
 
 

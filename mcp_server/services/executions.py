@@ -107,7 +107,7 @@ async def _admit(
     project = pipeline.project
     blocking = project.budget_policy == BudgetPolicy.BLOCK
     judging = caps.applicable(project.caps, agent=agent, model=model)
-    shared = await costs.shared_budget(session, project.pipeline_id, lock=True)
+    shared = await costs.shared_budget(session, project.pipeline_id, lock=True) if pipeline.shared_budget else None
     if reserve_usd is None and project.budget_usd is None and not judging and shared is None:
         return None, None
     judged = await costs.judge(session, project)
@@ -630,7 +630,9 @@ async def _log_usage(
     if not logged.cost_usd:
         return cost, costs.status_of(project, judged)
     who = agent or execution.agent or actor
-    alerts = await costs.alert(session, project, judged, agent=who, model=f"{usage.provider}/{usage.model}")
+    alerts = await costs.alert(
+        session, project, judged, agent=who, model=f"{usage.provider}/{usage.model}", shared=pipeline.shared_budget
+    )
     return cost, costs.status_of(project, judged, crossed=alerts.crossed, caps=alerts.caps, pipeline=alerts.pipeline)
 
 

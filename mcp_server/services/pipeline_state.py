@@ -36,6 +36,7 @@ class ProjectPipeline:
     rows: dict[str, StateRow] = field(default_factory=dict)
     scope: set[str] | None = None
     prices_token: str | None = None  # read with the project, for the cost this call may log
+    shared_budget: bool = False  # read with the project: its pipeline has a budget all its projects share
 
     @property
     def project_id(self) -> uuid.UUID:
@@ -118,12 +119,14 @@ async def load(
     found = await ProjectRepository(session).get_with_tokens(project_id, include_deleted=include_deleted)
     if found is None:
         raise project_not_found(project_id, include_deleted=include_deleted)
-    project, token, prices_token = found
+    project, token, prices_token, shared = found
     if locked_pipeline is not None and locked_pipeline != project.pipeline_id:
         raise Conflict(f"project {project_id} moved to another pipeline while this call ran", hint="Retry the call")
     catalogue = await catalogues.load(session, project.pipeline_id, token)
     scope = None if around is None or around not in catalogue.nodes else catalogue.around(around)
-    pipeline = ProjectPipeline(project=project, catalogue=catalogue, scope=scope, prices_token=prices_token)
+    pipeline = ProjectPipeline(
+        project=project, catalogue=catalogue, scope=scope, prices_token=prices_token, shared_budget=shared
+    )
     pipeline.rows = {row.process_id: row for row in await StateRepository(session).rows(project_id, scope)}
     return pipeline
 
