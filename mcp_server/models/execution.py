@@ -42,6 +42,8 @@ class ProcessExecution(AuditMixin, Base):
     agent: Mapped[str | None] = mapped_column(String(200))
     # The model it names (`provider/model`), judged by the project's model caps.
     model: Mapped[str | None] = mapped_column(String(160))
+    # What it computed from, hashed (services/pipeline_state.input_key): the same key, the same work.
+    input_key: Mapped[str | None] = mapped_column(String(64))
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # A started execution's lease (docs/design.md, "Agent teams"): past it, the execution is expired. The
     # token fences late writers (new for every attempt); attempt counts the step's tries in a row.
@@ -59,6 +61,7 @@ class ProcessExecution(AuditMixin, Base):
     __table_args__ = (
         Index("ix_execution_project_process", "project_id", "process_id"),
         Index("ix_execution_project_created", "project_id", "created_at"),
+        Index("ix_executions_input_key", "project_id", "process_id", "input_key"),
     )
 
     def __repr__(self) -> str:

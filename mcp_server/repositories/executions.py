@@ -45,6 +45,7 @@ class NewExecution(ExecutionChange, total=False):
     created_by: str | None
     agent: str | None
     model: str | None
+    input_key: str | None
     lease_token: str | None
     attempt: int | None
 
@@ -150,6 +151,21 @@ class ExecutionRepository(Repository):
             "returns the first call's reply",
         ):
             return await self._insert(ProcessExecution, dict(fields))
+
+    async def reusable(self, project_id: uuid.UUID, process_id: str, input_key: str) -> ProcessExecution | None:
+        """The newest completed execution of the step with this input key (ix_executions_input_key)."""
+        query = (
+            select(ProcessExecution)
+            .where(
+                ProcessExecution.project_id == project_id,
+                ProcessExecution.process_id == process_id,
+                ProcessExecution.input_key == input_key,
+                ProcessExecution.status == ExecutionStatus.COMPLETED.value,
+            )
+            .order_by(ProcessExecution.completed_at.desc())
+            .limit(1)
+        )
+        return (await self.session.execute(query)).scalars().first()
 
     async def held(self, project_id: uuid.UUID, *, agent: str | None = None, model: str | None = None) -> Decimal:
         """What the project's running executions of ``agent`` (or naming ``model``) hold, exactly."""

@@ -234,6 +234,14 @@ class MetricsRepository(Repository):
         )
         return [units_to_money(int(row[0])) for row in (await self.session.execute(query)).all()]
 
+    async def execution_cost(self, execution_id: uuid.UUID) -> Decimal | None:
+        """Exact sum of one execution's priced costs (None when it logged none priced)."""
+        query = select(func.count(), func.sum(_UNITS)).where(
+            LLMMetrics.execution_id == execution_id, LLMMetrics.cost_usd.is_not(None)
+        )
+        count, units = (await self.session.execute(query)).one()
+        return units_to_money(int(units)) if count else None
+
     async def spent_since(
         self,
         project_id: uuid.UUID,

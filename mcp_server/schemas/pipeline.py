@@ -128,6 +128,7 @@ class ExecutionOut(Out):
     status: ExecutionStatus
     input_data: JsonObjectOut
     inputs_from: dict[str, uuid.UUID] | None = None  # dependency -> the execution whose output was used
+    input_key: str | None = None  # what it computed from, hashed: equal keys, equal work
     output_data: JsonObjectOut | None
     output_hash: str | None
     reasoning: str | None
@@ -201,9 +202,16 @@ class HandedInputs(BaseModel):
     inputs_omitted: dict[str, uuid.UUID] | None = Field(None, description="Over 64 KB in all: get_execution these.")
 
 
+class ReusableOut(BaseModel):
+    execution_id: uuid.UUID
+    cost_usd: UsdOut | None = None
+    completed_at: datetime | None = None
+
+
 class StartReply(HandedInputs):
     execution: ExecutionRef
     state: StateOut
+    reusable: ReusableOut | None = Field(None, description="A completed run with the same input_key (get_execution).")
     lease_token: str | None = None
     lease_expires_at: datetime | None = None
     attempt: int | None = None

@@ -201,6 +201,7 @@ class ExecutionRow(_Audited):
     reserved_usd: Money | None = None
     agent: Agent | None = None
     model: Annotated[str, StringConstraints(max_length=160), NoNul] | None = None
+    input_key: Hash | None = None
     started_at: Time | None = None
     completed_at: Time | None = None
     lease_expires_at: Time | None = None

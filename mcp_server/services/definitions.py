@@ -258,7 +258,8 @@ async def _mark_stale(
         if len(plan.stale_by_project) < MAX_LISTED:
             plan.stale_by_project[str(project_id)] = [hit.process_id for hit in hits][:MAX_LISTED]
         if not dry_run:
-            await pipeline_state.mark_stale(session, pipeline, hits)
+            computing = {pid: [name for name in fields if name in COMPUTING] for pid, fields in plan.fields.items()}
+            await pipeline_state.mark_stale(session, pipeline, hits, computing)
 
 
 async def define(

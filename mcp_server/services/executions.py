@@ -35,6 +35,7 @@ from mcp_server.schemas.pipeline import (
     InvalidatedOut,
     InvalidateReply,
     RecordReply,
+    ReusableOut,
     StartReply,
     StateOut,
 )
@@ -209,6 +210,15 @@ def _over_budget(status: BudgetStatus, project_id: uuid.UUID, reserve_usd: Decim
     )
 
 
+async def _reusable(session: AsyncSession, project_id: uuid.UUID, process_id: str, key: str) -> ReusableOut | None:
+    """A completed execution of the step that computed from the same input key, with what it cost."""
+    found = await ExecutionRepository(session).reusable(project_id, process_id, key)
+    if found is None:
+        return None
+    cost = await MetricsRepository(session).execution_cost(found.id)
+    return ReusableOut(execution_id=found.id, cost_usd=cost, completed_at=found.completed_at)
+
+
 async def _check_prompt(session: AsyncSession, prompt_version_id: uuid.UUID | None) -> None:
     if prompt_version_id is not None and await PromptRepository(session).get_by_id(prompt_version_id) is None:
         raise NotFound(
@@ -359,6 +369,7 @@ async def start(
     )
     # Only a keyed call is ever compared with an earlier one.
     args_hash = request_hash("start_execution", args) if idempotency_key else ""
+    input_hash = json_hash(input_data)  # before the lock, as every hash of what the agent sent
     if process_id is None:
         if (replayed := await _replay(session, idempotency_key, args_hash)) is not None:
             return StartReply.model_validate(replayed)
@@ -382,9 +393,11 @@ async def start(
     target = rules.next_state(pipeline.state(process_id), Event.START, process_id=process_id)
     pipeline.check_ready(process_id, force=force)
     attempts = _refuse_given_up(pipeline, process_id, force=force)
-    input_schema, _ = await pipeline.catalogue.schemas_of(session, process_id)
-    await checks.validate(input_schema, input_data, what="input_data", process_id=process_id)
+    schemas = await pipeline.catalogue.schemas_of(session, process_id)
+    await checks.validate(schemas[0], input_data, what="input_data", process_id=process_id)
     await _check_prompt(session, prompt_version_id)
+    key = pipeline_state.input_key(pipeline, process_id, input_hash, prompt_version_id, schemas)
+    reusable = await _reusable(session, project_id, process_id, key)
     model = None if model is None else caps.model_ref(model)
     held, budget = await _admit(
         session, pipeline, process_id, reserve_usd, default_reserve, agent=agent or actor, model=model
@@ -397,6 +410,7 @@ async def start(
         prompt_version_id=prompt_version_id,
         input_data=input_data,
         inputs_from=pipeline_state.lineage(pipeline, process_id),
+        input_key=key,
         reserved_usd=held,
         agent=agent or actor,
         model=model,
@@ -415,6 +429,7 @@ async def start(
     reply = StartReply(
         execution=ExecutionRef.model_validate(execution),
         state=_state_out(pipeline, process_id),
+        reusable=reusable,
         **(await pipeline_state.inputs_of(session, pipeline, process_id)).fields(),
         budget=budget,
         lease_token=execution.lease_token,
@@ -501,12 +516,16 @@ async def record(
         decision = rules.finish(state, started=False, changed_since_start=False, force=force)
         input_data = {} if input_data is None else input_data
         await checks.validate(input_schema, input_data, what="input_data", process_id=process_id)
+        key = pipeline_state.input_key(
+            pipeline, process_id, json_hash(input_data), prompt_version_id, (input_schema, output_schema)
+        )
         finished["status"], finished["prompt_version_id"] = decision.status.value, prompt_version_id
         execution = await executions.create(
             project_id=project_id,
             process_id=process_id,
             input_data=input_data,
             inputs_from=pipeline_state.lineage(pipeline, process_id),
+            input_key=key,
             started_at=now,
             created_by=actor,
             agent=agent or actor,
@@ -554,7 +573,7 @@ async def record(
         change = StateChange(decision.target, now, sets_current=True, current=execution.id, current_hash=output_hash)
         await pipeline_state.apply(session, pipeline, process_id, change)
         if output_changed and decision.cascades:
-            reason = f"upstream {process_id!r} has a new output"
+            reason = f"upstream {process_id!r} has a new output (execution {execution.id}): re-run to use it"
             invalidated = await pipeline_state.cascade(session, pipeline, process_id, reason)
         elif note is None:
             note = "the output equals the current one: nothing downstream was invalidated"

@@ -21,6 +21,7 @@ from mcp_server.services import rules
 from mcp_server.services.catalogue import Catalogue
 from mcp_server.services.projects import project_not_found
 from mcp_server.services.rules import State
+from mcp_server.services.validation import json_hash
 
 # What start_execution and get_process_state hand over of the dependencies' outputs, in all.
 INPUTS_LIMIT = 64 * 1024
@@ -171,14 +172,26 @@ def stale_downstream(pipeline: ProjectPipeline, root: str) -> list[str]:
     return sorted((pid for pid in below if pipeline.state(pid) == State.STALE), key=pipeline.position.__getitem__)
 
 
-async def mark_stale(session: AsyncSession, pipeline: ProjectPipeline, hits: list[rules.Invalidation]) -> None:
-    """Apply what ``rules.stale_after_redefinition`` decided: one UPDATE per cause (and per reason)."""
+async def mark_stale(
+    session: AsyncSession,
+    pipeline: ProjectPipeline,
+    hits: list[rules.Invalidation],
+    changed: dict[str, list[str]] | None = None,
+) -> None:
+    """Apply what ``rules.stale_after_redefinition`` decided: one UPDATE per cause (and per reason). The
+    reason names what changed in the cause's definition (``changed``: its fields, by process id) and what
+    to re-run, so an agent can act on it."""
     now = utcnow()
     groups: dict[tuple[str, bool], list[StateRow]] = {}
     for hit in hits:
         groups.setdefault((hit.cause, hit.process_id == hit.cause), []).append(pipeline.rows[hit.process_id])
     for (cause, itself), rows in groups.items():
-        reason = f"the definition of {cause!r} changed" if itself else f"upstream {cause!r} definition changed"
+        what = ", ".join((changed or {}).get(cause, ())) or "what it computes"
+        reason = (
+            f"the definition of {cause!r} changed ({what}): its output was made under the old one; re-run it"
+            if itself
+            else f"upstream {cause!r} definition changed ({what}): re-run from {cause!r}"
+        )
         await StateRepository(session).bump_all(
             rows, StateChange(State.STALE, now, invalidated_by=cause, reason=reason)
         )
@@ -194,6 +207,26 @@ class Inputs:
     def fields(self) -> dict[str, Any]:
         """As HandedInputs' fields: absent rather than empty."""
         return {"inputs": self.outputs or None, "inputs_omitted": self.omitted or None}
+
+
+def input_key(
+    pipeline: ProjectPipeline,
+    process_id: str,
+    input_hash: str,
+    prompt_version_id: uuid.UUID | None,
+    schemas: tuple[Any, Any],
+) -> str:
+    """What an execution of the step computes from, hashed (docs/design.md, "Data model"): its input
+    (``input_hash``, worked out before the lock), the content of each dependency's current output (its
+    hash), the step's definition as far as it decides what is computed (dependencies, input and output
+    schemas) and the prompt version. Two executions with the same key did the same work."""
+    node = pipeline.definition(process_id)
+    handed = {
+        dep: (row.current_hash if (row := pipeline.rows.get(dep)) is not None else None) for dep in node.depends_on
+    }
+    definition = {"depends_on": sorted(node.depends_on), "input_schema": schemas[0], "output_schema": schemas[1]}
+    prompt = None if prompt_version_id is None else str(prompt_version_id)
+    return json_hash({"input": input_hash, "handed": handed, "definition": definition, "prompt": prompt})
 
 
 def lineage(pipeline: ProjectPipeline, process_id: str) -> dict[str, str] | None:

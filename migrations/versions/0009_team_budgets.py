@@ -37,6 +37,8 @@ def upgrade() -> None:
     with op.batch_alter_table("process_executions") as table:
         table.add_column(sa.Column("agent", sa.String(200), nullable=True))
         table.add_column(sa.Column("model", sa.String(160), nullable=True))
+        table.add_column(sa.Column("input_key", sa.String(64), nullable=True))
+        table.create_index("ix_executions_input_key", ["project_id", "process_id", "input_key"])
     with op.batch_alter_table("projects") as table:
         table.add_column(sa.Column("budget_period", sa.String(20), nullable=False, server_default="none"))
         table.add_column(sa.Column("caps", JSONType(), nullable=True))
@@ -76,6 +78,8 @@ def downgrade() -> None:
         table.drop_column("caps")
         table.drop_column("budget_period")
     with op.batch_alter_table("process_executions") as table:
+        table.drop_index("ix_executions_input_key")
+        table.drop_column("input_key")
         table.drop_column("model")
         table.drop_column("agent")
     with op.batch_alter_table("llm_metrics") as table:
