@@ -573,7 +573,7 @@ async def record(
         change = StateChange(decision.target, now, sets_current=True, current=execution.id, current_hash=output_hash)
         await pipeline_state.apply(session, pipeline, process_id, change)
         if output_changed and decision.cascades:
-            reason = f"upstream {process_id!r} has a new output (execution {execution.id}): re-run to use it"
+            reason = f"upstream {process_id!r} has a new output (execution {execution.id})"
             invalidated = await pipeline_state.cascade(session, pipeline, process_id, reason)
         elif note is None:
             note = "the output equals the current one: nothing downstream was invalidated"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -101,11 +102,16 @@ async def pipeline_status(
 
 
 REASON_IN_ROW = 100
+# The execution a stale cause names: get_process_state gives it; a status row, one per step, leaves it out.
+_CAUSE_EXECUTION = re.compile(r" \(execution [0-9a-f-]{36}\)")
 
 
 def _clipped(reason: str | None) -> str | None:
     """A status row's reason, shortened (get_process_state has it whole)."""
-    if reason is None or len(reason) <= REASON_IN_ROW:
+    if reason is None:
+        return None
+    reason = _CAUSE_EXECUTION.sub("", reason)
+    if len(reason) <= REASON_IN_ROW:
         return reason
     return reason[: REASON_IN_ROW - 1] + "…"
 
