@@ -168,15 +168,37 @@ def database_error(exc: BaseException) -> DomainError | None:
             hint="Back off (wait a second or two) and retry",
         )
     if kind == "not_migrated":
+        missing = _missing_object(exc)
         return NotMigrated(
-            "the database's schema is not migrated (a table or column this server uses is missing); "
-            "nothing was written",
+            "the database's schema is not migrated (a table or column this server uses is missing"
+            + (f": {missing}" if missing else "")
+            + f"; this server needs schema revision {_schema_head()}); nothing was written",
             hint="Retrying will not help: ask the operator to run `pipeline-state-mcp db upgrade` "
             "(or to start the server with PIPELINE_STATE_AUTO_MIGRATE=true)",
         )
     if kind == "unavailable":
         return Unavailable("the database could not be reached; nothing was written", hint="Retry in a moment")
     return None
+
+
+# What SQLite and PostgreSQL name as missing: a table or column name, never data or a secret.
+_MISSING = re.compile(r"no such (table|column): ([\w.]{1,120})|(relation|column) \"?([\w.]{1,120})\"? does not exist")
+
+
+def _missing_object(exc: BaseException) -> str | None:
+    """``table x`` or ``column t.c`` when the driver's message names what is missing."""
+    for candidate in (getattr(exc, "orig", None), exc):
+        found = _MISSING.search(str(candidate or ""))
+        if found is not None:
+            kind = found.group(1) or ("table" if found.group(3) == "relation" else "column")
+            return f"{kind} {found.group(2) or found.group(4)}"
+    return None
+
+
+def _schema_head() -> str:
+    from mcp_server.db.migrate import SCHEMA_HEAD  # loaded by then: a database call failed
+
+    return SCHEMA_HEAD
 
 
 def _kind(exc: BaseException) -> str | None:

@@ -186,6 +186,7 @@ async def _assert_not_migrated_from_tools(url: str, caplog: pytest.LogCaptureFix
             for tool, arguments in (("create_project", {"name": "x"}), ("list_projects", {})):
                 text = await call_error(client, tool, "unavailable", **arguments)
                 assert "`pipeline-state-mcp db upgrade`" in text and "Retrying will not help" in text
+                assert "missing: table projects" in text and "needs schema revision" in text
                 assert SECRET not in text and "sqlite" not in text.lower() and "127.0.0.1" not in text
     logged = [record.getMessage() for record in caplog.records]
     assert any("is not migrated" in line and cause in line for line in logged), logged
@@ -211,6 +212,7 @@ async def test_a_schema_older_than_the_code_says_run_db_upgrade(
         async with Client(build_server(Settings(database_url=url, auto_migrate=False))) as client:
             text = await call_error(client, "list_processes", "unavailable")
     assert "`pipeline-state-mcp db upgrade`" in text
+    assert "missing: column process_definitions." in text  # the agent learns what the operator must fix
     assert "no such column" in caplog.text and "is not migrated" in caplog.text
 
 
