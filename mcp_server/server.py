@@ -362,7 +362,7 @@ class PipelineStateServer(MCPServer[App]):
             # transaction nothing runs; inside it the transaction rolls back (docs/design.md, "SQLite").
             pipelines = None
             if name in PIPELINE_WRITERS and context is not None:
-                pipelines = await self._catalogued(context.request_context.lifespan_context)
+                pipelines = await self._before_pipeline_write(prefix, context)
             result = await super().call_tool(name, arguments, context)
             if not (registered.annotations and registered.annotations.read_only_hint):
                 await self._announce(name, result, context, pipelines)
@@ -389,6 +389,22 @@ class PipelineStateServer(MCPServer[App]):
         finally:
             self._running.release()
         return _compact_reply(result, registered.output_schema)
+
+    async def _before_pipeline_write(self, prefix: str, context: Context[App, Any]) -> Any:
+        """The pipelines before a pipeline writer runs (to announce list changes), read outside the tool: its
+        failures are answered as the tool's own would be (a code first, then what to do)."""
+        try:
+            return await self._catalogued(context.request_context.lifespan_context)
+        except DomainError as exc:
+            raise ToolError(f"{prefix}: {exc.render()}") from exc
+        except Exception as exc:
+            mapped = database_error(exc)
+            if mapped is None:
+                raise UnexpectedToolError(
+                    f"{prefix}: internal: unexpected server error; nothing was written. Retry, or report it"
+                ) from exc
+            self._log_database_error(mapped, exc)
+            raise ToolError(f"{prefix}: {mapped.render()}") from None
 
     def _log_database_error(self, mapped: DomainError, cause: BaseException | None) -> None:
         """One line per incident kind, with the cause's own message (URLs masked) and the database."""

@@ -19,12 +19,14 @@ from typing import Any
 
 import pytest
 from mcp import Client
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 import mcp_server
 from mcp_server import errors
+from mcp_server.db.engine import Database
 from mcp_server.db.migrate import run_alembic
 from mcp_server.errors import Busy, DomainError, NotMigrated, Unavailable, database_error, describe_cause, error_codes
 from mcp_server.server import INSTRUCTIONS, build_server
@@ -308,3 +310,22 @@ async def test_resources_and_prompts_on_an_unmigrated_database_say_run_db_upgrad
             with pytest.raises(MCPError) as caught:
                 await request()
             assert str(caught.value).startswith("unavailable: ") and "db upgrade" in str(caught.value)
+
+
+async def test_a_database_migrated_by_a_newer_release_is_refused_in_words(db_url: str) -> None:
+    """An older server on a database a newer release migrated: every tool answers `unavailable` naming the
+    revision it does not know and what to do, never Alembic's raw message or `internal`."""
+    database = Database.connect(db_url)
+    try:
+        async with database.unit_of_work() as session:
+            await session.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    finally:
+        await database.dispose()
+    async with Client(build_server(Settings(database_url=db_url, auto_migrate=True))) as client:
+        for tool, arguments in (
+            ("apply_pipeline", {"processes": [{"process_id": "a", "name": "A"}]}),
+            ("list_projects", {}),
+        ):
+            text_ = await call_error(client, tool, "unavailable", **arguments)
+            assert "revision 9999, which this server does not know" in text_ and "newer pipeline-state-mcp" in text_
+            assert "Can't locate" not in text_

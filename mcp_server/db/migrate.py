@@ -92,10 +92,24 @@ async def _migration_lock(conn: AsyncConnection) -> AsyncIterator[None]:
 
 
 def _upgrade_locked(connection: Connection, url: str) -> bool:
-    """Run inside the lock: re-read the revision (another process may have migrated) and upgrade."""
-    if _read_revision(connection) == SCHEMA_HEAD:
+    """Run inside the lock: re-read the revision (another process may have migrated) and upgrade. A
+    revision this code does not know was written by a newer release: refused in words, never migrated."""
+    current = _read_revision(connection)
+    if current == SCHEMA_HEAD:
         return False
     from alembic import command
+    from alembic.script import ScriptDirectory
+
+    known = {script.revision for script in ScriptDirectory.from_config(alembic_config(url)).walk_revisions()}
+    if current is not None and current not in known:
+        from mcp_server.errors import NotMigrated
+
+        raise NotMigrated(
+            f"the database's schema is at revision {current}, which this server does not know (its newest is "
+            f"{SCHEMA_HEAD}): a newer pipeline-state-mcp migrated it; nothing was written",
+            hint="Retrying will not help: ask the operator to run the newer pipeline-state-mcp (or a later one) "
+            "on this database, or to restore a backup made before that upgrade",
+        )
 
     command.upgrade(alembic_config(url, connection), "head")
     return True
