@@ -300,57 +300,57 @@ async def alert(
     in ``budget_alerts`` so each is reported once. Spend only: money held by running executions is not
     spent and may come back, so it never fires an alert (block admission counts it)."""
     thresholds = thresholds_of(project)
-    alerts = BudgetAlertRepository(session)
-    now = utcnow()
+    keep = _FirstCrossings(BudgetAlertRepository(session), project.id, utcnow())
+    window = judged.window
     crossed: list[int] = []
-    budget = project.budget_usd
-    if budget is not None and budget > 0:
-        reached = [t for t in thresholds if judged.spent * 100 >= budget * t]
-        crossed = await alerts.record_once(
-            project.id,
-            scope="budget",
-            thresholds=reached,
-            period_start=judged.window.alert_start,
-            spent_usd=judged.spent,
-            budget_usd=budget,
-            now=now,
-        )
+    if project.budget_usd is not None:
+        crossed = await keep(window, f"project:{project.id}", "budget", project.budget_usd, judged.spent, thresholds)
     statuses = []
     judging = caps.applicable(project.caps, agent=agent, model=model)
     for found in await caps.figures(session, project.id, judging, judged.window.start):
-        limit = found.cap.limit
-        reached = [t for t in thresholds if limit > 0 and found.spent * 100 >= limit * t]
-        first = await alerts.record_once(
-            project.id,
-            scope=found.cap.key[:120],
-            thresholds=reached,
-            period_start=judged.window.alert_start,
-            spent_usd=found.spent,
-            budget_usd=limit,
-            now=now,
+        first = await keep(
+            window, f"project:{project.id}", found.cap.key[:120], found.cap.limit, found.spent, thresholds
         )
         statuses.append(cap_status(found, first))
     together = await shared_budget(session, project.pipeline_id) if shared else None
     pipeline = None
     if together is not None:
-        limit = together.budget.budget_usd
-        reached = [
-            t
-            for t in tuple(together.budget.alert_thresholds or thresholds)
-            if limit > 0 and together.spent * 100 >= limit * t
-        ]
-        first = await alerts.record_once(
-            project.id,
-            owner=f"pipeline:{together.budget.pipeline_id}",
-            scope="budget",
-            thresholds=reached,
-            period_start=together.window.alert_start,
-            spent_usd=together.spent,
-            budget_usd=limit,
-            now=now,
-        )
+        owner, limit = f"pipeline:{together.budget.pipeline_id}", together.budget.budget_usd
+        shared_thresholds = tuple(together.budget.alert_thresholds or thresholds)
+        first = await keep(together.window, owner, "budget", limit, together.spent, shared_thresholds)
         pipeline = shared_status(together, first)
     return Alerts(crossed, statuses, pipeline)
+
+
+@dataclass
+class _FirstCrossings:
+    """Keeps the thresholds a spend reached, once per period of ``window``: returns those reported first
+    (the budget, each cap and the pipeline's shared budget alike)."""
+
+    repo: BudgetAlertRepository
+    project_id: uuid.UUID
+    now: datetime
+
+    async def __call__(
+        self,
+        window: periods.Window,
+        owner: str,
+        scope: str,
+        limit: Decimal,
+        spent: Decimal,
+        thresholds: tuple[int, ...],
+    ) -> list[int]:
+        reached = [t for t in thresholds if limit > 0 and spent * 100 >= limit * t]
+        return await self.repo.record_once(
+            self.project_id,
+            owner=owner,
+            scope=scope,
+            thresholds=reached,
+            period_start=window.alert_start,
+            spent_usd=spent,
+            budget_usd=limit,
+            now=self.now,
+        )
 
 
 def cap_status(found: caps.CapFigures, crossed: list[int] | None = None) -> CapStatus:
