@@ -163,7 +163,7 @@ async def test_a_killed_worker_loses_its_step_and_hold_then_its_late_finish_is_f
             output_data={"by": "the dead"},
             usage=usage,
         )
-        assert again["execution"]["id"] in late and "was NOT logged" not in late
+        assert again["execution"]["id"] in late and "the usage sent is logged against it as rework" in late
         state = await call_ok(other, "get_process_state", project_id=project, process_id=step)
         assert state["current_execution_id"] == again["execution"]["id"]
         assert state["current_output"] == {"by": "survivor"}
@@ -215,6 +215,8 @@ async def test_renew_lease_keeps_a_step_held_past_its_first_lease(client: Client
         )
         assert renewed["lease_expires_at"] > held["lease_expires_at"]
     await call_error(client, "start_execution", "nothing_ready", project_id=project)  # still held at 1.8 s
+    held_state = await call_ok(client, "get_process_state", project_id=project, process_id="s00")
+    assert "lease_expired" not in held_state
     await call_error(
         client, "renew_lease", "invalid_argument", execution_id=held["execution"]["id"], lease_token="forged"
     )
@@ -222,6 +224,7 @@ async def test_renew_lease_keeps_a_step_held_past_its_first_lease(client: Client
     state = await call_ok(client, "get_process_state", project_id=project, process_id="s00")
     assert state["state"] == "running" and state["can_run"] is True  # its lease passed: claimable
     assert state["running_execution_id"] == held["execution"]["id"] and state["lease_expires_at"] is not None
+    assert state["lease_expired"] is True
     late = await call_error(
         client, "renew_lease", "lease_expired", execution_id=held["execution"]["id"], lease_token=held["lease_token"]
     )
@@ -334,3 +337,15 @@ async def test_the_status_command_shows_holders_and_expired_leases_and_export_ke
     assert exported.returncode == 0, exported.stderr
     assert "max_attempts: 5" in exported.stdout and "timeout_seconds: 60" in exported.stdout
     assert "retry_backoff_seconds: 30" in exported.stdout
+
+
+async def test_a_claim_hands_the_claimed_steps_output_schema(client: Client) -> None:
+    schema = {"type": "object", "required": ["title"], "properties": {"title": {"type": "string"}}}
+    steps = [{"process_id": "outline", "name": "Outline", "output_schema": schema}]
+    await call_ok(client, "apply_pipeline", pipeline_id="schemas", processes=steps)
+    project = (await call_ok(client, "create_project", name="claims", pipeline_id="schemas"))["id"]
+    claimed = await call_ok(client, "start_execution", project_id=project)
+    assert claimed["state"]["process_id"] == "outline" and claimed["output_schema"] == schema
+    await call_ok(client, "fail_execution", execution_id=claimed["execution"]["id"], error_message="retry")
+    named = await call_ok(client, "start_execution", project_id=project, process_id="outline", force=True)
+    assert "output_schema" not in named  # the agent named the step: it has its definition

@@ -99,6 +99,7 @@ async def test_a_changed_definition_makes_its_results_stale_everywhere_it_ran(cl
     assert (
         changed["changed"] == ["output_schema"] and changed["stale_states"] == 4 and changed["stale_projects"] == 2
     )  # b and c in both projects
+    assert changed["stale_by_project"] == {project: ["b", "c"] for project in ran}
     for project in ran:
         status = {
             p["process_id"]: p for p in (await call_ok(client, "get_pipeline_status", project_id=project))["processes"]

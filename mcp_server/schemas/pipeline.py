@@ -70,6 +70,7 @@ class DefineProcessReply(BaseModel):
     changed: list[str] | None = Field(None, description="Fields unlike the old definition.")
     stale_states: int | None = None  # the tool's description says what makes them stale
     stale_projects: int | None = None
+    stale_by_project: dict[str, list[str]] | None = None  # project id -> its steps gone stale; first 100 projects
 
 
 class ProcessList(PageInfo):
@@ -212,6 +213,7 @@ class StartReply(HandedInputs):
     execution: ExecutionRef
     state: StateOut
     reusable: ReusableOut | None = Field(None, description="A completed run with the same input_key (get_execution).")
+    output_schema: dict[str, Any] | None = None  # a claim's step: what record_execution's output_data must match
     lease_token: str | None = None
     lease_expires_at: datetime | None = None
     attempt: int | None = None
@@ -270,6 +272,7 @@ class ProcessStateDetail(HandedInputs, StateOut):
     current_output: JsonObjectOut | None = Field(None, description="output_data of the current execution.")
     running_execution_id: uuid.UUID | None = None
     lease_expires_at: datetime | None = None  # the running execution's lease: past it, claimable again
+    lease_expired: bool | None = None  # true: that lease has passed (by the server's clock); a claim takes it over
     input_schema: dict[str, Any] | None = None  # the definition's, so a resuming agent needs no other call
     output_schema: dict[str, Any] | None = None
 

@@ -287,6 +287,7 @@ async def define(
         changed=plan.fields.get(spec.process_id),
         stale_states=plan.stale_states if recomputed else None,
         stale_projects=plan.stale_projects if recomputed else None,
+        stale_by_project=plan.stale_by_project or None,
     )
 
 

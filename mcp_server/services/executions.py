@@ -370,6 +370,7 @@ async def start(
     # Only a keyed call is ever compared with an earlier one.
     args_hash = request_hash("start_execution", args) if idempotency_key else ""
     input_hash = json_hash(input_data)  # before the lock, as every hash of what the agent sent
+    claimed = process_id is None
     if process_id is None:
         if (replayed := await _replay(session, idempotency_key, args_hash)) is not None:
             return StartReply.model_validate(replayed)
@@ -430,6 +431,7 @@ async def start(
         execution=ExecutionRef.model_validate(execution),
         state=_state_out(pipeline, process_id),
         reusable=reusable,
+        output_schema=schemas[1] if claimed else None,
         **(await pipeline_state.inputs_of(session, pipeline, process_id)).fields(),
         budget=budget,
         lease_token=execution.lease_token,
@@ -537,7 +539,7 @@ async def record(
         fence = await leases.fence(session, execution)
         if fence is not None and fence.holder is not None:
             await _keep_for_audit(session, execution, finished, usage, quoted, pipeline, actor)
-            raise fence.error(execution)
+            raise fence.error(execution, usage_logged=usage is not None)
         # An expired execution nobody took over finishes as if its lease had held.
         changed = _changed_since(State.RUNNING if fence is not None else state, current, execution.started_at)
         decision = rules.finish(state, started=True, changed_since_start=changed, force=force)
@@ -749,7 +751,7 @@ async def fail(session: AsyncSession, *, execution_id: uuid.UUID, error_message:
     fence = await leases.fence(session, found)
     if fence is not None and fence.holder is not None:
         await executions.update(found, error_message=error_message[:2000], updated_by=actor)
-        raise fence.error(found)
+        raise fence.error(found, kept="its error message is")
     if found.status != ExecutionStatus.RUNNING.value and fence is None:
         raise InvalidTransition(
             f"execution {execution_id} is already {found.status}", hint="Only a running execution can fail"

@@ -162,14 +162,22 @@ class Fence:
 
     holder: ProcessExecution | None
 
-    def error(self, execution: ProcessExecution) -> LeaseExpired:
+    def error(
+        self, execution: ProcessExecution, *, kept: str = "this output is", usage_logged: bool = False
+    ) -> LeaseExpired:
+        """``kept`` names what the late call left on the expired execution; ``usage_logged``: the usage it
+        sent was logged (money spent is never dropped), counted as rework against the expired execution."""
         holder = self.holder
         named = f"execution {holder.id} ({holder.status})" if holder is not None else "another execution"
+        logged = "; the usage sent is logged against it as rework" if usage_logged else ""
         return LeaseExpired(
             f"execution {execution.id} expired at {_iso(execution.lease_expires_at)} and {named} has taken "
-            f"step {execution.process_id!r} since; this output is kept for audit only, not current",
-            hint="Drop this result; renew_lease before the lease passes next time",
-            details={"holder_execution_id": str(holder.id) if holder is not None else None},
+            f"step {execution.process_id!r} since; {kept} kept for audit only, not current{logged}",
+            hint="Drop this result (do not report its cost again); renew_lease before the lease passes next time",
+            details={
+                "holder_execution_id": str(holder.id) if holder is not None else None,
+                "usage_logged": usage_logged,
+            },
         )
 
 

@@ -150,6 +150,7 @@ async def process_state(session: AsyncSession, project_id: uuid.UUID, process_id
         current_output=current_output,
         running_execution_id=running.id if running else None,
         lease_expires_at=running.lease_expires_at if running else None,
+        lease_expired=(running is not None and rules.lease_passed(running.lease_expires_at, now)) or None,
         input_schema=input_schema,
         output_schema=output_schema,
         **(await pipeline_state.inputs_of(session, pipeline, process_id)).fields(),
