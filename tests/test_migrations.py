@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TABLES = {
     "projects",
     "budget_alerts",
+    "execution_checks",
     "pipeline_budgets",
     "process_definitions",
     "process_executions",

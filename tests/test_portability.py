@@ -40,11 +40,12 @@ pytestmark = pytest.mark.anyio
 
 TOKEN_BUDGET = 5_000  # the whole list (4,500 before claims and leases)
 WORKER_TOKEN_BUDGET = 1_500  # the `worker` preset: claim, renew, finish, fail, read a step, report cost
-OUTPUT_SCHEMA_BUDGET = 43_838 // 2 + 6_300  # characters: half the first release's, plus leases, what a record opens,
+OUTPUT_SCHEMA_BUDGET = 43_838 // 2 + 7_200  # characters: half the first release's, plus leases, what a record opens,
 # what a plan names per project, lineage (inputs_from), a step's schemas in get_process_state (1,200), and the
 # budgets of teams (periods, caps, alerts and the pipeline's shared budget in every budget reply and project:
 # 4,700, with caps and the shared budget written as plain objects), a start's reuse offer (250) and what a resuming
-# agent lacked (150: a passed lease, a claimed step's output schema, the projects a redefinition made stale)
+# agent lacked (150: a passed lease, a claimed step's output schema, the projects a redefinition made stale), and
+# reuse and checks (900: a definition's reuse and required checks, a reuse's source and saving, check results)
 # The tools with a free-form JSON object argument: the only ones that may stay non-strict for OpenAI.
 NON_STRICT = {
     "create_project",

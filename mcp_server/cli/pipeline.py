@@ -200,10 +200,12 @@ async def _export(settings: Settings, pipeline_id: str) -> dict[str, Any]:
             spec["depends_on"] = item.depends_on
         if item.order_index:
             spec["order_index"] = item.order_index
-        for name in ("description", "input_schema", "output_schema", "timeout_seconds"):
+        for name in ("description", "input_schema", "output_schema", "timeout_seconds", "reuse_ttl_seconds"):
             if getattr(item, name) is not None:
                 spec[name] = getattr(item, name)
-        for name, default in (("max_attempts", 3), ("retry_backoff_seconds", 0)):
+        if item.required_checks:
+            spec["required_checks"] = item.required_checks
+        for name, default in (("max_attempts", 3), ("retry_backoff_seconds", 0), ("reuse", "project")):
             if getattr(item, name) != default:  # the retry policy only where it is not the default
                 spec[name] = getattr(item, name)
         processes.append(spec)

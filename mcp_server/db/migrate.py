@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # The newest revision in migrations/versions; tests/test_migrations.py checks it against Alembic.
-SCHEMA_HEAD = "0009"
+SCHEMA_HEAD = "0010"
 # pg_advisory_xact_lock key: "pipeline-state-mcp migrate", any constant shared by all instances.
 PG_MIGRATION_LOCK = 0x7073_6D63_7000_0001
 

@@ -2,6 +2,7 @@
 
 from mcp_server.enums import CostSource, ExecutionStatus, ProjectStatus, StateName
 from mcp_server.models.budget import BudgetAlert, PipelineBudget
+from mcp_server.models.check import ExecutionCheck
 from mcp_server.models.execution import ProcessExecution
 from mcp_server.models.metrics import LLMMetrics, LLMPrice
 from mcp_server.models.process import ProcessDefinition
@@ -13,6 +14,7 @@ from mcp_server.models.state import ProcessState
 __all__ = [
     "BudgetAlert",
     "CostSource",
+    "ExecutionCheck",
     "ExecutionStatus",
     "LLMMetrics",
     "LLMPrice",

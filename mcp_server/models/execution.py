@@ -44,6 +44,9 @@ class ProcessExecution(AuditMixin, Base):
     model: Mapped[str | None] = mapped_column(String(160))
     # What it computed from, hashed (services/pipeline_state.input_key): the same key, the same work.
     input_key: Mapped[str | None] = mapped_column(String(64))
+    # A reuse: the execution whose output this one took at no cost, and what that output had cost.
+    reused_from: Mapped[uuid.UUID | None] = mapped_column(GUID())
+    saved_usd: Mapped[Decimal | None] = mapped_column(Money())
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # A started execution's lease (docs/design.md, "Agent teams"): past it, the execution is expired. The
     # token fences late writers (new for every attempt); attempt counts the step's tries in a row.
@@ -62,6 +65,7 @@ class ProcessExecution(AuditMixin, Base):
         Index("ix_execution_project_process", "project_id", "process_id"),
         Index("ix_execution_project_created", "project_id", "created_at"),
         Index("ix_executions_input_key", "project_id", "process_id", "input_key"),
+        Index("ix_executions_key", "input_key"),
     )
 
     def __repr__(self) -> str:

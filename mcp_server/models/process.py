@@ -33,6 +33,12 @@ class ProcessDefinition(AuditMixin, Base):
     max_attempts: Mapped[int] = mapped_column(Integer(), default=3, server_default="3", nullable=False)
     retry_backoff_seconds: Mapped[int] = mapped_column(Integer(), default=0, server_default="0", nullable=False)
     timeout_seconds: Mapped[int | None] = mapped_column(Integer())
+    # Reuse and checks (docs/design.md, "Reuse and stale causes"): where a start looks for a completed
+    # execution with the same input key (project, pipeline or off) and how old it may be; the checks the
+    # current execution must pass before the steps that depend on it may run.
+    reuse: Mapped[str] = mapped_column(String(16), default="project", server_default="project", nullable=False)
+    reuse_ttl_seconds: Mapped[int | None] = mapped_column(Integer())
+    required_checks: Mapped[list[str] | None] = mapped_column(JSONType())
 
     def __repr__(self) -> str:
         return f"<ProcessDefinition {self.pipeline_id}/{self.id}>"

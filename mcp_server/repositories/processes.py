@@ -23,6 +23,9 @@ class Node(NamedTuple):
     max_attempts: int = 3
     retry_backoff_seconds: int = 0
     timeout_seconds: int | None = None
+    reuse: str = "project"
+    reuse_ttl_seconds: int | None = None
+    required_checks: list[str] | None = None
 
 
 class DefinitionChange(TypedDict, total=False):
@@ -37,6 +40,9 @@ class DefinitionChange(TypedDict, total=False):
     max_attempts: int
     retry_backoff_seconds: int
     timeout_seconds: int | None
+    reuse: str
+    reuse_ttl_seconds: int | None
+    required_checks: list[str] | None
 
 
 class ProcessDefinitionRepository(Repository):
@@ -57,10 +63,27 @@ class ProcessDefinitionRepository(Repository):
         in one query."""
         d = ProcessDefinition
         query = select(
-            d.id, d.name, d.order_index, d.depends_on, d.max_attempts, d.retry_backoff_seconds, d.timeout_seconds
+            d.id,
+            d.name,
+            d.order_index,
+            d.depends_on,
+            d.max_attempts,
+            d.retry_backoff_seconds,
+            d.timeout_seconds,
+            d.reuse,
+            d.reuse_ttl_seconds,
+            d.required_checks,
         ).where(d.pipeline_id == pipeline_id)
         return [
-            Node(*row[:4], max_attempts=row[4], retry_backoff_seconds=row[5], timeout_seconds=row[6])
+            Node(
+                *row[:4],
+                max_attempts=row[4],
+                retry_backoff_seconds=row[5],
+                timeout_seconds=row[6],
+                reuse=row[7],
+                reuse_ttl_seconds=row[8],
+                required_checks=row[9] or None,
+            )
             for row in await self.session.execute(query)
         ]
 

@@ -105,7 +105,7 @@ DecimalOut = Annotated[
     Decimal, PlainSerializer(lambda value: format(value, "f"), return_type=str), WithJsonSchema({"type": "string"})
 ]
 UsdOut = Annotated[DecimalOut, AfterValidator(plain_usd)]
-Page = Annotated[int, Field(ge=1, le=1_000_000, description="From 1.")]
+Page = Annotated[int, Field(ge=1, le=1_000_000)]  # from 1
 PageSize = Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE, description="Default 20.")]
 
 

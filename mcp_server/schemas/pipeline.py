@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
 from mcp_server.enums import BudgetPolicy, ExecutionStatus, StateName
 from mcp_server.schemas.common import (
+    SLUG_PATTERN,
     JsonObject,
     JsonObjectOut,
     Name,
@@ -23,12 +24,21 @@ from mcp_server.schemas.common import (
 )
 from mcp_server.schemas.cost import BudgetStatus, LoggedCost, PipelineBudgetStatus
 
-# Retries of a step (docs/design.md, "Agent teams"): shared by define_process, apply_pipeline and files.
-MaxAttempts = Annotated[int, Field(ge=1, le=100, description="Failed/expired attempts before it gives up.")]
-RetryBackoff = Annotated[
-    int, Field(ge=0, le=86_400, description="Seconds before a retry, doubled per failure in a row.")
-]
-TimeoutSeconds = Annotated[int, Field(ge=1, le=86_400, description="Start-to-close limit of one attempt.")]
+# Retries of a step (docs/design.md, "Agent teams"): shared by define_process, apply_pipeline and files;
+# described once, in define_process (apply_pipeline's items say they take its fields).
+Attempts = Annotated[int, Field(ge=1, le=100)]
+Backoff = Annotated[int, Field(ge=0, le=86_400)]
+Timeout = Annotated[int, Field(ge=1, le=86_400)]
+MaxAttempts = Annotated[Attempts, Field(description="Failed/expired attempts before it gives up.")]
+RetryBackoff = Annotated[Backoff, Field(description="Seconds before a retry, doubled per failure in a row.")]
+TimeoutSeconds = Annotated[Timeout, Field(description="Start-to-close limit of one attempt.")]
+# Reuse and checks (docs/design.md, "Reuse and stale causes").
+ReuseScope = Literal["project", "pipeline", "off"]
+Ttl = Annotated[int, Field(ge=1, le=31_536_000)]
+ReuseTtl = Annotated[Ttl, Field(description="Max age of a reused run.")]
+CheckName = Annotated[str, StringConstraints(pattern=SLUG_PATTERN), WithJsonSchema({"type": "string"})]
+Checks = Annotated[list[CheckName], Field(max_length=20)]
+RequiredChecks = Annotated[Checks, Field(description="record_check names that must pass before dependants run.")]
 
 
 class ProcessSpec(BaseModel):
@@ -42,9 +52,12 @@ class ProcessSpec(BaseModel):
     description: Text | None = None
     input_schema: JsonObject | None = None
     output_schema: JsonObject | None = None
-    max_attempts: MaxAttempts = 3
-    retry_backoff_seconds: RetryBackoff = 0
-    timeout_seconds: TimeoutSeconds | None = None
+    max_attempts: Attempts = 3
+    retry_backoff_seconds: Backoff = 0
+    timeout_seconds: Timeout | None = None
+    reuse: ReuseScope = "project"
+    reuse_ttl_seconds: Ttl | None = None
+    required_checks: Checks = []
 
 
 class ProcessDefinitionOut(Out):
@@ -58,6 +71,9 @@ class ProcessDefinitionOut(Out):
     max_attempts: int = 3
     retry_backoff_seconds: int = 0
     timeout_seconds: int | None = None
+    reuse: str = "project"
+    reuse_ttl_seconds: int | None = None
+    required_checks: list[str] | None = None
     created_at: datetime
     updated_at: datetime | None
 

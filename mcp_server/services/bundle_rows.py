@@ -31,7 +31,16 @@ from mcp_server.enums import DEFAULT_PIPELINE, BudgetPolicy, CostSource, Executi
 from mcp_server.errors import DomainError, InvalidArgument
 from mcp_server.schemas.common import ACTOR_MAX, Agent, JsonObject, Name, NoNul, Slug, Text, Usd, bounded_json
 from mcp_server.schemas.cost import CostReply, InferenceMs, ModelText, ProviderText, Tokens, UsageIn
-from mcp_server.schemas.pipeline import MaxAttempts, RecordReply, RetryBackoff, StartReply, TimeoutSeconds
+from mcp_server.schemas.pipeline import (
+    MaxAttempts,
+    RecordReply,
+    RequiredChecks,
+    RetryBackoff,
+    ReuseScope,
+    ReuseTtl,
+    StartReply,
+    TimeoutSeconds,
+)
 from mcp_server.services import caps as limits
 from mcp_server.services import periods, templates
 from mcp_server.services.validation import check_schema, json_hash
@@ -108,6 +117,9 @@ class DefinitionRow(_Audited):
     max_attempts: MaxAttempts = 3
     retry_backoff_seconds: RetryBackoff = 0
     timeout_seconds: TimeoutSeconds | None = None
+    reuse: ReuseScope = "project"
+    reuse_ttl_seconds: ReuseTtl | None = None
+    required_checks: RequiredChecks | None = None
 
     @model_validator(mode="after")
     def _definable(self) -> DefinitionRow:
@@ -202,6 +214,8 @@ class ExecutionRow(_Audited):
     agent: Agent | None = None
     model: Annotated[str, StringConstraints(max_length=160), NoNul] | None = None
     input_key: Hash | None = None
+    reused_from: uuid.UUID | None = None
+    saved_usd: Money | None = None  # what the reused output had cost: reported as saved, never judged
     started_at: Time | None = None
     completed_at: Time | None = None
     lease_expires_at: Time | None = None

@@ -107,6 +107,9 @@ def _fields(spec: ProcessSpec) -> DefinitionChange:
         "max_attempts": spec.max_attempts,
         "retry_backoff_seconds": spec.retry_backoff_seconds,
         "timeout_seconds": spec.timeout_seconds,
+        "reuse": spec.reuse,
+        "reuse_ttl_seconds": spec.reuse_ttl_seconds,
+        "required_checks": list(dict.fromkeys(spec.required_checks)) or None,
     }
 
 
@@ -122,6 +125,7 @@ def _merged(
         return ProcessSpec(process_id=process_id, **changes)
     defaults = ProcessSpec(process_id=process_id, name=existing.name)
     kept = {name: getattr(existing, name) for name in _fields(defaults)}
+    kept["required_checks"] = kept["required_checks"] or []  # stored None when there are none
     kept |= {name: getattr(defaults, name) for name in clear}
     return ProcessSpec.model_validate({"process_id": process_id, **kept, **changes})
 

@@ -96,10 +96,8 @@ async def get_cost_summary(
         list[GroupKey] | None, Field(max_length=8, description="Group by the tuple of these; `day` is UTC.")
     ] = None,
 ) -> CostSummary:
-    """What did this project, step, model or prompt cost? Totals of logged calls: count, tokens by kind,
-    cost_usd (exact decimal string, absent if unknown; unpriced_calls apart), mean inference time and
-    superseded_cost_usd (spent on executions no longer current: rework). Filters combine; group_by
-    adds one row per group (up to 1000)."""
+    """Totals of the logged calls the filters select: count, tokens, cost_usd (exact string; unpriced_calls
+    apart), superseded_cost_usd (rework), saved_usd (reuse). group_by adds a row per group (up to 1000)."""
     filters = CostFilters(
         project_id=project_id, process_id=process_id, provider=provider, model=model, since=since, until=until
     )

@@ -45,7 +45,10 @@ from mcp_server.schemas.pipeline import (
     ProcessSpec,
     ProcessStateDetail,
     RecordReply,
+    RequiredChecks,
     RetryBackoff,
+    ReuseScope,
+    ReuseTtl,
     StartReply,
     TimeoutSeconds,
 )
@@ -85,12 +88,13 @@ Clearable = Literal[
     "retry_backoff_seconds",
     "timeout_seconds",
     "order_index",
+    "reuse_ttl_seconds",
 ]
 Force = Annotated[bool, Field(description="Skip the dependency check (record: also a running step).")]
 
 
 async def define_process(
-    process_id: Annotated[Slug, Field(description="Step id: a new or existing slug, e.g. `design`.")],
+    process_id: Annotated[Slug, Field(description="Step id, e.g. `design`.")],
     ctx: Context[App],
     name: Annotated[Name | None, Field(description="Human-readable name (required for a new step).")] = None,
     depends_on: Annotated[
@@ -104,9 +108,10 @@ async def define_process(
     max_attempts: MaxAttempts | None = None,
     retry_backoff_seconds: RetryBackoff | None = None,
     timeout_seconds: TimeoutSeconds | None = None,
-    clear: Annotated[
-        list[Clearable] | None, Field(max_length=10, description="Fields to empty or reset to their default.")
-    ] = None,
+    reuse: Annotated[ReuseScope | None, Field(description="Where a start finds a same-input run.")] = None,
+    reuse_ttl_seconds: ReuseTtl | None = None,
+    required_checks: RequiredChecks | None = None,
+    clear: Annotated[list[Clearable] | None, Field(max_length=10, description="Fields to reset.")] = None,
 ) -> DefineProcessReply:
     """Create a step of a pipeline, or change the fields given (others keep their value; `clear` empties
     some). Changing depends_on or a schema makes the step `stale` wherever it ran, with the cascade
@@ -122,6 +127,9 @@ async def define_process(
         "max_attempts": max_attempts,
         "retry_backoff_seconds": retry_backoff_seconds,
         "timeout_seconds": timeout_seconds,
+        "reuse": reuse,
+        "reuse_ttl_seconds": reuse_ttl_seconds,
+        "required_checks": required_checks,
     }
     changes = {key: value for key, value in given.items() if value is not None}
     async with app_of(ctx).db.unit_of_work() as session:
@@ -142,8 +150,7 @@ async def list_processes(
     page: Page = 1,
     page_size: PageSize = 100,
 ) -> ProcessList:
-    """A pipeline's steps in dependency order (ties by order_index), with their dependencies,
-    one page at a time."""
+    """A pipeline's steps in run order, one page at a time."""
     async with app_of(ctx).db.unit_of_work(write=False) as session:
         return await definitions.list_all(
             session, pipeline_id, include_schemas=include_schemas, page=page, page_size=page_size
@@ -338,9 +345,8 @@ async def get_pipeline_status(
         int, Field(ge=1, le=MAX_STATUS_PAGE, description="Step rows per page, default 20.")
     ] = DEFAULT_STATUS_PAGE,
 ) -> PipelineStatus:
-    """A project's pipeline: counts by state; `ready_processes`: the steps that can run now (each
-    dependency completed, the step not completed or running); `plan`: every step not completed, in
-    the order to run them; the cost so far; and a page of step rows, in dependency order."""
+    """A project's counts by state, `ready_processes` (runnable now), `plan` (the steps not completed, in
+    the order to run them), cost so far, and a page of step rows."""
     async with app_of(ctx).db.unit_of_work(write=False) as session:
         return await status.pipeline_status(
             session, project_id, state=state.value if state else None, page=page, page_size=page_size
@@ -354,8 +360,8 @@ async def invalidate_process(
     reason: Annotated[Text | None, Field(description="Why it must be redone.")] = None,
     expected_version: ExpectedVersion = None,
 ) -> InvalidateReply:
-    """Mark a step `stale` by hand (it must be redone); completed, failed or running steps downstream
-    go stale too, with this step as the cause. Returns the state and the steps invalidated."""
+    """Mark a step `stale` by hand (to redo it); what ran downstream goes stale too. Returns the steps
+    invalidated."""
     async with app_of(ctx).db.unit_of_work() as session:
         return await executions.invalidate(
             session,

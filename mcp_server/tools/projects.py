@@ -22,8 +22,8 @@ else:  # loaded on the first call: start-up does not import the database layer
     projects = lazy_module("mcp_server.services.projects")
 
 Clearable = Literal["description", "budget_usd", "metadata", "caps", "alert_thresholds"]
-POLICY = "warn (default): report exceeded; block: refuse starts that would pass the budget (costs are always logged)."
-PERIOD = "What the budget counts: none (all time, default), day, week, month (UTC) or rolling:7d / rolling:24h."
+POLICY = "warn (default) or block: refuse starts past it (costs are always logged)."
+PERIOD = "none (all time, default), day, week, month (UTC), rolling:7d or rolling:24h."
 Period = Annotated[str, StringConstraints(max_length=20), NoNul]
 CAPS = 'Caps within the budget\'s period, e.g. {"agent:writer": "0.50", "model:openai/gpt-4o": "2"}.'
 Caps = Annotated[dict[str, Usd], Field(max_length=50, description=CAPS)]
@@ -75,7 +75,7 @@ async def list_projects(
     status: Annotated[ProjectStatus | None, Field(description="Only projects in this status.")] = None,
     page: Page = 1,
     page_size: PageSize = 20,
-    include_deleted: Annotated[bool, Field(description="Also list soft-deleted projects (with deleted_at).")] = False,
+    include_deleted: Annotated[bool, Field(description="Also soft-deleted ones.")] = False,
 ) -> ProjectPage:
     """Projects, newest first, one page at a time."""
     async with app_of(ctx).db.unit_of_work(write=False) as session:

@@ -30,9 +30,8 @@ async def save_prompt_version(
     temperature: Annotated[float | None, Field(ge=0, le=2, description="Sampling temperature.")] = None,
     created_by: Annotated[Actor | None, Field(description="Author; default: the client's name/version.")] = None,
 ) -> SavedPromptVersion:
-    """Save the next version (1, 2, 3…) of a prompt; content identical to the latest version saves
-    nothing and returns it (`created: false`). It is also served as the MCP prompt `prompt_id`, its
-    arguments the {{placeholders}}. Pass the returned id as prompt_version_id to executions."""
+    """Save a prompt's next version (1, 2, 3…); the same content as the latest returns that (`created:
+    false`). Served as MCP prompt `prompt_id`. Pass the returned id as prompt_version_id."""
     async with app_of(ctx).db.unit_of_work() as session:
         return await prompts.save(
             session,
