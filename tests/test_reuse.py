@@ -4,15 +4,41 @@ completed execution with the same key, and a stale step's cause says what change
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from mcp import Client
+from mcp.client.stdio import stdio_client
 
+from mcp_server.db.types import set_clock
 from tests.helpers import call_ok
+from tests.test_reliability_processes import server_params
 
 pytestmark = pytest.mark.anyio
+
+
+class Clock:
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Iterator[Clock]:
+    moved = Clock(datetime.now(UTC))
+    set_clock(moved)
+    try:
+        yield moved
+    finally:
+        set_clock(None)
+
 
 STEPS = [
     {"process_id": "research", "name": "Research"},
@@ -96,3 +122,141 @@ async def test_a_stale_step_says_which_execution_or_which_part_of_a_definition_m
     own = await call_ok(client, "get_process_state", project_id=project, process_id="research")
     reason = own["invalidation_reason"]
     assert reason.startswith("the definition of 'research' changed (output_schema)")
+
+
+async def test_reuse_true_completes_the_step_at_no_cost_and_the_saving_is_counted(client: Client) -> None:
+    await call_ok(client, "apply_pipeline", processes=STEPS)
+    project = (await call_ok(client, "create_project", name="saved"))["id"]
+    await _run(client, project, "research", {"topic": "tides"})
+    first = await _run(client, project, "draft", {"tone": "plain"})
+    await call_ok(client, "invalidate_process", project_id=project, process_id="draft", reason="redo")
+
+    taken = await call_ok(
+        client, "start_execution", project_id=project, process_id="draft", input_data={"tone": "plain"}, reuse=True
+    )
+    assert taken["reused_from"] == first["execution"]["id"] and Decimal(taken["saved_usd"]) == Decimal("0.25")
+    assert taken["execution"]["status"] == "completed" and taken["state"]["state"] == "completed"
+    assert "lease_token" not in taken and "budget" not in taken
+    reused = await call_ok(client, "get_execution", execution_id=taken["execution"]["id"])
+    assert reused["reused_from"] == first["execution"]["id"] and reused["output_data"] == {
+        "text": "draft {'tone': 'plain'}"
+    }
+    state = await call_ok(client, "get_process_state", project_id=project, process_id="draft")
+    assert state["current_execution_id"] == taken["execution"]["id"] and state["state"] == "completed"
+
+    summary = await call_ok(client, "get_cost_summary", project_id=project)
+    assert Decimal(summary["totals"]["cost_usd"]) == Decimal("0.50")  # the reuse logged nothing
+    assert Decimal(summary["saved_usd"]) == Decimal("0.25")
+    assert Decimal((await call_ok(client, "get_project", project_id=project))["saved_usd"]) == Decimal("0.25")
+    assert "saved_usd" not in await call_ok(client, "get_cost_summary", project_id=project, provider="x")
+
+    # A reuse of a reuse saves what the first run cost; reuse=false runs anyway (and is still offered it).
+    await call_ok(client, "invalidate_process", project_id=project, process_id="draft")
+    again = await call_ok(
+        client, "start_execution", project_id=project, process_id="draft", input_data={"tone": "plain"}, reuse=True
+    )
+    assert again["reused_from"] == taken["execution"]["id"] and Decimal(again["saved_usd"]) == Decimal("0.25")
+    fresh = await call_ok(
+        client, "start_execution", project_id=project, process_id="draft", input_data={"tone": "plain"}, reuse=False
+    )
+    assert fresh["execution"]["status"] == "running" and fresh["reusable"]["execution_id"] == again["execution"]["id"]
+    assert Decimal((await call_ok(client, "get_cost_summary", project_id=project))["saved_usd"]) == Decimal("0.50")
+
+
+async def test_reuse_crosses_projects_only_when_the_definition_allows_it_and_within_its_age(
+    client: Client, clock: Clock
+) -> None:
+    await call_ok(client, "apply_pipeline", pipeline_id="news", processes=[{"process_id": "fetch", "name": "Fetch"}])
+    first, second = [
+        (await call_ok(client, "create_project", name=name, pipeline_id="news"))["id"] for name in ("one", "two")
+    ]
+    done = await _run(client, first, "fetch", {"feed": "tides"})
+    local = await call_ok(
+        client, "start_execution", project_id=second, process_id="fetch", input_data={"feed": "tides"}
+    )
+    assert "reusable" not in local  # `project` scope by default
+    await call_ok(client, "fail_execution", execution_id=local["execution"]["id"], error_message="x")
+
+    await call_ok(
+        client, "define_process", pipeline_id="news", process_id="fetch", reuse="pipeline", reuse_ttl_seconds=3600
+    )
+    shared = await call_ok(
+        client, "start_execution", project_id=second, process_id="fetch", input_data={"feed": "tides"}, force=True
+    )
+    assert shared["reusable"] == {
+        "execution_id": done["execution"]["id"], "cost_usd": "0.25", "project_id": first,
+        "completed_at": shared["reusable"]["completed_at"],
+    }  # fmt: skip
+    await call_ok(client, "fail_execution", execution_id=shared["execution"]["id"], error_message="x")
+    clock.now += timedelta(seconds=3601)
+    aged = await call_ok(
+        client, "start_execution", project_id=second, process_id="fetch", input_data={"feed": "tides"}, reuse=True,
+        force=True,
+    )  # fmt: skip
+    assert "reusable" not in aged and "reused_from" not in aged and aged["execution"]["status"] == "running"
+    await call_ok(client, "fail_execution", execution_id=aged["execution"]["id"], error_message="x")
+
+    await call_ok(
+        client, "define_process", pipeline_id="news", process_id="fetch", reuse="off", clear=["reuse_ttl_seconds"]
+    )
+    off = await call_ok(
+        client, "start_execution", project_id=first, process_id="fetch", input_data={"feed": "tides"}, reuse=True
+    )
+    assert "reusable" not in off and off["execution"]["status"] == "running"
+
+
+@pytest.mark.slow
+async def test_two_projects_starting_the_same_key_from_two_processes_run_it_once(
+    db_url: str, tmp_path: Path, client: Client
+) -> None:
+    steps = [{"process_id": "fetch", "name": "Fetch", "reuse": "pipeline"}]
+    await call_ok(client, "apply_pipeline", pipeline_id="feeds", processes=steps)
+    projects = [(await call_ok(client, "create_project", name=f"p{i}", pipeline_id="feeds"))["id"] for i in range(4)]
+    outcomes: dict[str, dict[str, Any]] = {}
+    ready = anyio.Event()
+    joined = 0
+
+    async def one_server(server: int) -> None:
+        nonlocal joined
+        with (tmp_path / f"server-{server}.log").open("w") as errlog:
+            async with Client(stdio_client(server_params(db_url, tmp_path), errlog=errlog)) as worker:
+                joined += 1
+                if joined == 2:
+                    ready.set()
+                await ready.wait()
+                async with anyio.create_task_group() as group:
+                    for project in projects[server * 2 : server * 2 + 2]:
+                        group.start_soon(start, worker, project)
+
+    async def start(worker: Client, project: str) -> None:
+        arguments = {"project_id": project, "process_id": "fetch", "input_data": {"feed": "tides"}, "reuse": True}
+        result = await worker.call_tool("start_execution", arguments)
+        text = str(result.content[0].text)  # type: ignore[union-attr]
+        outcomes[project] = {"error": text} if result.is_error else dict(result.structured_content or {})
+
+    with anyio.fail_after(240):
+        async with anyio.create_task_group() as group:
+            for server in range(2):
+                group.start_soon(one_server, server)
+    ran = [project for project, reply in outcomes.items() if "execution" in reply]
+    assert len(ran) == 1, outcomes  # one runs; the three others are told which execution computes it
+    running = outcomes[ran[0]]["execution"]["id"]
+    for project in set(projects) - set(ran):
+        assert outcomes[project]["error"].startswith("Error executing tool start_execution: conflict:")
+        assert running in outcomes[project]["error"] and "reuse=true" in outcomes[project]["error"]
+    await call_ok(
+        client, "record_execution", project_id=ran[0], process_id="fetch", execution_id=running,
+        output_data={"items": 3}, usage={"provider": "x", "model": "y", "cost_usd": "0.40"},
+    )  # fmt: skip
+    sources = {running}  # the newest completed execution of the key is taken: the run, or a reuse of it
+    for project in set(projects) - set(ran):
+        taken = await call_ok(
+            client, "start_execution", project_id=project, process_id="fetch", input_data={"feed": "tides"}, reuse=True
+        )
+        assert taken["reused_from"] in sources and taken["state"]["state"] == "completed"
+        assert Decimal(taken["saved_usd"]) == Decimal("0.40")
+        sources.add(taken["execution"]["id"])
+    summary = await call_ok(client, "get_cost_summary")
+    assert Decimal(summary["totals"]["cost_usd"]) == Decimal("0.40") and Decimal(summary["saved_usd"]) == Decimal(
+        "1.20"
+    )

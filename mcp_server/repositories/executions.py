@@ -8,10 +8,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypedDict, Unpack
 
-from sqlalchemy import BigInteger, func, select, type_coerce
+from sqlalchemy import BigInteger, Select, func, select, text, type_coerce
 
 from mcp_server.db.types import units_to_money
-from mcp_server.models import ExecutionStatus, ProcessExecution, ProcessState
+from mcp_server.models import ExecutionStatus, ProcessExecution, ProcessState, Project
 from mcp_server.repositories.base import Page, Repository, raced
 
 
@@ -46,6 +46,8 @@ class NewExecution(ExecutionChange, total=False):
     agent: str | None
     model: str | None
     input_key: str | None
+    reused_from: uuid.UUID | None
+    saved_usd: Decimal | None
     lease_token: str | None
     attempt: int | None
 
@@ -152,20 +154,57 @@ class ExecutionRepository(Repository):
         ):
             return await self._insert(ProcessExecution, dict(fields))
 
-    async def reusable(self, project_id: uuid.UUID, process_id: str, input_key: str) -> ProcessExecution | None:
-        """The newest completed execution of the step with this input key (ix_executions_input_key)."""
-        query = (
-            select(ProcessExecution)
-            .where(
-                ProcessExecution.project_id == project_id,
-                ProcessExecution.process_id == process_id,
-                ProcessExecution.input_key == input_key,
-                ProcessExecution.status == ExecutionStatus.COMPLETED.value,
-            )
-            .order_by(ProcessExecution.completed_at.desc())
-            .limit(1)
+    async def reusable(
+        self,
+        process_id: str,
+        input_key: str,
+        *,
+        project_id: uuid.UUID,
+        pipeline_id: str | None = None,
+        since: datetime | None = None,
+    ) -> ProcessExecution | None:
+        """The newest completed execution of the step with this input key, completed at or after ``since``:
+        in the project (ix_executions_input_key) or, with ``pipeline_id``, in any live project of that
+        pipeline (ix_executions_key)."""
+        query = self._same_key(process_id, input_key, project_id, pipeline_id).where(
+            ProcessExecution.status == ExecutionStatus.COMPLETED.value
         )
-        return (await self.session.execute(query)).scalars().first()
+        if since is not None:
+            query = query.where(ProcessExecution.completed_at >= since)
+        query = query.order_by(ProcessExecution.completed_at.desc()).limit(1)
+        found: ProcessExecution | None = (await self.session.execute(query)).scalars().first()
+        return found
+
+    async def computing(
+        self, process_id: str, input_key: str, *, project_id: uuid.UUID, pipeline_id: str
+    ) -> ProcessExecution | None:
+        """A running execution of the step with this input key in another project of the pipeline."""
+        query = self._same_key(process_id, input_key, project_id, pipeline_id).where(
+            ProcessExecution.status == ExecutionStatus.RUNNING.value, ProcessExecution.project_id != project_id
+        )
+        found: ProcessExecution | None = (
+            (await self.session.execute(query.order_by(ProcessExecution.started_at).limit(1))).scalars().first()
+        )
+        return found
+
+    @staticmethod
+    def _same_key(process_id: str, input_key: str, project_id: uuid.UUID, pipeline_id: str | None) -> Select[Any]:
+        query = select(ProcessExecution).where(
+            ProcessExecution.process_id == process_id, ProcessExecution.input_key == input_key
+        )
+        if pipeline_id is None:
+            return query.where(ProcessExecution.project_id == project_id)
+        return query.join(Project, Project.id == ProcessExecution.project_id).where(
+            Project.pipeline_id == pipeline_id, Project.is_deleted.is_(False)
+        )
+
+    async def lock_key(self, pipeline_id: str, process_id: str, input_key: str) -> None:
+        """Serialise the starts of one input key across the projects of a pipeline until the transaction
+        ends, so two of them never run the same work at once (PostgreSQL: a transaction-scoped advisory
+        lock, taken after the project's; SQLite: writers already hold the database's write lock)."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            key = {"key": f"input-key:{pipeline_id}:{process_id}:{input_key}"}
+            await self.session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), key)
 
     async def held(self, project_id: uuid.UUID, *, agent: str | None = None, model: str | None = None) -> Decimal:
         """What the project's running executions of ``agent`` (or naming ``model``) hold, exactly."""
@@ -179,6 +218,27 @@ class ExecutionRepository(Repository):
             query = query.where(ProcessExecution.agent == agent)
         if model is not None:
             query = query.where(ProcessExecution.model == model)
+        return units_to_money(int(await self.session.scalar(query) or 0))
+
+    async def saved(
+        self,
+        *,
+        project_id: uuid.UUID | None = None,
+        process_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Decimal:
+        """Exact sum of what reuses saved (each reuse's saved_usd), by the project, step and completion time."""
+        units = func.sum(type_coerce(ProcessExecution.saved_usd, BigInteger()))
+        query = select(units).where(ProcessExecution.reused_from.is_not(None))
+        if project_id is not None:
+            query = query.where(ProcessExecution.project_id == project_id)
+        if process_id is not None:
+            query = query.where(ProcessExecution.process_id == process_id)
+        if since is not None:
+            query = query.where(ProcessExecution.completed_at >= since)
+        if until is not None:
+            query = query.where(ProcessExecution.completed_at < until)
         return units_to_money(int(await self.session.scalar(query) or 0))
 
     async def update(self, execution: ProcessExecution, **fields: Unpack[ExecutionChange]) -> ProcessExecution:

@@ -284,3 +284,4 @@ class CostSummary(BaseModel):
     totals: CostGroup = Field(description="Every matching call (no keys).")
     groups: list[CostGroup] = Field(description="One row per group, ordered by the keys.")
     groups_truncated: bool = Field(False, description="More groups exist than were returned.")
+    saved_usd: DecimalOut | None = None  # what reuses of finished work saved (not by provider or model)

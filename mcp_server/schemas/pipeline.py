@@ -146,6 +146,8 @@ class ExecutionOut(Out):
     input_data: JsonObjectOut
     inputs_from: dict[str, uuid.UUID] | None = None  # dependency -> the execution whose output was used
     input_key: str | None = None  # what it computed from, hashed: equal keys, equal work
+    reused_from: uuid.UUID | None = None  # a reuse: the execution whose output it took, at no cost
+    saved_usd: UsdOut | None = None
     output_data: JsonObjectOut | None
     output_hash: str | None
     reasoning: str | None
@@ -223,6 +225,7 @@ class ReusableOut(BaseModel):
     execution_id: uuid.UUID
     cost_usd: UsdOut | None = None
     completed_at: datetime | None = None
+    project_id: uuid.UUID | None = None
 
 
 class StartReply(HandedInputs):
@@ -230,6 +233,11 @@ class StartReply(HandedInputs):
     state: StateOut
     reusable: ReusableOut | None = Field(None, description="A completed run with the same input_key (get_execution).")
     output_schema: dict[str, Any] | None = None  # a claim's step: what record_execution's output_data must match
+    reused_from: uuid.UUID | None = Field(None, description="Completed from this run's output at no cost: done.")
+    saved_usd: UsdOut | None = None
+    invalidated_count: int | None = None
+    unblocked: list[str] | None = None
+    project_completed: bool | None = None
     lease_token: str | None = None
     lease_expires_at: datetime | None = None
     attempt: int | None = None

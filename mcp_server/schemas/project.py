@@ -32,7 +32,7 @@ class ProjectRow(Out):
         # The ORM attribute is `metadata_` (`metadata` is SQLAlchemy's own); the API says `metadata`.
         if hasattr(data, "metadata_") and hasattr(data, "__table__"):  # a Project row
             computed = {"metadata", "remaining_usd", "exceeded", "period_start", "period_spent_usd", "resets_at"}
-            computed |= {"budget_alerts"}
+            computed |= {"budget_alerts", "saved_usd"}
             fields = {name: getattr(data, name) for name in cls.model_fields if name not in computed}
             budget = data.budget_usd
             return fields | {
@@ -63,6 +63,7 @@ class ProjectOut(ProjectRow):
     period_start: datetime | None = None
     period_spent_usd: UsdOut | None = None
     resets_at: datetime | None = None
+    saved_usd: UsdOut | None = None  # what reusing finished work saved (get_cost_summary has it too)
     budget_alerts: Annotated[
         list[BudgetAlertOut],
         WithJsonSchema(

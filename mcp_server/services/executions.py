@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import statistics
 import uuid
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mcp_server.db.types import money_to_units, utcnow
 from mcp_server.enums import BudgetPolicy
-from mcp_server.errors import BudgetExceeded, InvalidArgument, InvalidTransition, NotFound
+from mcp_server.errors import BudgetExceeded, Conflict, InvalidArgument, InvalidTransition, NotFound
 from mcp_server.models import ExecutionStatus, ProcessExecution, ProjectStatus
 from mcp_server.repositories import (
     ExecutionChange,
@@ -40,10 +41,11 @@ from mcp_server.schemas.pipeline import (
     StateOut,
 )
 from mcp_server.services import caps, costs, leases, pipeline_state, rules
+from mcp_server.services.catalogue import Schemas
 from mcp_server.services.idempotency import check_replay, request_hash
 from mcp_server.services.pipeline_state import ProjectPipeline
 from mcp_server.services.rules import Event, State
-from mcp_server.services.validation import check_ahead, json_hash
+from mcp_server.services.validation import Checks, check_ahead, json_hash
 
 if TYPE_CHECKING:
     from mcp_server.schemas.cost import UsageIn
@@ -210,15 +212,6 @@ def _over_budget(status: BudgetStatus, project_id: uuid.UUID, reserve_usd: Decim
     )
 
 
-async def _reusable(session: AsyncSession, project_id: uuid.UUID, process_id: str, key: str) -> ReusableOut | None:
-    """A completed execution of the step that computed from the same input key, with what it cost."""
-    found = await ExecutionRepository(session).reusable(project_id, process_id, key)
-    if found is None:
-        return None
-    cost = await MetricsRepository(session).execution_cost(found.id)
-    return ReusableOut(execution_id=found.id, cost_usd=cost, completed_at=found.completed_at)
-
-
 async def _check_prompt(session: AsyncSession, prompt_version_id: uuid.UUID | None) -> None:
     if prompt_version_id is not None and await PromptRepository(session).get_by_id(prompt_version_id) is None:
         raise NotFound(
@@ -336,6 +329,19 @@ def _refuse_given_up(pipeline: ProjectPipeline, process_id: str, *, force: bool)
     return attempts
 
 
+@dataclass
+class _Start:
+    """A start under the project's lock, once its step is known and checked: what it computes from."""
+
+    pipeline: ProjectPipeline
+    process_id: str
+    claimed: bool  # the agent named no step: a claim chose it
+    attempts: int
+    schemas: Schemas
+    key: str
+    target: State
+
+
 async def start(
     session: AsyncSession,
     *,
@@ -352,45 +358,91 @@ async def start(
     agent: str | None = None,
     default_reserve: Decimal | None = None,
     model: str | None = None,
+    reuse: bool | None = None,
 ) -> StartReply:
-    args = (
-        {
-            "project_id": str(project_id),
-            "process_id": process_id,
-            "input_data": input_data,
-            "prompt_version_id": str(prompt_version_id) if prompt_version_id else None,
-            "expected_version": expected_version,
-            "force": force,
-            "reserve_usd": None if reserve_usd is None else str(reserve_usd),
-            "lease_seconds": lease_seconds,
-        }
-        | ({"agent": agent} if agent is not None else {})
-        | ({"model": model} if model is not None else {})
-    )
+    """Start a step, or claim the next one: load it under the project's lock (a replay answers there),
+    check it may start, decide between running it and reusing the same work done before (rules.reuse),
+    then apply that."""
+    args = {
+        "project_id": str(project_id),
+        "process_id": process_id,
+        "input_data": input_data,
+        "prompt_version_id": str(prompt_version_id) if prompt_version_id else None,
+        "expected_version": expected_version,
+        "force": force,
+        "reserve_usd": None if reserve_usd is None else str(reserve_usd),
+        "lease_seconds": lease_seconds,
+    } | {name: value for name, value in (("agent", agent), ("model", model), ("reuse", reuse)) if value is not None}
     # Only a keyed call is ever compared with an earlier one.
     args_hash = request_hash("start_execution", args) if idempotency_key else ""
     input_hash = json_hash(input_data)  # before the lock, as every hash of what the agent sent
-    claimed = process_id is None
+    loaded = await _load_start(session, project_id, process_id, input_data, idempotency_key, args_hash)
+    if isinstance(loaded, StartReply):
+        return loaded
+    step = await _check_start(session, *loaded, expected_version, force, input_data, input_hash, prompt_version_id)
+    scope = step.pipeline.definition(step.process_id).reuse
+    source, computing = await _same_work(session, step) if scope != "off" else (None, None)
+    choice = rules.reuse(scope, wanted=reuse, offered=source is not None, computing=computing is not None)
+    who = agent or actor
+    if choice == rules.Reuse.WAIT and computing is not None:
+        raise _computing_elsewhere(computing, step.process_id)
+    if choice == rules.Reuse.TAKE and source is not None:
+        return await _take(session, step, source, input_data, prompt_version_id, who, actor, idempotency_key, args_hash)
+    offer = None if source is None else await _offer(session, source)
+    model = None if model is None else caps.model_ref(model)
+    held, budget = await _admit(
+        session, step.pipeline, step.process_id, reserve_usd, default_reserve, agent=who, model=model
+    )
+    execution = await _create_running(
+        session, step, input_data, prompt_version_id, held, who, model, lease_seconds, actor, idempotency_key, args_hash
+    )
+    return await _started(session, step, execution, offer, budget)
+
+
+async def _load_start(
+    session: AsyncSession,
+    project_id: uuid.UUID,
+    process_id: str | None,
+    input_data: Any,
+    idempotency_key: str | None,
+    args_hash: str,
+) -> StartReply | tuple[ProjectPipeline, str, bool, Checks]:
+    """The project under its lock and the step to start (a claim chooses it), leases past due expired; or
+    the reply a replayed call already had (a named start's budget figures brought up to date)."""
     if process_id is None:
         if (replayed := await _replay(session, idempotency_key, args_hash)) is not None:
             return StartReply.model_validate(replayed)
         pipeline, process_id = await _claim(session, project_id)
-        checks = await check_ahead(session, project_id, process_id)
-    else:
-        checks = await check_ahead(session, project_id, process_id, input_data=input_data)  # before the lock
-        pipeline = await pipeline_state.load(session, project_id, lock=True, around=process_id)
-        if (replayed := await _replay(session, idempotency_key, args_hash)) is not None:
-            if replayed.get("budget") is not None:  # today's figures, not the first reply's
-                judged = await costs.judge(session, pipeline.project)
-                replayed["budget"] = costs.status_of(pipeline.project, judged).model_dump(
-                    mode="json", exclude_none=True
-                )
-            return StartReply.model_validate(replayed)
-        pipeline.definition(process_id)
-        await leases.expire_due(session, pipeline)
+        return pipeline, process_id, True, await check_ahead(session, project_id, process_id)
+    checks = await check_ahead(session, project_id, process_id, input_data=input_data)  # before the lock
+    pipeline = await pipeline_state.load(session, project_id, lock=True, around=process_id)
+    if (replayed := await _replay(session, idempotency_key, args_hash)) is not None:
+        if replayed.get("budget") is not None:  # today's figures, not the first reply's
+            judged = await costs.judge(session, pipeline.project)
+            replayed["budget"] = costs.status_of(pipeline.project, judged).model_dump(mode="json", exclude_none=True)
+        return StartReply.model_validate(replayed)
+    pipeline.definition(process_id)
+    await leases.expire_due(session, pipeline)
+    return pipeline, process_id, False, checks
+
+
+async def _check_start(
+    session: AsyncSession,
+    pipeline: ProjectPipeline,
+    process_id: str,
+    claimed: bool,
+    checks: Checks,
+    expected_version: int | None,
+    force: bool,
+    input_data: Any,
+    input_hash: str,
+    prompt_version_id: uuid.UUID | None,
+) -> _Start:
+    """Whether the step may start (version, not running, ready, not given up, a valid input and prompt),
+    and the input key of the work it would do."""
     pipeline.check_version(process_id, expected_version)
     if pipeline.state(process_id) == State.RUNNING:
-        await _refuse_over_running(session, project_id, process_id, starting=True)
+        await _refuse_over_running(session, pipeline.project_id, process_id, starting=True)
     target = rules.next_state(pipeline.state(process_id), Event.START, process_id=process_id)
     pipeline.check_ready(process_id, force=force)
     attempts = _refuse_given_up(pipeline, process_id, force=force)
@@ -398,45 +450,181 @@ async def start(
     await checks.validate(schemas[0], input_data, what="input_data", process_id=process_id)
     await _check_prompt(session, prompt_version_id)
     key = pipeline_state.input_key(pipeline, process_id, input_hash, prompt_version_id, schemas)
-    reusable = await _reusable(session, project_id, process_id, key)
-    model = None if model is None else caps.model_ref(model)
-    held, budget = await _admit(
-        session, pipeline, process_id, reserve_usd, default_reserve, agent=agent or actor, model=model
-    )
+    return _Start(pipeline, process_id, claimed, attempts, schemas, key, target)
+
+
+async def _create_running(
+    session: AsyncSession,
+    step: _Start,
+    input_data: Any,
+    prompt_version_id: uuid.UUID | None,
+    held: Decimal | None,
+    agent: str | None,
+    model: str | None,
+    lease_seconds: int,
+    actor: str | None,
+    idempotency_key: str | None,
+    args_hash: str,
+) -> ProcessExecution:
+    """The running execution, with its lease, hold and attempt; the step `running`."""
     now = utcnow()
-    timeout = pipeline.definition(process_id).timeout_seconds
+    timeout = step.pipeline.definition(step.process_id).timeout_seconds
     execution = await ExecutionRepository(session).create(
-        project_id=project_id,
-        process_id=process_id,
+        project_id=step.pipeline.project_id,
+        process_id=step.process_id,
         prompt_version_id=prompt_version_id,
         input_data=input_data,
-        inputs_from=pipeline_state.lineage(pipeline, process_id),
-        input_key=key,
+        inputs_from=pipeline_state.lineage(step.pipeline, step.process_id),
+        input_key=step.key,
         reserved_usd=held,
-        agent=agent or actor,
+        agent=agent,
         model=model,
         status=ExecutionStatus.RUNNING.value,
         started_at=now,
         lease_expires_at=rules.lease_end(now, lease_seconds, leases.deadline_of(now, timeout)),
         lease_token=leases.new_token(),
-        attempt=attempts + 1,
+        attempt=step.attempts + 1,
+        idempotency_key=idempotency_key,
+        request_hash=args_hash if idempotency_key else None,
+        created_by=actor,
+        updated_by=actor,
+    )
+    await _starts_the_project(session, step.pipeline, actor)
+    change = StateChange(step.target, now, attempts=step.attempts)
+    await pipeline_state.apply(session, step.pipeline, step.process_id, change)
+    return execution
+
+
+async def _started(
+    session: AsyncSession,
+    step: _Start,
+    execution: ProcessExecution,
+    offer: ReusableOut | None,
+    budget: BudgetStatus | None,
+) -> StartReply:
+    reply = StartReply(
+        execution=ExecutionRef.model_validate(execution),
+        state=_state_out(step.pipeline, step.process_id),
+        reusable=offer,
+        output_schema=step.schemas[1] if step.claimed else None,
+        **(await pipeline_state.inputs_of(session, step.pipeline, step.process_id)).fields(),
+        budget=budget,
+        lease_token=execution.lease_token,
+        lease_expires_at=execution.lease_expires_at,
+        attempt=execution.attempt,
+    )
+    if execution.idempotency_key:
+        execution.reply = reply.model_dump(mode="json")
+        await session.flush()
+    return reply
+
+
+async def _same_work(session: AsyncSession, step: _Start) -> tuple[ProcessExecution | None, ProcessExecution | None]:
+    """The newest completed execution with the step's input key within its definition's reuse scope and
+    age, and (pipeline scope) one computing it right now in another project, read under a lock of that
+    key so two projects never both start it."""
+    definition = step.pipeline.definition(step.process_id)
+    pipeline_id = step.pipeline.project.pipeline_id if definition.reuse == "pipeline" else None
+    since = None if definition.reuse_ttl_seconds is None else utcnow() - timedelta(seconds=definition.reuse_ttl_seconds)
+    executions = ExecutionRepository(session)
+    project_id = step.pipeline.project_id
+    if pipeline_id is None:
+        return await executions.reusable(step.process_id, step.key, project_id=project_id, since=since), None
+    await executions.lock_key(pipeline_id, step.process_id, step.key)
+    found = await executions.reusable(
+        step.process_id, step.key, project_id=project_id, pipeline_id=pipeline_id, since=since
+    )
+    computing = await executions.computing(step.process_id, step.key, project_id=project_id, pipeline_id=pipeline_id)
+    return found, computing
+
+
+async def _offer(session: AsyncSession, source: ProcessExecution) -> ReusableOut:
+    """A completed execution offered for reuse, with what its output cost (a reuse's: what it saved)."""
+    return ReusableOut(
+        execution_id=source.id,
+        cost_usd=await _cost_of(session, source),
+        completed_at=source.completed_at,
+        project_id=source.project_id,
+    )
+
+
+async def _cost_of(session: AsyncSession, source: ProcessExecution) -> Decimal | None:
+    if source.reused_from is not None:
+        return source.saved_usd
+    return await MetricsRepository(session).execution_cost(source.id)
+
+
+def _computing_elsewhere(computing: ProcessExecution, process_id: str) -> Conflict:
+    until = computing.lease_expires_at.isoformat() if computing.lease_expires_at else None
+    return Conflict(
+        f"execution {computing.id} of project {computing.project_id} is computing the same input of "
+        f"{process_id!r} now (same input_key)",
+        hint="Wait for it (get_execution), then start again with reuse=true to take its output at no cost; "
+        "or reuse=false to run anyway",
+        details={
+            "running_execution_id": str(computing.id),
+            "project_id": str(computing.project_id),
+            "lease_expires_at": until,
+        },
+    )
+
+
+async def _take(
+    session: AsyncSession,
+    step: _Start,
+    source: ProcessExecution,
+    input_data: Any,
+    prompt_version_id: uuid.UUID | None,
+    agent: str | None,
+    actor: str | None,
+    idempotency_key: str | None,
+    args_hash: str,
+) -> StartReply:
+    """A reuse: the step completes at once with the source's output, at no cost, as an execution that
+    names its source (reused_from) and what that output had cost (saved_usd); what depends on the step
+    goes stale as after a record, unless the output is the current one."""
+    pipeline, process_id, now = step.pipeline, step.process_id, utcnow()
+    current = _current(pipeline, process_id)
+    saved = await _cost_of(session, source)
+    execution = await ExecutionRepository(session).create(
+        project_id=pipeline.project_id,
+        process_id=process_id,
+        prompt_version_id=prompt_version_id,
+        input_data=input_data,
+        inputs_from=pipeline_state.lineage(pipeline, process_id),
+        input_key=step.key,
+        output_data=source.output_data,
+        output_hash=source.output_hash,
+        reasoning=source.reasoning,
+        missing_info=source.missing_info,
+        reused_from=source.id,
+        saved_usd=saved,
+        agent=agent,
+        status=ExecutionStatus.COMPLETED.value,
+        started_at=now,
+        completed_at=now,
+        attempt=step.attempts + 1,
         idempotency_key=idempotency_key,
         request_hash=args_hash if idempotency_key else None,
         created_by=actor,
         updated_by=actor,
     )
     await _starts_the_project(session, pipeline, actor)
-    await pipeline_state.apply(session, pipeline, process_id, StateChange(target, now, attempts=attempts))
+    change = StateChange(State.COMPLETED, now, sets_current=True, current=execution.id, current_hash=source.output_hash)
+    await pipeline_state.apply(session, pipeline, process_id, change)
+    invalidated: list[InvalidatedOut] = []
+    if current is None or current[1] != source.output_hash:
+        reason = f"upstream {process_id!r} has a new output (execution {execution.id}, reused)"
+        invalidated = await pipeline_state.cascade(session, pipeline, process_id, reason)
+    unblocked, completed = await _after_completion(session, pipeline, process_id, actor)
     reply = StartReply(
         execution=ExecutionRef.model_validate(execution),
         state=_state_out(pipeline, process_id),
-        reusable=reusable,
-        output_schema=schemas[1] if claimed else None,
-        **(await pipeline_state.inputs_of(session, pipeline, process_id)).fields(),
-        budget=budget,
-        lease_token=execution.lease_token,
-        lease_expires_at=execution.lease_expires_at,
-        attempt=execution.attempt,
+        reused_from=source.id,
+        saved_usd=saved,
+        invalidated_count=len(invalidated) or None,
+        unblocked=unblocked,
+        project_completed=completed,
     )
     if idempotency_key:
         execution.reply = reply.model_dump(mode="json")

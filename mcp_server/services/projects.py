@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mcp_server.enums import DEFAULT_PIPELINE
 from mcp_server.errors import Conflict, InvalidArgument, NotFound
 from mcp_server.models import Project, ProjectStatus
-from mcp_server.repositories import BudgetAlertRepository, ProjectRepository, StateRepository
+from mcp_server.repositories import BudgetAlertRepository, ExecutionRepository, ProjectRepository, StateRepository
 from mcp_server.schemas.common import envelope
 from mcp_server.schemas.project import BudgetAlertOut, DeletedProject, ProjectOut, ProjectPage, ProjectRow
 from mcp_server.services import caps as limits
@@ -89,6 +89,9 @@ async def project_out(session: AsyncSession, project: Project) -> ProjectOut:
             for alert in alerts
         ]
     }
+    saved = await ExecutionRepository(session).saved(project_id=project.id)
+    if saved:
+        update["saved_usd"] = saved
     if project.budget_usd is not None:
         status = costs.status_of(project, await costs.judge(session, project))
         update |= {

@@ -218,3 +218,22 @@ def first_claimable(
         if claimable(graph, states, process_id, clocks.get(process_id, StepClock()), now):
             return process_id
     return None
+
+
+class Reuse(StrEnum):
+    """What a start does about the same work done before (docs/design.md, "Reuse and stale causes")."""
+
+    RUN = "run"  # run the step (a completed execution with the same key is only offered)
+    TAKE = "take"  # complete it at once from that execution's output, at no cost
+    WAIT = "wait"  # another project computes the same key now: refused, naming it
+
+
+def reuse(scope: str, *, wanted: bool | None, offered: bool, computing: bool) -> Reuse:
+    """``scope`` is the definition's (project, pipeline, off); ``wanted`` the start's `reuse` (true: take
+    what is offered; false: always run; none: run, and say what is offered). A key computed right now
+    elsewhere is waited for unless the agent asked to run anyway: the same work is never paid twice at once."""
+    if scope == "off" or wanted is False:
+        return Reuse.RUN
+    if offered and wanted:
+        return Reuse.TAKE
+    return Reuse.WAIT if computing else Reuse.RUN

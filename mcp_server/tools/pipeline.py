@@ -198,11 +198,12 @@ async def start_execution(
     lease_seconds: Annotated[int | None, Field(ge=1, le=86_400, description="Lease; default 900.")] = None,
     agent: AgentArg = None,
     model: Annotated[ModelRef | None, Field(description="provider/model, for model caps.")] = None,
+    reuse: Annotated[bool | None, Field(description="true: take `reusable` free; false: run anyway.")] = None,
     expected_version: ExpectedVersion = None,
     idempotency_key: IdempotencyKey = None,
     force: Force = False,
 ) -> StartReply:
-    """Start a step (`running`), or claim the next one nobody holds (concurrent claims differ). Returns
+    """Start a step, or claim the next one nobody holds (concurrent claims differ). Returns
     the execution, `inputs` and a lease (renew_lease before lease_expires_at). Errors include
     `nothing_ready` (wait or stop) and `budget_exceeded`."""
     app = app_of(ctx)
@@ -222,6 +223,7 @@ async def start_execution(
             agent=agent,
             default_reserve=app.settings.default_reserve_usd,
             model=model,
+            reuse=reuse,
         )
 
 
@@ -231,7 +233,7 @@ async def renew_lease(
     ctx: Context[App],
     lease_seconds: Annotated[int | None, Field(ge=1, le=86_400, description="From now; default 900.")] = None,
 ) -> LeaseReply:
-    """Extend a running execution's lease (heartbeat), up to its time limit; `lease_expired` if too late."""
+    """Extend a running execution's lease (heartbeat); `lease_expired` if too late."""
     app = app_of(ctx)
     async with app.db.unit_of_work() as session:
         return await leases.renew(
@@ -247,7 +249,7 @@ async def record_execution(
     process_id: ProcessId,
     output_data: Annotated[
         JsonObject,
-        Field(description='The step\'s result, a JSON object (wrap a scalar: {"value": 3}).'),
+        Field(description="The step's result (an object)."),
     ],
     ctx: Context[App],
     input_data: Annotated[JsonObject | None, Field(description="The input (new executions only).")] = None,
