@@ -206,8 +206,8 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         _announce(settings)
     import anyio
 
-    from mcp_server import stdio
     from mcp_server.server import build_server
+    from mcp_server.transport import stdio
 
     anyio.run(stdio.serve, build_server(settings))
     return 0
