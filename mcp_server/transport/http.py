@@ -39,7 +39,7 @@ def http_app(settings: Settings, *, host: str, stateless: bool) -> Any:
             "set a token (clients send Authorization: Bearer <token>) or bind 127.0.0.1"
         )
     from mcp_server.server import build_server
-    from mcp_server.transport.auth import BearerTokenMiddleware
+    from mcp_server.transport.auth import require_token
 
     server = build_server(settings)
     security = loopback_security(host) if is_loopback(host) else None
@@ -51,7 +51,7 @@ def http_app(settings: Settings, *, host: str, stateless: bool) -> Any:
         session_idle_timeout=settings.http_session_idle_timeout,
         max_sessions=settings.http_max_sessions,
     )
-    return BearerTokenMiddleware(app, token) if token else app
+    return require_token(app, token) if token else app
 
 
 def loopback_security(host: str) -> TransportSecuritySettings:
