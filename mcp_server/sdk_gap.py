@@ -1,8 +1,8 @@
 """The one place this server reaches past the MCP SDK's public API, and why.
 
 ``MCPServer`` serves a connection only on transports it opens itself (``run_stdio_async`` on the SDK's
-stdio streams, ``streamable_http_app``, ``sse_app``). mcp_server/stdio.py brings its own stdio streams
-(lines past 4 MiB refused unread, a JSON-RPC error for every invalid line), and the SDK has no public
+stdio streams, ``streamable_http_app``, ``sse_app``). mcp_server/transport/stdio.py brings its own stdio
+streams (lines past 4 MiB refused unread, a JSON-RPC error for every invalid line), and the SDK has no public
 call that serves an ``MCPServer`` on given streams: its own ``run_stdio_async`` and in-memory ``Client``
 run the low-level server the ``MCPServer`` holds, as :func:`serve_streams` does.
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mcp_server.cli.serve import header_timeout, is_loopback, run_http
 from mcp_server.settings import Settings
+from mcp_server.transport.http import header_timeout, is_loopback, run_http
 
 DEFAULT_PORT = 8765
 

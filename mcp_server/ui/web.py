@@ -3,7 +3,8 @@
 Every response is a read: the database is opened read-only (SQLite ``mode=ro``, PostgreSQL read-only
 transactions) and there is no route that writes. On a non-loopback host every request needs
 ``PIPELINE_STATE_AUTH_TOKEN``: as a bearer token, or as the session cookie the sign-in page sets (a value
-derived from the token, never the token itself). On loopback, requests must name a loopback host (no DNS
+derived from the token, never the token itself), checked as MCP over HTTP checks it
+(mcp_server/transport/auth.py). On loopback, requests must name a loopback host (no DNS
 rebinding from a web page). Every response carries a strict Content-Security-Policy and frame headers.
 """
 
@@ -28,8 +29,9 @@ import anyio.to_thread
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import (
     FileResponse,
     HTMLResponse,
@@ -44,6 +46,7 @@ from starlette.staticfiles import StaticFiles
 from mcp_server.db.engine import Database
 from mcp_server.errors import DomainError
 from mcp_server.services.kept import Kept
+from mcp_server.transport.auth import RequireToken, StaticTokenVerifier, TokenBackend
 from mcp_server.ui import data
 from mcp_server.ui.feed import ChangeFeed
 
@@ -69,6 +72,9 @@ SECURITY_HEADERS = [
 ]
 LOGIN_ATTEMPTS = 5  # sign-in attempts per client address ...
 LOGIN_WINDOW = 60.0  # ... in this many seconds; more answer 429
+# Open without signing in: the sign-in page and its stylesheet. Everything else carries the token as a
+# bearer token, or the session cookie the sign-in page sets (the token itself as a cookie is refused).
+OPEN_PATHS = ("/login", "/static/app.css")
 KEPT_VIEWS = 16  # encoded views kept, with the change tokens they were built from
 
 Reader = Callable[[AsyncSession], Awaitable[dict[str, Any]]]
@@ -188,6 +194,7 @@ def build_app(
     unchanged one answers 304 or is served from what was kept)."""
     views = Views(database, on_build)
     session = session_value(secrets.token_bytes(32), token) if token else ""
+    verifier = StaticTokenVerifier(token) if token else None
 
     async def index(_: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
@@ -217,11 +224,11 @@ def build_app(
     middleware = [Middleware(SecurityHeaders)]
     if allowed_hosts:
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts))
-    if token:
-        middleware.append(Middleware(TokenGate, token=token, session=session))
+    if verifier is not None:
+        middleware += _token_gate(verifier, session)
     routes = [
         Route("/", index),
-        Route("/login", _login(token, session, LoginLimit()), methods=["GET", "POST"]),
+        Route("/login", _login(verifier, session, LoginLimit()), methods=["GET", "POST"]),
         Route("/api/projects", projects),
         Route("/api/events", events),
         Route("/api/projects/{project_id}", _about_project(views, data.project, data.project_basis)),
@@ -254,7 +261,9 @@ def _about_project(
     return route
 
 
-def _login(token: str | None, session: str, limit: LoginLimit) -> Callable[[Request], Awaitable[Response]]:
+def _login(
+    verifier: StaticTokenVerifier | None, session: str, limit: LoginLimit
+) -> Callable[[Request], Awaitable[Response]]:
     """The sign-in page; a right token gets the session cookie (HttpOnly, SameSite=Strict, Path=/)."""
 
     async def login(request: Request) -> Response:
@@ -265,7 +274,7 @@ def _login(token: str | None, session: str, limit: LoginLimit) -> Callable[[Requ
             page = LOGIN_PAGE.format(error='<p class="error">Too many attempts: wait a minute.</p>')
             return HTMLResponse(page, status_code=429, headers={"retry-after": str(wait)})
         given = str((await request.form()).get("token", ""))
-        if token and hmac.compare_digest(given.encode(), token.encode()):
+        if verifier is not None and verifier.matches(given):
             response = RedirectResponse("/", status_code=303)
             secure = request.url.scheme == "https"
             response.set_cookie(COOKIE, session, path="/", httponly=True, samesite="strict", secure=secure)
@@ -302,31 +311,18 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-class TokenGate:
-    """Every request but the sign-in page and its stylesheet carries the token as a bearer token, or the
-    session cookie the sign-in page sets (``session``: derived from the token; the token itself as a cookie
-    is refused). The API answers 401; a page, a redirect to the sign-in page."""
+def _token_gate(verifier: StaticTokenVerifier, session: str) -> list[Middleware]:
+    """The same check as MCP over HTTP (mcp_server/transport/auth.py), taking the session cookie too; a
+    request that is not signed in gets ``_refusal``, but for OPEN_PATHS."""
+    backend = TokenBackend(verifier, cookie=COOKIE, session=session)
+    return [
+        Middleware(AuthenticationMiddleware, backend=backend),
+        Middleware(RequireToken, refuse=_refusal, open_paths=OPEN_PATHS),
+    ]
 
-    def __init__(self, app: Any, token: str, session: str) -> None:
-        self.app = app
-        self.token = token.encode()
-        self.session = session.encode()
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] in ("/login", "/static/app.css") or self._signed_in(scope):
-            await self.app(scope, receive, send)
-            return
-        if scope["path"].startswith("/api/"):
-            response: Response = JSONResponse({"error": "unauthorized", "detail": "sign in at /login"}, 401)
-        else:
-            response = RedirectResponse("/login", status_code=303)
-        await response(scope, receive, send)
-
-    def _signed_in(self, scope: dict[str, Any]) -> bool:
-        request = Request(scope)
-        header = request.headers.get("authorization", "")
-        scheme, _, credential = header.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(credential.strip().encode(), self.token):
-            return True
-        cookie = request.cookies.get(COOKIE, "")
-        return bool(cookie) and hmac.compare_digest(cookie.encode(), self.session)
+def _refusal(request: HTTPConnection) -> Response:
+    """What a request that is not signed in gets: the API answers 401; a page, a redirect to sign in."""
+    if request.scope["path"].startswith("/api/"):
+        return JSONResponse({"error": "unauthorized", "detail": "sign in at /login"}, 401)
+    return RedirectResponse("/login", status_code=303)
