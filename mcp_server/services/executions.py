@@ -612,10 +612,9 @@ async def _take(
     await _starts_the_project(session, pipeline, actor)
     change = StateChange(State.COMPLETED, now, sets_current=True, current=execution.id, current_hash=source.output_hash)
     await pipeline_state.apply(session, pipeline, process_id, change)
-    invalidated: list[InvalidatedOut] = []
-    if current is None or current[1] != source.output_hash:
-        reason = f"upstream {process_id!r} has a new output (execution {execution.id}, reused)"
-        invalidated = await pipeline_state.cascade(session, pipeline, process_id, reason)
+    reason = f"upstream {process_id!r} has a new output (execution {execution.id}, reused)"
+    new_output = current is None or current[1] != source.output_hash
+    invalidated = await pipeline_state.cascade(session, pipeline, process_id, reason) if new_output else []
     unblocked, completed = await _after_completion(session, pipeline, process_id, actor)
     reply = StartReply(
         execution=ExecutionRef.model_validate(execution),
@@ -630,6 +629,35 @@ async def _take(
         execution.reply = reply.model_dump(mode="json")
         await session.flush()
     return reply
+
+
+@dataclass
+class _Record:
+    """One record_execution call: what the agent sent, with what is worked out before the write lock."""
+
+    project_id: uuid.UUID
+    process_id: str
+    output_data: Any
+    input_data: Any | None
+    execution_id: uuid.UUID | None
+    prompt_version_id: uuid.UUID | None
+    usage: UsageIn | None
+    force: bool
+    actor: str | None
+    agent: str | None
+    output_hash: str
+    quoted: Any
+    finished: ExecutionChange  # what the finish writes on the execution
+
+
+@dataclass
+class _Finished:
+    """A finish decided and written on its execution: what it does to the step is applied next."""
+
+    execution: ProcessExecution
+    decision: rules.Finish
+    note: str | None
+    current: tuple[uuid.UUID, str | None, datetime | None] | None  # the step's current output before it
 
 
 async def record(
@@ -650,6 +678,9 @@ async def record(
     actor: str | None,
     agent: str | None = None,
 ) -> RecordReply:
+    """Record a step's output: load the step under the project's lock (a replay answers there), decide
+    the finish (rules.finish) and write it on a new or the started execution, then apply it to the step and
+    downstream, log the usage and answer."""
     args = {
         "project_id": str(project_id),
         "process_id": process_id,
@@ -665,117 +696,144 @@ async def record(
     } | ({"agent": agent} if agent is not None else {})
     args_hash = request_hash("record_execution", args) if idempotency_key else ""
     # Worked out before the first statement, which takes the write lock: hashing and pricing hold nobody.
-    output_hash = json_hash(output_data)
-    quoted = costs.quote(usage) if usage is not None else None
-    ahead = {"output_data": output_data} | ({"input_data": input_data or {}} if execution_id is None else {})
-    checks = await check_ahead(session, project_id, process_id, **ahead)
-    pipeline = await pipeline_state.load(session, project_id, lock=True, around=process_id)
-    if (replayed := await _replay(session, idempotency_key, args_hash)) is not None:
-        return RecordReply.model_validate(replayed)
-    pipeline.definition(process_id)
-    await leases.expire_due(session, pipeline)
-    pipeline.check_version(process_id, expected_version)
-    input_schema, output_schema = await pipeline.catalogue.schemas_of(session, process_id)
-    await checks.validate(output_schema, output_data, what="output_data", process_id=process_id)
-    await _check_prompt(session, prompt_version_id)
-    current = _current(pipeline, process_id)
-    current_hash = None if current is None else current[1]
-    executions = ExecutionRepository(session)
-    now = utcnow()
     finished: ExecutionChange = {
         "output_data": output_data,
-        "output_hash": output_hash,
+        "output_hash": json_hash(output_data),
         "reasoning": reasoning,
         "missing_info": missing_info,
-        "completed_at": now,
         "updated_by": actor,
     }
     if idempotency_key:
         finished["idempotency_key"], finished["request_hash"] = idempotency_key, args_hash
-    note: str | None = None
-    state = pipeline.state(process_id)
+    call = _Record(
+        project_id, process_id, output_data, input_data, execution_id, prompt_version_id, usage, force, actor, agent,
+        output_hash=finished["output_hash"] or "", quoted=costs.quote(usage) if usage is not None else None,
+        finished=finished,
+    )  # fmt: skip
+    loaded = await _load_record(session, call, idempotency_key, args_hash, expected_version)
+    if isinstance(loaded, RecordReply):
+        return loaded
+    pipeline, schemas, checks = loaded
+    call.finished["completed_at"] = utcnow()
     if execution_id is None:
-        if state == State.RUNNING:
-            if not force:
-                await _refuse_over_running(session, project_id, process_id)
-            note = (
-                f"process {process_id!r} had a running execution: it finishes as superseded unless finished "
-                "with force=true"
-            )
-        pipeline.check_ready(process_id, force=force)
-        decision = rules.finish(state, started=False, changed_since_start=False, force=force)
-        input_data = {} if input_data is None else input_data
-        await checks.validate(input_schema, input_data, what="input_data", process_id=process_id)
-        key = pipeline_state.input_key(
-            pipeline, process_id, json_hash(input_data), prompt_version_id, (input_schema, output_schema)
-        )
-        finished["status"], finished["prompt_version_id"] = decision.status.value, prompt_version_id
-        execution = await executions.create(
-            project_id=project_id,
-            process_id=process_id,
-            input_data=input_data,
-            inputs_from=pipeline_state.lineage(pipeline, process_id),
-            input_key=key,
-            started_at=now,
-            created_by=actor,
-            agent=agent or actor,
-            **finished,
-        )
-        await _starts_the_project(session, pipeline, actor)
+        done = await _record_new(session, call, pipeline, schemas, checks)
     else:
-        execution = await _running_execution(session, execution_id, project_id, process_id, input_data)
-        fence = await leases.fence(session, execution)
-        if fence is not None and fence.holder is not None:
-            await _keep_for_audit(session, execution, finished, usage, quoted, pipeline, actor)
-            raise fence.error(execution, usage_logged=usage is not None)
-        # An expired execution nobody took over finishes as if its lease had held.
-        changed = _changed_since(State.RUNNING if fence is not None else state, current, execution.started_at)
-        decision = rules.finish(state, started=True, changed_since_start=changed, force=force)
-        if execution.idempotency_key is not None:
-            # The start's key stays with the row; this call is not replayable by its own key.
-            finished.pop("idempotency_key", None)
-            finished.pop("request_hash", None)
-        finished["status"] = decision.status.value
-        finished["prompt_version_id"] = prompt_version_id or execution.prompt_version_id
-        if fence is not None:  # expired, and nobody took the step over: the finish counts
-            finished["error_message"] = None
-            note = "this execution's lease had expired, but nobody took the step over: the finish counts"
-        await leases.release(session, execution)
-        await executions.update(execution, **finished)
+        done = await _finish_started(session, call, pipeline, execution_id)
+    return await _apply_finish(session, call, pipeline, done)
 
-    invalidated: list[InvalidatedOut] = []
+
+async def _load_record(
+    session: AsyncSession, call: _Record, idempotency_key: str | None, args_hash: str, expected_version: int | None
+) -> RecordReply | tuple[ProjectPipeline, Schemas, Checks]:
+    """The project under its lock with the step's schemas, the output checked, leases past due expired;
+    or the reply a replayed call already had."""
+    ahead = {"output_data": call.output_data} | (
+        {"input_data": call.input_data or {}} if call.execution_id is None else {}
+    )
+    checks = await check_ahead(session, call.project_id, call.process_id, **ahead)
+    pipeline = await pipeline_state.load(session, call.project_id, lock=True, around=call.process_id)
+    if (replayed := await _replay(session, idempotency_key, args_hash)) is not None:
+        return RecordReply.model_validate(replayed)
+    pipeline.definition(call.process_id)
+    await leases.expire_due(session, pipeline)
+    pipeline.check_version(call.process_id, expected_version)
+    schemas = await pipeline.catalogue.schemas_of(session, call.process_id)
+    await checks.validate(schemas[1], call.output_data, what="output_data", process_id=call.process_id)
+    await _check_prompt(session, call.prompt_version_id)
+    return pipeline, schemas, checks
+
+
+async def _record_new(
+    session: AsyncSession, call: _Record, pipeline: ProjectPipeline, schemas: Schemas, checks: Checks
+) -> _Finished:
+    """A one-call record: a new execution, completed (a running step only with force: its execution then
+    finishes as superseded)."""
+    process_id, state = call.process_id, pipeline.state(call.process_id)
+    note = None
+    if state == State.RUNNING:
+        if not call.force:
+            await _refuse_over_running(session, call.project_id, process_id)
+        note = (
+            f"process {process_id!r} had a running execution: it finishes as superseded unless finished with force=true"
+        )
+    pipeline.check_ready(process_id, force=call.force)
+    decision = rules.finish(state, started=False, changed_since_start=False, force=call.force)
+    input_data = {} if call.input_data is None else call.input_data
+    await checks.validate(schemas[0], input_data, what="input_data", process_id=process_id)
+    key = pipeline_state.input_key(pipeline, process_id, json_hash(input_data), call.prompt_version_id, schemas)
+    finished = call.finished
+    finished["status"], finished["prompt_version_id"] = decision.status.value, call.prompt_version_id
+    current = _current(pipeline, process_id)
+    execution = await ExecutionRepository(session).create(
+        project_id=call.project_id,
+        process_id=process_id,
+        input_data=input_data,
+        inputs_from=pipeline_state.lineage(pipeline, process_id),
+        input_key=key,
+        started_at=finished["completed_at"],
+        created_by=call.actor,
+        agent=call.agent or call.actor,
+        **finished,
+    )
+    await _starts_the_project(session, pipeline, call.actor)
+    return _Finished(execution, decision, note, current)
+
+
+async def _finish_started(
+    session: AsyncSession, call: _Record, pipeline: ProjectPipeline, execution_id: uuid.UUID
+) -> _Finished:
+    """The finish of a started execution: fenced off when its lease passed and another took the step (the
+    output and usage kept for audit), superseded when another execution changed the step meanwhile."""
+    execution = await _running_execution(session, execution_id, call.project_id, call.process_id, call.input_data)
+    finished, current = call.finished, _current(pipeline, call.process_id)
+    fence = await leases.fence(session, execution)
+    if fence is not None and fence.holder is not None:
+        await _keep_for_audit(session, execution, finished, call.usage, call.quoted, pipeline, call.actor)
+        raise fence.error(execution, usage_logged=call.usage is not None)
+    # An expired execution nobody took over finishes as if its lease had held.
+    state = pipeline.state(call.process_id)
+    changed = _changed_since(State.RUNNING if fence is not None else state, current, execution.started_at)
+    decision = rules.finish(state, started=True, changed_since_start=changed, force=call.force)
+    if execution.idempotency_key is not None:
+        # The start's key stays with the row; this call is not replayable by its own key.
+        finished.pop("idempotency_key", None)
+        finished.pop("request_hash", None)
+    finished["status"] = decision.status.value
+    finished["prompt_version_id"] = call.prompt_version_id or execution.prompt_version_id
+    note = None
+    if fence is not None:  # expired, and nobody took the step over: the finish counts
+        finished["error_message"] = None
+        note = "this execution's lease had expired, but nobody took the step over: the finish counts"
+    await leases.release(session, execution)
+    await ExecutionRepository(session).update(execution, **finished)
+    return _Finished(execution, decision, note, current)
+
+
+async def _apply_finish(
+    session: AsyncSession, call: _Record, pipeline: ProjectPipeline, done: _Finished
+) -> RecordReply:
+    """What the finish does to the step (completed, with the cascade downstream when the output is new) and
+    the reply: what it replaced, what it opened, the usage logged and the budget after it."""
+    process_id, execution, decision, current = call.process_id, done.execution, done.decision, done.current
+    current_hash = None if current is None else current[1]
     # A finish that leaves the step as it was changes no current output.
-    output_changed = decision.target is not None and output_hash != current_hash
+    output_changed = decision.target is not None and call.output_hash != current_hash
     winner = current[0] if decision.superseded and current is not None else None
-    if decision.late:
-        row = pipeline.rows[process_id]
-        note = (
-            f"process {process_id!r} went stale while this execution ran (cause: "
-            f"{row.invalidated_by_process_id}); the output is stored but the state stays stale: run it again"
+    invalidated: list[InvalidatedOut] = []
+    note = _finish_note(pipeline, process_id, decision, winner) or done.note
+    if decision.target is not None and not decision.late and not decision.superseded:
+        now = call.finished.get("completed_at") or utcnow()
+        change = StateChange(
+            decision.target, now, sets_current=True, current=execution.id, current_hash=call.output_hash
         )
-    elif decision.superseded:
-        note = (
-            f"execution {winner or 'another execution'} changed {process_id!r} while this one ran and stays "
-            "current; this output is stored as superseded. To make it current, record it again (record_execution "
-            "without execution_id, force=true)"
-        )
-    elif decision.target is not None:
-        change = StateChange(decision.target, now, sets_current=True, current=execution.id, current_hash=output_hash)
         await pipeline_state.apply(session, pipeline, process_id, change)
         if output_changed and decision.cascades:
             reason = f"upstream {process_id!r} has a new output (execution {execution.id})"
             invalidated = await pipeline_state.cascade(session, pipeline, process_id, reason)
         elif note is None:
-            note = "the output equals the current one: nothing downstream was invalidated"
-            still = pipeline_state.stale_downstream(pipeline, process_id)
-            if still:
-                named = ", ".join(still[:MAX_BLOCKERS]) + (
-                    f" and {len(still) - MAX_BLOCKERS} more" if len(still) > MAX_BLOCKERS else ""
-                )
-                note += f"; stale from an earlier change, still to re-run: {named}"
-    after = await _after_completion(session, pipeline, process_id, actor) if decision.target is not None else None
-
-    cost, budget = await _log_usage(session, pipeline, execution, usage, quoted, actor, agent)
+            note = _unchanged_note(pipeline, process_id)
+    after = await _after_completion(session, pipeline, process_id, call.actor) if decision.target is not None else None
+    cost, budget = await _log_usage(session, pipeline, execution, call.usage, call.quoted, call.actor, call.agent)
     reply = RecordReply(
         execution=_finished_ref(execution),
         state=_state_out(pipeline, process_id),
@@ -791,10 +849,41 @@ async def record(
         cost=cost,
         budget=budget,
     )
-    if "idempotency_key" in finished:  # this call's key is on the row: its repeats return this reply
+    if "idempotency_key" in call.finished:  # this call's key is on the row: its repeats return this reply
         execution.reply = reply.model_dump(mode="json")
         await session.flush()
     return reply
+
+
+def _finish_note(
+    pipeline: ProjectPipeline, process_id: str, decision: rules.Finish, winner: uuid.UUID | None
+) -> str | None:
+    """Why a finish left the step as it was: it went stale meanwhile, or another execution overtook it."""
+    if decision.late:
+        cause = pipeline.rows[process_id].invalidated_by_process_id
+        return (
+            f"process {process_id!r} went stale while this execution ran (cause: {cause}); the output is stored "
+            "but the state stays stale: run it again"
+        )
+    if decision.superseded:
+        return (
+            f"execution {winner or 'another execution'} changed {process_id!r} while this one ran and stays "
+            "current; this output is stored as superseded. To make it current, record it again (record_execution "
+            "without execution_id, force=true)"
+        )
+    return None
+
+
+def _unchanged_note(pipeline: ProjectPipeline, process_id: str) -> str:
+    """A completion with the current output: nothing goes stale, and what an earlier change left stale is named."""
+    note = "the output equals the current one: nothing downstream was invalidated"
+    still = pipeline_state.stale_downstream(pipeline, process_id)
+    if still:
+        named = ", ".join(still[:MAX_BLOCKERS]) + (
+            f" and {len(still) - MAX_BLOCKERS} more" if len(still) > MAX_BLOCKERS else ""
+        )
+        note += f"; stale from an earlier change, still to re-run: {named}"
+    return note
 
 
 async def _log_usage(
