@@ -66,60 +66,78 @@ async def run_demo(console: Console) -> None:
             demo = Demo(client, console)
             tools = await client.list_tools()
             demo.say(f"The client connects and lists {len(tools.tools)} tools.")
-
-            demo.say("Define pipeline 'app' in one call: four steps (a DAG), an output schema on each.")
-            steps = [
-                {"process_id": pid, "name": name, "depends_on": deps, "output_schema": TEXT_OUT}
-                for pid, name, deps, _, _ in PIPELINE
-            ]
-            await demo.call("apply_pipeline", pipeline_id="app", processes=steps)
-            for pid, _, deps, _, _ in PIPELINE:
-                console.print(f"   {pid}" + (f"  ← {', '.join(deps)}" if deps else ""))
-
-            project = (await demo.call("create_project", name="todo-app", budget_usd="0.05", pipeline_id="app"))["id"]
-            demo.say(f"Create project 'todo-app' on pipeline 'app' with a $0.05 budget: {project}")
-
-            demo.say("Run every step in order, reporting each LLM call's tokens (priced automatically).")
-            for pid, _, _, provider, model in PIPELINE:
-                await demo.record(project, pid, f"{pid} v1", provider, model, 1200)
-
-            demo.say("A schema violation is refused, and nothing is written.")
-            bad = await client.call_tool(
-                "record_execution", {"project_id": project, "process_id": "design", "output_data": {"text": ""}}
-            )
-            message = "".join(getattr(block, "text", "") for block in bad.content)
-            console.print(f"   [yellow]{escape(message.splitlines()[0])}[/]", highlight=False)
-
-            demo.say("The requirements change: re-record them. Everything downstream goes stale.")
-            reply = await demo.record(project, "requirements", "requirements v2", "anthropic", "claude-sonnet-4-5", 900)
-            for hit in reply["invalidated"]:
-                console.print(f"   [red]invalidated[/] {hit['process_id']} (was {hit['previous_state']})")
-
-            status = await demo.call("get_pipeline_status", project_id=project)
-            demo.say(
-                f"The status says what can run next ({', '.join(status['ready_processes'])}) and the plan to "
-                f"redo: {' → '.join(status['plan'])}."
-            )
-            console.print(status_table(status))
-
-            demo.say("Re-run the stale steps; the re-runs are the cost of rework.")
-            for pid, _, _, provider, model in PIPELINE[1:]:
-                await demo.record(project, pid, f"{pid} v2", provider, model, 1200)
-
-            status = await demo.call("get_pipeline_status", project_id=project)
-            demo.say("Pipeline status:")
-            console.print(status_table(status))
-            summary = await demo.call("get_cost_summary", project_id=project, group_by=["model"])
-            demo.say("Cost summary by model:")
-            console.print(cost_table(summary, ["model"]))
-            budget = status.get("cost") or {}
-            console.print(
-                f"   budget ${budget.get('budget_usd')}: spent ${budget.get('spent_usd')}, "
-                f"remaining ${budget.get('remaining_usd')}, exceeded: {budget.get('exceeded')}"
-            )
+            await _define_pipeline(demo)
+            project = await _first_run(demo)
+            await _refused(demo, project)
+            await _change_requirements(demo, project)
+            await _rework(demo, project)
         console.print(
             "\nDone. Wire it into your agent: see README.md (claude mcp add pipeline-state -- pipeline-state-mcp)."
         )
+
+
+async def _define_pipeline(demo: Demo) -> None:
+    demo.say("Define pipeline 'app' in one call: four steps (a DAG), an output schema on each.")
+    steps = [
+        {"process_id": pid, "name": name, "depends_on": deps, "output_schema": TEXT_OUT}
+        for pid, name, deps, _, _ in PIPELINE
+    ]
+    await demo.call("apply_pipeline", pipeline_id="app", processes=steps)
+    for pid, _, deps, _, _ in PIPELINE:
+        demo.console.print(f"   {pid}" + (f"  ← {', '.join(deps)}" if deps else ""))
+
+
+async def _first_run(demo: Demo) -> str:
+    """Create the project and run every step once; returns the project's id."""
+    project: str = (await demo.call("create_project", name="todo-app", budget_usd="0.05", pipeline_id="app"))["id"]
+    demo.say(f"Create project 'todo-app' on pipeline 'app' with a $0.05 budget: {project}")
+
+    demo.say("Run every step in order, reporting each LLM call's tokens (priced automatically).")
+    for pid, _, _, provider, model in PIPELINE:
+        await demo.record(project, pid, f"{pid} v1", provider, model, 1200)
+    return project
+
+
+async def _refused(demo: Demo, project: str) -> None:
+    demo.say("A schema violation is refused, and nothing is written.")
+    bad = await demo.client.call_tool(
+        "record_execution", {"project_id": project, "process_id": "design", "output_data": {"text": ""}}
+    )
+    message = "".join(getattr(block, "text", "") for block in bad.content)
+    demo.console.print(f"   [yellow]{escape(message.splitlines()[0])}[/]", highlight=False)
+
+
+async def _change_requirements(demo: Demo, project: str) -> None:
+    demo.say("The requirements change: re-record them. Everything downstream goes stale.")
+    reply = await demo.record(project, "requirements", "requirements v2", "anthropic", "claude-sonnet-4-5", 900)
+    for hit in reply["invalidated"]:
+        demo.console.print(f"   [red]invalidated[/] {hit['process_id']} (was {hit['previous_state']})")
+
+    status = await demo.call("get_pipeline_status", project_id=project)
+    demo.say(
+        f"The status says what can run next ({', '.join(status['ready_processes'])}) and the plan to "
+        f"redo: {' → '.join(status['plan'])}."
+    )
+    demo.console.print(status_table(status))
+
+
+async def _rework(demo: Demo, project: str) -> None:
+    """Re-run the stale steps, then show the status, the cost by model and the budget."""
+    demo.say("Re-run the stale steps; the re-runs are the cost of rework.")
+    for pid, _, _, provider, model in PIPELINE[1:]:
+        await demo.record(project, pid, f"{pid} v2", provider, model, 1200)
+
+    status = await demo.call("get_pipeline_status", project_id=project)
+    demo.say("Pipeline status:")
+    demo.console.print(status_table(status))
+    summary = await demo.call("get_cost_summary", project_id=project, group_by=["model"])
+    demo.say("Cost summary by model:")
+    demo.console.print(cost_table(summary, ["model"]))
+    budget = status.get("cost") or {}
+    demo.console.print(
+        f"   budget ${budget.get('budget_usd')}: spent ${budget.get('spent_usd')}, "
+        f"remaining ${budget.get('remaining_usd')}, exceeded: {budget.get('exceeded')}"
+    )
 
 
 def main_demo() -> int:

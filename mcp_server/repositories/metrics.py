@@ -300,40 +300,10 @@ class MetricsRepository(Repository):
         """
         columns = {field: column for name in group_by for field, column in _GROUP_COLUMNS[name].items()}
         keys = [column.label(f"g_{field}") for field, column in columns.items()]
-        conditions: list[ColumnElement[bool]] = []
-        if project_id is not None:
-            conditions.append(LLMMetrics.project_id == project_id)
-        if process_id is not None:
-            conditions.append(LLMMetrics.process_id == process_id)
-        if provider is not None:
-            conditions.append(LLMMetrics.provider == provider)
-        if model is not None:
-            conditions.append(LLMMetrics.model == model)
-        if since is not None:
-            conditions.append(LLMMetrics.created_at >= since)
-        if until is not None:
-            conditions.append(LLMMetrics.created_at < until)
-
-        # Linked to an execution, or to one `db prune` deleted (never live: it was superseded).
-        linked = or_(LLMMetrics.execution_id.is_not(None), LLMMetrics.detached.is_(True))
-        figures = select(
-            *keys,
-            func.count().label("calls"),
-            *(func.sum(getattr(LLMMetrics, name)).label(name) for name in _TOKENS),
-            *_money_sum(_UNITS, "cost"),
-            func.count(LLMMetrics.cost_usd).label("priced"),
-            func.sum(LLMMetrics.inference_time_ms).label("ms_sum"),
-            func.count(LLMMetrics.inference_time_ms).label("ms_count"),
-            func.count(case((linked, 1), else_=None)).label("linked_calls"),
-            func.count(case((linked, LLMMetrics.cost_usd), else_=None)).label("linked_priced"),
-            *_money_sum(case((linked, _UNITS), else_=None), "linked"),
+        conditions = _conditions(
+            project_id=project_id, process_id=process_id, provider=provider, model=model, since=since, until=until
         )
-        live = select(
-            *keys,
-            func.count().label("live_calls"),
-            func.count(LLMMetrics.cost_usd).label("live_priced"),
-            *_money_sum(_UNITS, "live"),
-        )
+        figures, live = _figures(keys), _live(keys)
         if "prompt" in group_by:
             figures, live = _with_prompt(figures), _with_prompt(live)
         figures = figures.where(*conditions)
@@ -351,6 +321,61 @@ class MetricsRepository(Repository):
             tuple(row[f"g_{field}"] for field in columns): row for row in (await self.session.execute(live)).mappings()
         }
         return [_aggregate(row, lives.get(tuple(row[f"g_{field}"] for field in columns)), columns) for row in rows]
+
+
+def _conditions(
+    *,
+    project_id: uuid.UUID | None,
+    process_id: str | None,
+    provider: str | None,
+    model: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> list[ColumnElement[bool]]:
+    """The WHERE conditions of a summary's filters (``since`` inclusive, ``until`` exclusive)."""
+    conditions: list[ColumnElement[bool]] = []
+    if project_id is not None:
+        conditions.append(LLMMetrics.project_id == project_id)
+    if process_id is not None:
+        conditions.append(LLMMetrics.process_id == process_id)
+    if provider is not None:
+        conditions.append(LLMMetrics.provider == provider)
+    if model is not None:
+        conditions.append(LLMMetrics.model == model)
+    if since is not None:
+        conditions.append(LLMMetrics.created_at >= since)
+    if until is not None:
+        conditions.append(LLMMetrics.created_at < until)
+    return conditions
+
+
+def _figures(keys: Sequence[ColumnElement[Any]]) -> Select[Any]:
+    """The summary's figures per group: calls, tokens, cost, timing, and the share linked to executions."""
+    # Linked to an execution, or to one `db prune` deleted (never live: it was superseded).
+    linked = or_(LLMMetrics.execution_id.is_not(None), LLMMetrics.detached.is_(True))
+    return select(
+        *keys,
+        func.count().label("calls"),
+        *(func.sum(getattr(LLMMetrics, name)).label(name) for name in _TOKENS),
+        *_money_sum(_UNITS, "cost"),
+        func.count(LLMMetrics.cost_usd).label("priced"),
+        func.sum(LLMMetrics.inference_time_ms).label("ms_sum"),
+        func.count(LLMMetrics.inference_time_ms).label("ms_count"),
+        func.count(case((linked, 1), else_=None)).label("linked_calls"),
+        func.count(case((linked, LLMMetrics.cost_usd), else_=None)).label("linked_priced"),
+        *_money_sum(case((linked, _UNITS), else_=None), "linked"),
+    )
+
+
+def _live(keys: Sequence[ColumnElement[Any]]) -> Select[Any]:
+    """The live share of the figures per group: calls, priced calls and cost (summarize keeps only the rows
+    of live executions, see _live_executions)."""
+    return select(
+        *keys,
+        func.count().label("live_calls"),
+        func.count(LLMMetrics.cost_usd).label("live_priced"),
+        *_money_sum(_UNITS, "live"),
+    )
 
 
 def _with_prompt(statement: Select[Any]) -> Select[Any]:

@@ -174,7 +174,20 @@ async def _apply(
     plan = _Plan(removed=sorted(set(existing) - set(wanted)) if complete else [])
     graph = {pid: list(node.depends_on) for pid, node in existing.items() if pid not in plan.removed}
     graph.update({pid: _fields(spec)["depends_on"] for pid, spec in wanted.items()})
-    unknown = sorted({dep for deps in graph.values() for dep in deps if dep not in graph} - set(plan.removed))
+    _check_graph(pipeline_id, graph, plan.removed)
+    if plan.removed:
+        await _check_removals(repo, pipeline_id, graph, plan, dry_run=dry_run)
+    current = await _plan_changes(repo, pipeline_id, wanted, set(existing), plan)
+    written = {} if dry_run else await _write(session, repo, pipeline_id, wanted, current, plan, actor=actor)
+    if plan.recomputing:
+        await _mark_stale(session, repo, pipeline_id, graph, plan, dry_run=dry_run)
+    return plan, written
+
+
+def _check_graph(pipeline_id: str, graph: dict[str, list[str]], removed: list[str]) -> None:
+    """Every dependency in the new catalogue's graph is one of its processes (a removed one is left to
+    _check_removals, which refuses it), and the graph is a DAG."""
+    unknown = sorted({dep for deps in graph.values() for dep in deps if dep not in graph} - set(removed))
     if unknown:
         raise InvalidArgument(
             f"unknown dependencies {_named(unknown)} in pipeline {pipeline_id!r}",
@@ -184,21 +197,37 @@ async def _apply(
     cycle = dag.find_cycle(graph)
     if cycle is not None:
         raise InvalidArgument(f"depends_on would create a cycle: {_path(cycle)}", hint="A pipeline must be a DAG")
-    if plan.removed:
-        needed = sorted({pid for pid in plan.removed for deps in graph.values() if pid in deps})
-        if needed:
-            raise Conflict(
-                f"processes {_named(needed)} are still dependencies of others", hint="Remove their dependents too"
-            )
-        used = await repo.with_executions(pipeline_id, plan.removed)
-        if used and dry_run:
-            plan.blocked = used  # a dry run says what applying would refuse, and plans the rest
-        elif used:
-            raise Conflict(
-                f"processes {_named(used)} have executions; their history cannot be deleted",
-                hint="Keep them in the pipeline (a definition can be replaced, not its history)",
-            )
 
+
+async def _check_removals(
+    repo: ProcessDefinitionRepository, pipeline_id: str, graph: dict[str, list[str]], plan: _Plan, *, dry_run: bool
+) -> None:
+    """The processes ``plan`` removes are no one's dependencies and have no executions; a dry run notes
+    those with executions in ``plan.blocked`` instead of refusing."""
+    needed = sorted({pid for pid in plan.removed for deps in graph.values() if pid in deps})
+    if needed:
+        raise Conflict(
+            f"processes {_named(needed)} are still dependencies of others", hint="Remove their dependents too"
+        )
+    used = await repo.with_executions(pipeline_id, plan.removed)
+    if used and dry_run:
+        plan.blocked = used  # a dry run says what applying would refuse, and plans the rest
+    elif used:
+        raise Conflict(
+            f"processes {_named(used)} have executions; their history cannot be deleted",
+            hint="Keep them in the pipeline (a definition can be replaced, not its history)",
+        )
+
+
+async def _plan_changes(
+    repo: ProcessDefinitionRepository,
+    pipeline_id: str,
+    wanted: dict[str, ProcessSpec],
+    existing: set[str],
+    plan: _Plan,
+) -> dict[str, ProcessDefinition | None]:
+    """Each wanted process against its current definition, into ``plan`` (added, or changed in which
+    fields, recomputing, or unchanged); returns the current rows, read one by one in ``wanted``'s order."""
     current = {pid: await repo.get(pipeline_id, pid) for pid in wanted if pid in existing}
     for pid, spec in wanted.items():
         row = current.get(pid)
@@ -213,26 +242,37 @@ async def _apply(
                 plan.recomputing.append(pid)
         else:
             plan.unchanged += 1
+    return current
 
+
+async def _write(
+    session: AsyncSession,
+    repo: ProcessDefinitionRepository,
+    pipeline_id: str,
+    wanted: dict[str, ProcessSpec],
+    current: dict[str, ProcessDefinition | None],
+    plan: _Plan,
+    *,
+    actor: str | None,
+) -> dict[str, ProcessDefinition]:
+    """Carry out ``plan``: delete the removed processes, create the added, update the changed, and bump
+    the catalogue's revision if anything changed; returns every wanted process's definition."""
     written: dict[str, ProcessDefinition] = {}
-    if not dry_run:
-        if plan.removed:
-            await repo.delete(pipeline_id, plan.removed)
-        for pid, spec in wanted.items():
-            row = current.get(pid)
-            if row is None:
-                written[pid] = await repo.create(
-                    pipeline_id=pipeline_id, id=pid, created_by=actor, updated_by=actor, **_fields(spec)
-                )
-            elif pid in plan.changed:
-                written[pid] = await repo.update(row, updated_by=actor, **_fields(spec))
-            else:
-                written[pid] = row
-        if plan.added or plan.changed or plan.removed:
-            await RevisionRepository(session).bump([revisions.catalogue(pipeline_id)])
-    if plan.recomputing:
-        await _mark_stale(session, repo, pipeline_id, graph, plan, dry_run=dry_run)
-    return plan, written
+    if plan.removed:
+        await repo.delete(pipeline_id, plan.removed)
+    for pid, spec in wanted.items():
+        row = current.get(pid)
+        if row is None:
+            written[pid] = await repo.create(
+                pipeline_id=pipeline_id, id=pid, created_by=actor, updated_by=actor, **_fields(spec)
+            )
+        elif pid in plan.changed:
+            written[pid] = await repo.update(row, updated_by=actor, **_fields(spec))
+        else:
+            written[pid] = row
+    if plan.added or plan.changed or plan.removed:
+        await RevisionRepository(session).bump([revisions.catalogue(pipeline_id)])
+    return written
 
 
 async def _mark_stale(

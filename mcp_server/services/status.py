@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mcp_server.db.types import utcnow
+from mcp_server.models import ProcessExecution
 from mcp_server.repositories import ExecutionRepository
 from mcp_server.schemas.pipeline import (
     DEFAULT_STATUS_PAGE,
@@ -35,28 +37,81 @@ async def pipeline_status(
     ``state`` when given; every row when ``page_size`` is None, for the CLI). Cost follows processes,
     not history. ``loaded``: the project's pipeline, when the caller has read it in this transaction."""
     pipeline = loaded or await pipeline_state.load(session, project_id, lock=False)
-    graph, states = pipeline.graph, pipeline.states()
+    states = pipeline.states()
     now = utcnow()
     holders = await leases.holders(session, pipeline)
     clocks = leases.clocks_of(pipeline, holders, now)
-    processes: list[ProcessStatus] = []
+    counts, ready, plan = _tally(pipeline, states, clocks, now)
+    first = (page - 1) * (page_size or 0)
+    chosen, matching = _page(pipeline.order, states, state, first, page_size)
+    processes = _rows(pipeline, states, chosen, holders, clocks, now)
+    steps = sum(counts.values())
+    return PipelineStatus(
+        project_id=project_id,
+        project_name=pipeline.project.name,
+        pipeline_id=pipeline.project.pipeline_id,
+        processes=processes,
+        total=matching,
+        page=page,
+        has_more=page_size is not None and first + page_size < matching,
+        ready_processes=ready[:MAX_LISTED],
+        ready_count=len(ready),
+        plan=plan[:MAX_LISTED],
+        plan_count=len(plan),
+        counts=counts,
+        complete=steps > 0 and counts[State.COMPLETED.value] == steps,
+        # From its running totals (one row, no SUM) unless the budget has a period.
+        cost=costs.status_of(pipeline.project, await costs.judge(session, pipeline.project)),
+    )
+
+
+def _tally(
+    pipeline: pipeline_state.ProjectPipeline, states: dict[str, State], clocks: dict[str, StepClock], now: datetime
+) -> tuple[dict[str, int], list[str], list[str]]:
+    """Over every step, in order: the count per state, the steps that can run now, and the plan (every
+    step not completed)."""
+    graph = pipeline.graph
     counts = dict.fromkeys((s.value for s in State), 0)
     ready: list[str] = []
     plan: list[str] = []
-    matching = 0
-    first = (page - 1) * (page_size or 0)
     for pid in pipeline.order:
-        definition = pipeline.definitions[pid]
         counts[states[pid].value] += 1
         if rules.claimable(graph, states, pid, clocks.get(pid, StepClock()), now):
             ready.append(pid)
         if states[pid] != State.COMPLETED:
             plan.append(pid)
+    return counts, ready, plan
+
+
+def _page(
+    order: list[str], states: dict[str, State], state: str | None, first: int, page_size: int | None
+) -> tuple[list[str], int]:
+    """The page of steps in ``state`` (every step when None): up to ``page_size`` of them in order after
+    skipping the ``first``, or all of them when ``page_size`` is None; and how many steps are in ``state``."""
+    chosen: list[str] = []
+    matching = 0
+    for pid in order:
         if state is not None and states[pid].value != state:
             continue
         matching += 1
-        if page_size is not None and not first < matching <= first + page_size:
-            continue
+        if page_size is None or first < matching <= first + page_size:
+            chosen.append(pid)
+    return chosen, matching
+
+
+def _rows(
+    pipeline: pipeline_state.ProjectPipeline,
+    states: dict[str, State],
+    chosen: list[str],
+    holders: dict[str, ProcessExecution],
+    clocks: dict[str, StepClock],
+    now: datetime,
+) -> list[ProcessStatus]:
+    """One status row per chosen step: its state, whether it can run, who holds it, what blocks it."""
+    graph = pipeline.graph
+    processes: list[ProcessStatus] = []
+    for pid in chosen:
+        definition = pipeline.definitions[pid]
         row = pipeline.rows.get(pid)
         blocking = list(rules.blockers(graph, states, pid))
         clock = clocks.get(pid, StepClock())
@@ -81,24 +136,7 @@ async def pipeline_status(
                 last_updated_at=row.last_updated_at if row else None,
             )
         )
-    steps = sum(counts.values())
-    return PipelineStatus(
-        project_id=project_id,
-        project_name=pipeline.project.name,
-        pipeline_id=pipeline.project.pipeline_id,
-        processes=processes,
-        total=matching,
-        page=page,
-        has_more=page_size is not None and first + page_size < matching,
-        ready_processes=ready[:MAX_LISTED],
-        ready_count=len(ready),
-        plan=plan[:MAX_LISTED],
-        plan_count=len(plan),
-        counts=counts,
-        complete=steps > 0 and counts[State.COMPLETED.value] == steps,
-        # From its running totals (one row, no SUM) unless the budget has a period.
-        cost=costs.status_of(pipeline.project, await costs.judge(session, pipeline.project)),
-    )
+    return processes
 
 
 REASON_IN_ROW = 100
