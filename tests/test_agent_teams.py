@@ -225,6 +225,8 @@ async def test_renew_lease_keeps_a_step_held_past_its_first_lease(client: Client
     assert state["state"] == "running" and state["can_run"] is True  # its lease passed: claimable
     assert state["running_execution_id"] == held["execution"]["id"] and state["lease_expires_at"] is not None
     assert state["lease_expired"] is True
+    row = (await call_ok(client, "get_pipeline_status", project_id=project))["processes"][0]
+    assert row["execution_id"] == held["execution"]["id"] and row["lease_expired"] is True and row["started_by"]
     late = await call_error(
         client, "renew_lease", "lease_expired", execution_id=held["execution"]["id"], lease_token=held["lease_token"]
     )

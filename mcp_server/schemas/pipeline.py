@@ -313,8 +313,9 @@ class ProcessStatus(BaseModel):
     invalidation_reason: str | None = None
     last_updated_at: datetime | None = None
     execution_id: uuid.UUID | None = None  # running: its holder, and the lease (past: claimable again)
-    started_by: str | None = None
+    started_by: str | None = None  # its agent
     lease_expires_at: datetime | None = None
+    lease_expired: bool | None = None  # true: past it by the server's clock (a claim takes the step over)
     attempt: int | None = None
     retry_at: datetime | None = None
     gave_up: bool | None = None
