@@ -150,8 +150,9 @@ async def test_replies_are_compact_on_the_text_a_model_reads(client: Client) -> 
     started = await call_ok(client, "start_execution", project_id=project, process_id=ids[5])
     await call_ok(client, "fail_execution", execution_id=started["execution"]["id"], error_message="timed out")
     changed = await client.call_tool("record_execution", {**arguments, "process_id": ids[0], "output_data": {"s": 2}})
-    # Each invalidated step adds one short entry; the execution it replaced and the step it unblocked, one each.
-    assert len(_text(changed)) <= 700 + 60 * 19 + 60 + 30
+    # Each invalidated step adds one short entry; the execution it replaced (its id, completion time and agent:
+    # a replaced completed output is never silent) and the step it unblocked, one each.
+    assert len(_text(changed)) <= 700 + 60 * 19 + 130 + 30
 
     listed = await client.call_tool("list_executions", {"project_id": project, "page_size": 100})
     rows = listed.structured_content["items"]  # type: ignore[index]

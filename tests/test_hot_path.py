@@ -67,8 +67,9 @@ async def test_a_record_reads_its_neighbourhood_not_the_catalogue(db: Database, 
     assert not any("process_definitions" in s or "llm_prices" in s for s in seen), seen
     # SQLite's BEGIN IMMEDIATE or PostgreSQL's locks; the project with its change tokens; the state rows
     # around p002; then the writes: execution, state, cost row, project totals (nothing downstream of p002
-    # is completed here, so no cascade).
-    assert len(seen) == 7, seen
+    # is completed here, so no cascade), and the execution whose completed output this one replaced marked
+    # superseded (one UPDATE … RETURNING: a replacement is never silent).
+    assert len(seen) == 8, seen
     states = next(s for s in seen if "FROM process_states" in s)
     assert "IN (" in states  # the rows around p002, not the project's 31 rows
 

@@ -253,10 +253,11 @@ async def test_list_executions_newest_first_with_filters(client: Client) -> None
     assert [e["output_data"]["v"] for e in page["items"]] == [2, 1] and page["has_more"] is True
     assert page["total"] == 3
     completed = await call_ok(client, "list_executions", project_id=project, status="completed")
-    assert completed["total"] == 3
-    # All three completed; only the newest is the step's current output, and the list says which.
-    assert [e["current"] for e in completed["items"]] == [True, False, False]
-    newest, older = completed["items"][0]["id"], completed["items"][1]["id"]
+    assert completed["total"] == 1 and completed["items"][0]["current"] is True
+    # Each record replaced the completed step's output: the older two are superseded, not current.
+    superseded = await call_ok(client, "list_executions", project_id=project, status="superseded")
+    assert [e["current"] for e in superseded["items"]] == [False, False]
+    newest, older = completed["items"][0]["id"], superseded["items"][0]["id"]
     assert (await call_ok(client, "get_execution", execution_id=newest))["current"] is True
     assert (await call_ok(client, "get_execution", execution_id=older))["current"] is False
     everywhere = await call_ok(client, "list_executions")  # across projects: the same answer
@@ -306,7 +307,11 @@ async def test_a_project_is_completed_with_its_last_step_and_reopens_when_a_step
     assert last["project_completed"] is True and "unblocked" not in last
     assert (await call_ok(client, "get_project", project_id=project))["status"] == "completed"
     again = await call_ok(client, "record_execution", project_id=project, process_id="a", output_data={"v": 3})
-    assert again["replaced"] == first["execution"]["id"] and again["unblocked"] == ["b"]
+    assert again["replaced"]["execution_id"] == first["execution"]["id"] and again["unblocked"] == ["b"]
+    # It replaced a completed step's output: never silent, the replaced execution is superseded, naming it.
+    assert again["replaced"]["by"] and again["replaced"]["completed_at"] == first["execution"]["completed_at"]
+    old = await call_ok(client, "get_execution", execution_id=first["execution"]["id"])
+    assert old["status"] == "superseded" and old["superseded_by"] == again["execution"]["id"]
     assert (await call_ok(client, "get_project", project_id=project))["status"] == "in_progress"
 
 

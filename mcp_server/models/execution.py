@@ -47,6 +47,8 @@ class ProcessExecution(AuditMixin, Base):
     # A reuse: the execution whose output this one took at no cost, and what that output had cost.
     reused_from: Mapped[uuid.UUID | None] = mapped_column(GUID())
     saved_usd: Mapped[Decimal | None] = mapped_column(Money())
+    # The execution whose record replaced this one's output as the current one of a completed step.
+    superseded_by: Mapped[uuid.UUID | None] = mapped_column(GUID())
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # A started execution's lease (docs/design.md, "Agent teams"): past it, the execution is expired. The
     # token fences late writers (new for every attempt); attempt counts the step's tries in a row.

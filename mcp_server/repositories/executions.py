@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypedDict, Unpack
 
-from sqlalchemy import BigInteger, Select, func, select, text, type_coerce
+from sqlalchemy import BigInteger, Select, func, select, text, type_coerce, update
 
 from mcp_server.db.types import units_to_money
 from mcp_server.models import ExecutionStatus, ProcessExecution, ProcessState, Project
@@ -31,6 +31,7 @@ class ExecutionChange(TypedDict, total=False):
     updated_by: str | None
     reserved_usd: Decimal | None
     lease_expires_at: datetime | None
+    superseded_by: uuid.UUID | None
 
 
 class NewExecution(ExecutionChange, total=False):
@@ -240,6 +241,20 @@ class ExecutionRepository(Repository):
         if until is not None:
             query = query.where(ProcessExecution.completed_at < until)
         return units_to_money(int(await self.session.scalar(query) or 0))
+
+    async def supersede(self, execution_id: uuid.UUID, by: uuid.UUID) -> tuple[str | None, datetime | None] | None:
+        """Mark a completed execution `superseded` by another, in one statement; its agent (or creator) and
+        completion time, or None when it is gone (pruned)."""
+        e = ProcessExecution
+        query = (
+            update(e)
+            .where(e.id == execution_id)
+            .values(status=ExecutionStatus.SUPERSEDED.value, superseded_by=by)
+            .returning(func.coalesce(e.agent, e.created_by), e.completed_at)
+            .execution_options(synchronize_session=False)
+        )
+        row = (await self.session.execute(query)).first()
+        return None if row is None else (row[0], row[1])
 
     async def update(self, execution: ProcessExecution, **fields: Unpack[ExecutionChange]) -> ProcessExecution:
         for key, value in fields.items():

@@ -148,6 +148,7 @@ class ExecutionOut(Out):
     input_key: str | None = None  # what it computed from, hashed: equal keys, equal work
     reused_from: uuid.UUID | None = None  # a reuse: the execution whose output it took, at no cost
     saved_usd: UsdOut | None = None
+    superseded_by: uuid.UUID | None = None  # the record that replaced its output as current
     output_data: JsonObjectOut | None
     output_hash: str | None
     reasoning: str | None
@@ -252,6 +253,12 @@ DEFAULT_STATUS_PAGE = 20  # step rows: an agent reads counts, ready steps and th
 MAX_STATUS_PAGE = 200
 
 
+class ReplacedOut(BaseModel):
+    execution_id: uuid.UUID
+    completed_at: datetime | None = None
+    by: str | None = None  # its agent, when the step was completed (a replacement, not a redo): now superseded
+
+
 class RecordReply(BaseModel):
     execution: ExecutionRef
     state: StateOut
@@ -260,7 +267,7 @@ class RecordReply(BaseModel):
     invalidated_count: int = 0
     late_finish: bool = Field(False, description="Went stale while running: stays stale.")
     superseded_by: uuid.UUID | None = Field(None, description="The winner: this one is superseded.")
-    replaced: uuid.UUID | None = None  # the execution whose output this one replaced as current
+    replaced: ReplacedOut | None = None  # the execution whose output this one replaced as current
     unblocked: list[str] | None = Field(None, description="Steps now runnable.")
     project_completed: bool | None = None
     note: str | None = None

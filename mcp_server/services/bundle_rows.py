@@ -216,6 +216,7 @@ class ExecutionRow(_Audited):
     input_key: Hash | None = None
     reused_from: uuid.UUID | None = None
     saved_usd: Money | None = None  # what the reused output had cost: reported as saved, never judged
+    superseded_by: uuid.UUID | None = None
     started_at: Time | None = None
     completed_at: Time | None = None
     lease_expires_at: Time | None = None

@@ -36,6 +36,7 @@ from mcp_server.schemas.pipeline import (
     InvalidatedOut,
     InvalidateReply,
     RecordReply,
+    ReplacedOut,
     ReusableOut,
     StartReply,
     StateOut,
@@ -658,6 +659,7 @@ class _Finished:
     decision: rules.Finish
     note: str | None
     current: tuple[uuid.UUID, str | None, datetime | None] | None  # the step's current output before it
+    was: State  # the step's state before it
 
 
 async def record(
@@ -776,7 +778,7 @@ async def _record_new(
         **finished,
     )
     await _starts_the_project(session, pipeline, call.actor)
-    return _Finished(execution, decision, note, current)
+    return _Finished(execution, decision, note, current, state)
 
 
 async def _finish_started(
@@ -806,7 +808,7 @@ async def _finish_started(
         note = "this execution's lease had expired, but nobody took the step over: the finish counts"
     await leases.release(session, execution)
     await ExecutionRepository(session).update(execution, **finished)
-    return _Finished(execution, decision, note, current)
+    return _Finished(execution, decision, note, current, state)
 
 
 async def _apply_finish(
@@ -833,6 +835,7 @@ async def _apply_finish(
         elif note is None:
             note = _unchanged_note(pipeline, process_id)
     after = await _after_completion(session, pipeline, process_id, call.actor) if decision.target is not None else None
+    replaced = await _replaced(session, done)
     cost, budget = await _log_usage(session, pipeline, execution, call.usage, call.quoted, call.actor, call.agent)
     reply = RecordReply(
         execution=_finished_ref(execution),
@@ -842,7 +845,7 @@ async def _apply_finish(
         invalidated_count=len(invalidated),
         late_finish=decision.late,
         superseded_by=winner,
-        replaced=current[0] if output_changed and current is not None and current[0] != execution.id else None,
+        replaced=replaced,
         unblocked=after[0] if after else None,
         project_completed=after[1] if after else None,
         note=note,
@@ -853,6 +856,20 @@ async def _apply_finish(
         execution.reply = reply.model_dump(mode="json")
         await session.flush()
     return reply
+
+
+async def _replaced(session: AsyncSession, done: _Finished) -> ReplacedOut | None:
+    """The execution whose output stopped being the step's current one. Over a completed step that is a
+    replacement, never silent: the replaced execution becomes `superseded`, naming this one (over a running,
+    stale or failed step it is a redo, and the old execution keeps its status)."""
+    current, decision, execution = done.current, done.decision, done.execution
+    if current is None or current[0] == execution.id or decision.target is None or decision.late or decision.superseded:
+        return None
+    if done.was != State.COMPLETED:
+        return ReplacedOut(execution_id=current[0], completed_at=current[2])
+    marked = await ExecutionRepository(session).supersede(current[0], execution.id)
+    by, completed_at = marked if marked is not None else (None, current[2])  # None: pruned
+    return ReplacedOut(execution_id=current[0], completed_at=completed_at, by=by)
 
 
 def _finish_note(

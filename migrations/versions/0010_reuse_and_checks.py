@@ -4,7 +4,8 @@
 ``project`` (the default), ``pipeline`` (any project of the same pipeline) or ``off``; ``reuse_ttl_seconds``
 how old that execution may be; ``required_checks`` the names of the checks a step's current execution must
 pass before the steps that depend on it may run. ``process_executions.reused_from`` is the execution whose
-output a reuse took, and ``saved_usd`` what that output had cost. ``execution_checks`` keeps the latest
+output a reuse took, and ``saved_usd`` what that output had cost; ``superseded_by`` the execution whose
+record replaced a completed step's current output (the replaced one is then `superseded`). ``execution_checks`` keeps the latest
 result of each named check of an execution (one row per execution and name).
 
 Revision ID: 0010
@@ -33,6 +34,7 @@ def upgrade() -> None:
     with op.batch_alter_table("process_executions") as table:
         table.add_column(sa.Column("reused_from", GUID(), nullable=True))
         table.add_column(sa.Column("saved_usd", Money(), nullable=True))
+        table.add_column(sa.Column("superseded_by", GUID(), nullable=True))
         table.create_index("ix_executions_key", ["input_key"])
     op.create_table(
         "execution_checks",
@@ -58,6 +60,7 @@ def downgrade() -> None:
     op.drop_table("execution_checks")
     with op.batch_alter_table("process_executions") as table:
         table.drop_index("ix_executions_key")
+        table.drop_column("superseded_by")
         table.drop_column("saved_usd")
         table.drop_column("reused_from")
     with op.batch_alter_table("process_definitions") as table:
