@@ -5,8 +5,9 @@
 how old that execution may be; ``required_checks`` the names of the checks a step's current execution must
 pass before the steps that depend on it may run. ``process_executions.reused_from`` is the execution whose
 output a reuse took, and ``saved_usd`` what that output had cost; ``superseded_by`` the execution whose
-record replaced a completed step's current output (the replaced one is then `superseded`). ``execution_checks`` keeps the latest
-result of each named check of an execution (one row per execution and name).
+record replaced a completed step's current output (the replaced one is then `superseded`).
+``execution_checks`` keeps the latest result of each named check of an execution (one row per execution
+and name).
 
 Revision ID: 0010
 Revises: 0009
