@@ -144,6 +144,7 @@ async def test_a_killed_worker_loses_its_step_and_hold_then_its_late_finish_is_f
         await anyio.sleep(2.2)
         again = await call_ok(other, "start_execution", project_id=project, reserve_usd="0.50")
         assert again["state"]["process_id"] == step and again["attempt"] == 2
+        assert again["took_over"] == lost  # the claim expired the dead holder's lease and says whose
         assert again["lease_token"] != held["lease_token"]
         await call_ok(
             other,

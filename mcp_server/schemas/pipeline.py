@@ -234,6 +234,7 @@ class StartReply(HandedInputs):
     state: StateOut
     reusable: ReusableOut | None = Field(None, description="A completed run with the same input_key (get_execution).")
     output_schema: dict[str, Any] | None = None  # a claim's step: what record_execution's output_data must match
+    took_over: uuid.UUID | None = None  # the execution whose lease had passed: now expired, its late finish refused
     reused_from: uuid.UUID | None = Field(None, description="Completed from this run's output at no cost: done.")
     saved_usd: UsdOut | None = None
     invalidated_count: int | None = None

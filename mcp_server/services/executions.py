@@ -301,19 +301,20 @@ async def _unblocked(session: AsyncSession, pipeline: ProjectPipeline, process_i
     return sorted(ready, key=pipeline.position.__getitem__)[:MAX_LISTED]
 
 
-async def _claim(session: AsyncSession, project_id: uuid.UUID) -> tuple[ProjectPipeline, str]:
+async def _claim(session: AsyncSession, project_id: uuid.UUID) -> tuple[ProjectPipeline, str, uuid.UUID | None]:
     """The first step of the plan a claim may take, under the project's lock (so N concurrent claims take
-    N different steps), after expiring what passed its lease; ``nothing_ready`` when there is none."""
+    N different steps), after expiring what passed its lease (and which expired execution held the step
+    chosen); ``nothing_ready`` when there is none."""
     pipeline = await pipeline_state.load(session, project_id, lock=True)
     now = utcnow()
     running = await leases.running_of(session, pipeline)
-    await leases.expire_due(session, pipeline, now, running)
+    freed = await leases.expire_due(session, pipeline, now, running)
     live = {e.process_id: e for e in running if e.status == ExecutionStatus.RUNNING.value}
     clocks = leases.clocks_of(pipeline, live, now)
     chosen = rules.first_claimable(pipeline.order, pipeline.graph, pipeline.states(), clocks, now)
     if chosen is None:
         raise await leases.nothing_ready(session, pipeline, clocks)
-    return pipeline, chosen
+    return pipeline, chosen, freed.get(chosen)
 
 
 def _refuse_given_up(pipeline: ProjectPipeline, process_id: str, *, force: bool) -> int:
@@ -337,6 +338,7 @@ class _Start:
     pipeline: ProjectPipeline
     process_id: str
     claimed: bool  # the agent named no step: a claim chose it
+    took_over: uuid.UUID | None  # the execution whose lease had passed, expired by this start
     attempts: int
     schemas: Schemas
     key: str
@@ -407,14 +409,14 @@ async def _load_start(
     input_data: Any,
     idempotency_key: str | None,
     args_hash: str,
-) -> StartReply | tuple[ProjectPipeline, str, bool, Checks]:
+) -> StartReply | tuple[ProjectPipeline, str, bool, uuid.UUID | None, Checks]:
     """The project under its lock and the step to start (a claim chooses it), leases past due expired; or
     the reply a replayed call already had (a named start's budget figures brought up to date)."""
     if process_id is None:
         if (replayed := await _replay(session, idempotency_key, args_hash)) is not None:
             return StartReply.model_validate(replayed)
-        pipeline, process_id = await _claim(session, project_id)
-        return pipeline, process_id, True, await check_ahead(session, project_id, process_id)
+        pipeline, process_id, took_over = await _claim(session, project_id)
+        return pipeline, process_id, True, took_over, await check_ahead(session, project_id, process_id)
     checks = await check_ahead(session, project_id, process_id, input_data=input_data)  # before the lock
     pipeline = await pipeline_state.load(session, project_id, lock=True, around=process_id)
     if (replayed := await _replay(session, idempotency_key, args_hash)) is not None:
@@ -423,8 +425,8 @@ async def _load_start(
             replayed["budget"] = costs.status_of(pipeline.project, judged).model_dump(mode="json", exclude_none=True)
         return StartReply.model_validate(replayed)
     pipeline.definition(process_id)
-    await leases.expire_due(session, pipeline)
-    return pipeline, process_id, False, checks
+    freed = await leases.expire_due(session, pipeline)
+    return pipeline, process_id, False, freed.get(process_id), checks
 
 
 async def _check_start(
@@ -432,6 +434,7 @@ async def _check_start(
     pipeline: ProjectPipeline,
     process_id: str,
     claimed: bool,
+    took_over: uuid.UUID | None,
     checks: Checks,
     expected_version: int | None,
     force: bool,
@@ -451,7 +454,7 @@ async def _check_start(
     await checks.validate(schemas[0], input_data, what="input_data", process_id=process_id)
     await _check_prompt(session, prompt_version_id)
     key = pipeline_state.input_key(pipeline, process_id, input_hash, prompt_version_id, schemas)
-    return _Start(pipeline, process_id, claimed, attempts, schemas, key, target)
+    return _Start(pipeline, process_id, claimed, took_over, attempts, schemas, key, target)
 
 
 async def _create_running(
@@ -508,6 +511,7 @@ async def _started(
         state=_state_out(step.pipeline, step.process_id),
         reusable=offer,
         output_schema=step.schemas[1] if step.claimed else None,
+        took_over=step.took_over,
         **(await pipeline_state.inputs_of(session, step.pipeline, step.process_id)).fields(),
         budget=budget,
         lease_token=execution.lease_token,

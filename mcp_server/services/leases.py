@@ -64,16 +64,16 @@ async def expire_due(
     pipeline: ProjectPipeline,
     now: datetime | None = None,
     running: list[ProcessExecution] | None = None,
-) -> list[str]:
+) -> dict[str, uuid.UUID]:
     """Expire the running executions of the loaded steps whose lease has passed: each is stored `expired`,
     its reservation released, and its step (if still running) fails with the attempt counted. Returns the
-    steps it freed. One query, and only when a loaded step is running (none when ``running`` is given:
-    the caller read them)."""
+    steps it freed, each with the execution that held it. One query, and only when a loaded step is running
+    (none when ``running`` is given: the caller read them)."""
     now = now or utcnow()
     if running is None:
         steps = [pid for pid, row in pipeline.rows.items() if row.state == State.RUNNING.value]
         running = await ExecutionRepository(session).running(pipeline.project_id, steps) if steps else []
-    freed: list[str] = []
+    freed: dict[str, uuid.UUID] = {}
     for execution in running:
         if not rules.lease_passed(execution.lease_expires_at, now):
             continue
@@ -86,7 +86,7 @@ async def expire_due(
         )
         if pipeline.state(execution.process_id) == State.RUNNING:
             await fail_step(session, pipeline, execution.process_id, now)
-            freed.append(execution.process_id)
+            freed[execution.process_id] = execution.id
     return freed
 
 
