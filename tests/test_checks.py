@@ -178,3 +178,17 @@ async def test_a_step_without_required_checks_is_never_held(client: Client) -> N
     claimed = await call_ok(client, "start_execution", project_id=project)
     assert claimed["state"]["process_id"] == "b"
     assert [c["name"] for c in (await call_ok(client, "get_execution", execution_id=a))["checks"]] == ["review"]
+
+
+async def test_prune_takes_the_checks_of_the_executions_it_removes(client: Client, db: Database, db_url: str) -> None:
+    from tests.test_cli import run_cli
+
+    project = await gated(client)
+    old = (await record(client, project, "design", 1))["execution"]["id"]
+    await check(client, old, "review", True)
+    new = (await record(client, project, "design", 2))["execution"]["id"]
+    await check(client, new, "review", True)
+    pruned = run_cli("db", "prune", "--older-than", "0d", url=db_url)
+    assert pruned.returncode == 0 and "removed 1 " in pruned.stdout, (pruned.stdout, pruned.stderr)
+    assert (await table_counts(db))["execution_checks"] == 1
+    assert [c["name"] for c in (await call_ok(client, "get_execution", execution_id=new))["checks"]] == ["review"]
