@@ -23,7 +23,7 @@ TOOLSET_OF = {
     "pipeline": [
         "define_process", "list_processes", "delete_process", "start_execution", "record_execution",
         "fail_execution", "get_execution", "list_executions", "get_process_state", "get_pipeline_status",
-        "invalidate_process",
+        "invalidate_process", "record_check",
     ],
     "prompts": ["save_prompt_version", "get_prompt_version", "list_prompt_versions"],
     "costs": ["report_cost", "get_cost_summary"],

@@ -36,6 +36,7 @@ CONTRACT_TOOLSETS: dict[str, tuple[str, ...]] = {
         "get_process_state",
         "get_pipeline_status",
         "invalidate_process",
+        "record_check",
     ),
     "prompts": ("save_prompt_version", "get_prompt_version", "list_prompt_versions"),
     "costs": ("report_cost", "get_cost_summary"),

@@ -581,3 +581,48 @@ def test_a_browser_signs_in_under_the_policy_and_its_script_never_sees_the_sessi
     assert cookie["value"] != TOKEN and cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/"
     assert page.evaluate("document.cookie") == ""  # HttpOnly: no script reads it
     assert page.evaluate("window.__violations || []") == []
+
+
+def test_the_page_marks_a_step_whose_checks_hold_its_dependants(tmp_path: Path, browser: Any) -> None:
+    """A completed step whose required check is missing shows it (the steps table and the graph), and a
+    check recorded by another process turns it to failed on the open page, without a reload (docs/design.md,
+    "Checks")."""
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    steps = [
+        {"process_id": "design", "name": "Design", "required_checks": ["review"]},
+        {"process_id": "build", "name": "Build", "depends_on": ["design"]},
+    ]
+
+    async def fill() -> tuple[str, str]:
+        async with Client(build_server(Settings(database_url=url, auto_migrate=False))) as client:
+            await call_ok(client, "apply_pipeline", processes=steps)
+            project = (await call_ok(client, "create_project", name="Checked"))["id"]
+            recorded = await call_ok(
+                client, "record_execution", project_id=project, process_id="design", output_data={"v": 1}
+            )
+        return project, recorded["execution"]["id"]
+
+    async def fail_review(execution: str) -> None:
+        async with Client(build_server(Settings(database_url=url, auto_migrate=False))) as client:
+            await call_ok(client, "record_check", execution_id=execution, name="review", passed=False)
+
+    # Playwright's sync API runs an event loop on this thread: the agents' clients run on another one.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(anyio.run, upgrade_to_head, url).result(timeout=60)
+        project, execution = pool.submit(anyio.run, fill).result(timeout=60)
+    process, base = _start_ui(url)
+    try:
+        page = browser.new_page()
+        page.goto(f"{base}/#/project/{project}")
+        page.locator("tr[data-step='design'] .checks[data-checks='… review']").wait_for()
+        assert page.locator("#graph [data-node='design'].held").count() == 1
+        assert page.locator("#graph [data-node='build'].held").count() == 0
+        page.evaluate("window.__loadedOnce = true")
+        page.wait_for_function("feed !== null && feed.readyState === EventSource.OPEN", timeout=10_000)
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(anyio.run, fail_review, execution).result(timeout=30)
+        page.locator("tr[data-step='design'] .checks[data-checks='✗ review']").wait_for(timeout=10_000)
+        assert "✗ review" in (page.locator("#graph [data-node='design']").text_content() or "")
+        assert page.evaluate("window.__loadedOnce === true"), "the page was reloaded"
+    finally:
+        _stop(process)

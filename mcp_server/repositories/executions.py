@@ -29,6 +29,7 @@ class ExecutionChange(TypedDict, total=False):
     idempotency_key: str | None
     request_hash: str | None
     updated_by: str | None
+    updated_at: datetime
     reserved_usd: Decimal | None
     lease_expires_at: datetime | None
     superseded_by: uuid.UUID | None

@@ -6,10 +6,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection
 
-from sqlalchemy import func, literal, or_, select, union
+from sqlalchemy import case, func, literal, or_, select, union
 
 from mcp_server.enums import ExecutionStatus
-from mcp_server.models import ProcessDefinition, ProcessExecution, ProcessState, Project, Revision
+from mcp_server.models import ExecutionCheck, ProcessDefinition, ProcessExecution, ProcessState, Project, Revision
 from mcp_server.repositories.base import Repository
 from mcp_server.repositories.revisions import CATALOGUE_PREFIX
 
@@ -61,8 +61,9 @@ class LiveRepository(Repository):
 
     async def project_tokens(self, ids: Collection[uuid.UUID]) -> dict[uuid.UUID, str]:
         """Per project, a token that changes whenever what its status resource shows changes: its row,
-        its states (a step's every change raises its version), its running executions' leases and its
-        pipeline's catalogue token. A deleted project's token is its deleted row's."""
+        its states (a step's every change raises its version), its running executions' leases, its checks
+        (docs/design.md, "Checks") and its pipeline's catalogue token. A deleted project's token is its
+        deleted row's."""
         if not ids:
             return {}
         states = (
@@ -86,6 +87,17 @@ class LiveRepository(Repository):
             .group_by(ProcessExecution.project_id)
             .subquery()
         )
+        checks = (
+            select(
+                ExecutionCheck.project_id,
+                func.count().label("checks"),
+                func.sum(case((ExecutionCheck.passed, 1), else_=0)).label("passed"),
+                func.max(func.coalesce(ExecutionCheck.updated_at, ExecutionCheck.created_at)).label("checked"),
+            )
+            .where(ExecutionCheck.project_id.in_(ids))
+            .group_by(ExecutionCheck.project_id)
+            .subquery()
+        )
         catalogue = select(Revision.token).where(Revision.name == literal(CATALOGUE_PREFIX) + Project.pipeline_id)
         query = (
             select(
@@ -93,10 +105,12 @@ class LiveRepository(Repository):
                 *(Project.updated_at, Project.is_deleted, Project.status, Project.pipeline_id, Project.budget_usd),
                 *(Project.budget_policy, Project.spent_usd, Project.reserved_usd, Project.unpriced_calls),
                 *(states.c.n, states.c.versions, states.c.last, leases.c.running, leases.c.lease),
+                *(checks.c.checks, checks.c.passed, checks.c.checked),
                 catalogue.scalar_subquery(),
             )
             .outerjoin(states, states.c.project_id == Project.id)
             .outerjoin(leases, leases.c.project_id == Project.id)
+            .outerjoin(checks, checks.c.project_id == Project.id)
             .where(Project.id.in_(ids))
         )
         return {row[0]: repr(tuple(row[1:])) for row in await self.session.execute(query)}

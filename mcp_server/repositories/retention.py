@@ -10,7 +10,7 @@ from sqlalchemy import Text, and_, delete, exists, func, not_, select, update
 from sqlalchemy.orm import aliased
 
 from mcp_server.enums import ExecutionStatus, StateName
-from mcp_server.models import LLMMetrics, ProcessExecution, ProcessState
+from mcp_server.models import ExecutionCheck, LLMMetrics, ProcessExecution, ProcessState
 from mcp_server.repositories.base import Repository
 
 
@@ -104,8 +104,8 @@ class RetentionRepository(Repository):
         return PrunableTotals(int(counted[0]), int(counted[1]), int(counted[2]), int(cost_rows or 0))
 
     async def delete(self, executions: list[Prunable]) -> int:
-        """Delete the executions; their cost rows stay, detached, each keeping the prompt version its
-        execution used (it still counts as rework). Returns how many cost rows were detached."""
+        """Delete the executions and their checks; their cost rows stay, detached, each keeping the prompt
+        version its execution used (it still counts as rework). Returns how many cost rows were detached."""
         detached = 0
         for prompt_version_id in {execution.prompt_version_id for execution in executions}:
             chosen = [e.id for e in executions if e.prompt_version_id == prompt_version_id]
@@ -116,5 +116,7 @@ class RetentionRepository(Repository):
                 .execution_options(synchronize_session=False)
             )
             detached += int(getattr(result, "rowcount", 0) or 0)
-        await self.session.execute(delete(ProcessExecution).where(ProcessExecution.id.in_([e.id for e in executions])))
+        chosen_ids = [e.id for e in executions]
+        await self.session.execute(delete(ExecutionCheck).where(ExecutionCheck.execution_id.in_(chosen_ids)))
+        await self.session.execute(delete(ProcessExecution).where(ProcessExecution.id.in_(chosen_ids)))
         return detached

@@ -138,6 +138,24 @@ class DeletedProcess(BaseModel):
 CURRENT = "The step's current output."
 
 
+class CheckOut(BaseModel):
+    # One check of an execution (docs/design.md, "Checks"): its latest result, by whom, when.
+    name: str
+    passed: bool
+    details: JsonObjectOut | None = None
+    agent: str | None = None
+    at: datetime
+
+
+class CheckReply(BaseModel):
+    check: CheckOut
+    current: bool  # of the step's current execution: only those gate dependants
+    state: StateName  # the step's
+    released: list[str] | None = None  # dependants that can run now
+    held: list[str] | None = None  # dependants its checks hold
+    note: str | None = None
+
+
 class ExecutionOut(Out):
     id: uuid.UUID
     project_id: uuid.UUID
@@ -162,6 +180,7 @@ class ExecutionOut(Out):
     created_at: datetime
     created_by: str | None
     current: bool = Field(False, description=CURRENT)
+    checks: list[CheckOut] | None = None
 
 
 class ExecutionRef(Out):
@@ -299,7 +318,7 @@ class ProcessStateDetail(HandedInputs, StateOut):
     last_updated_at: datetime | None
     name: str
     can_run: bool = Field(description=CAN_RUN)
-    blocked_by: list[str] = Field(description="Dependencies not completed.")
+    blocked_by: list[str] = Field(description="Dependencies not completed; unpassed checks.")
     dependencies: list[DependencyState]
     current_output: JsonObjectOut | None = Field(None, description="output_data of the current execution.")
     running_execution_id: uuid.UUID | None = None
@@ -307,6 +326,8 @@ class ProcessStateDetail(HandedInputs, StateOut):
     lease_expired: bool | None = None  # true: that lease has passed (by the server's clock); a claim takes it over
     input_schema: dict[str, Any] | None = None  # the definition's, so a resuming agent needs no other call
     output_schema: dict[str, Any] | None = None
+    checks: list[CheckOut] | None = None  # of the current execution
+    checks_missing: list[str] | None = None  # required, not recorded yet
 
 
 class ProcessStatus(BaseModel):
@@ -315,7 +336,7 @@ class ProcessStatus(BaseModel):
     state: StateName
     version: int
     can_run: bool = Field(description=CAN_RUN)
-    blocked_by: list[str] | None = Field(None, description="Unfinished dependencies (up to 10).")
+    blocked_by: list[str] | None = Field(None, description="Unfinished dependencies; unpassed checks (up to 10).")
     blocked_count: int | None = None
     invalidated_by_process_id: str | None = Field(None, description="Root cause of stale.")
     invalidation_reason: str | None = None
@@ -327,6 +348,8 @@ class ProcessStatus(BaseModel):
     attempt: int | None = None
     retry_at: datetime | None = None
     gave_up: bool | None = None
+    checks_failed: list[str] | None = None  # required checks of its current execution: they hold dependants
+    checks_missing: list[str] | None = None
 
 
 class LeaseReply(BaseModel):
@@ -342,7 +365,7 @@ class PipelineStatus(PageInfo):
     processes: list[ProcessStatus] = Field(description="This page, in topological order.")
     ready_processes: list[str] = Field(description="Ids that can run next (first 100).")
     ready_count: int
-    plan: list[str] = Field(description="Steps not completed, in run order (first 100).")
+    plan: list[str] = Field(description="Steps not completed or failing a check, in run order (first 100).")
     plan_count: int
     counts: dict[str, int] = Field(description="Steps in each state.")
     complete: bool

@@ -54,6 +54,11 @@ class Catalogue:
             position={pid: index for index, pid in enumerate(order)},
         )
 
+    @property
+    def checked(self) -> bool:
+        """Some step requires checks (docs/design.md, "Checks"): only then are check results read."""
+        return any(node.required_checks for node in self.nodes.values())
+
     def descendants(self, process_id: str) -> list[str]:
         return dag.descendants(self.graph, [process_id], reverse=self.dependents)
 

@@ -16,6 +16,7 @@ from mcp_server.db.migrate import upgrade_to_head
 from mcp_server.errors import Conflict, InvalidArgument, Unavailable
 from mcp_server.models import (
     BudgetAlert,
+    ExecutionCheck,
     LLMMetrics,
     LLMPrice,
     PipelineBudget,
@@ -29,8 +30,8 @@ from mcp_server.repositories.rows import RowRepository
 from mcp_server.settings import mask_url
 
 BATCH = 1_000
-# Foreign keys first: definitions and projects, prompts, executions, the states that point at them, costs,
-# pipeline budgets and the budget alerts kept once per period (so a copy does not report them again).
+# Foreign keys first: definitions and projects, prompts, executions and their checks, the states that point at
+# them, costs, pipeline budgets and the budget alerts kept once per period (so a copy does not report them again).
 TABLES: list[Table] = [
     model.__table__  # type: ignore[misc]
     for model in (
@@ -38,6 +39,7 @@ TABLES: list[Table] = [
         Project,
         PromptVersion,
         ProcessExecution,
+        ExecutionCheck,
         ProcessState,
         LLMMetrics,
         LLMPrice,

@@ -43,6 +43,7 @@ from mcp_server.schemas.pipeline import (
 )
 from mcp_server.services import caps, costs, leases, pipeline_state, rules
 from mcp_server.services.catalogue import Schemas
+from mcp_server.services.checks import of_execution as checks_of
 from mcp_server.services.idempotency import check_replay, request_hash
 from mcp_server.services.pipeline_state import ProjectPipeline
 from mcp_server.services.rules import Event, State
@@ -289,16 +290,8 @@ async def _after_completion(
 
 
 async def _unblocked(session: AsyncSession, pipeline: ProjectPipeline, process_id: str) -> list[str]:
-    """The dependents of a step that just completed whose dependencies are now all completed and that are
-    neither completed nor running: what to claim next (their other dependencies read in one query)."""
-    below = pipeline.catalogue.dependents.get(process_id, [])
-    needed = {dep for pid in below for dep in pipeline.definitions[pid].depends_on} - set(pipeline.rows)
-    if needed:
-        extra = await StateRepository(session).rows(pipeline.project_id, needed)
-        pipeline.rows.update({row.process_id: row for row in extra})
-    states = {pid: pipeline.state(pid) for pid in {*below, *needed, *pipeline.rows}}
-    ready = [pid for pid in below if rules.can_run_next(pipeline.graph, states, pid)]
-    return sorted(ready, key=pipeline.position.__getitem__)[:MAX_LISTED]
+    """The dependents of a step that just completed that can now run: what to claim next."""
+    return (await pipeline_state.runnable_dependants(session, pipeline, process_id))[:MAX_LISTED]
 
 
 async def _claim(session: AsyncSession, project_id: uuid.UUID) -> tuple[ProjectPipeline, str, uuid.UUID | None]:
@@ -311,7 +304,9 @@ async def _claim(session: AsyncSession, project_id: uuid.UUID) -> tuple[ProjectP
     freed = await leases.expire_due(session, pipeline, now, running)
     live = {e.process_id: e for e in running if e.status == ExecutionStatus.RUNNING.value}
     clocks = leases.clocks_of(pipeline, live, now)
-    chosen = rules.first_claimable(pipeline.order, pipeline.graph, pipeline.states(), clocks, now)
+    await pipeline_state.read_checks(session, pipeline)
+    holds = pipeline.verdicts()
+    chosen = rules.first_claimable(pipeline.order, pipeline.graph, pipeline.states(), clocks, now, holds)
     if chosen is None:
         raise await leases.nothing_ready(session, pipeline, clocks)
     return pipeline, chosen, freed.get(chosen)
@@ -448,6 +443,8 @@ async def _check_start(
     if pipeline.state(process_id) == State.RUNNING:
         await _refuse_over_running(session, pipeline.project_id, process_id, starting=True)
     target = rules.next_state(pipeline.state(process_id), Event.START, process_id=process_id)
+    if not force:
+        await pipeline_state.read_checks(session, pipeline, pipeline.graph.get(process_id, ()))
     pipeline.check_ready(process_id, force=force)
     attempts = _refuse_given_up(pipeline, process_id, force=force)
     schemas = await pipeline.catalogue.schemas_of(session, process_id)
@@ -762,6 +759,8 @@ async def _record_new(
         note = (
             f"process {process_id!r} had a running execution: it finishes as superseded unless finished with force=true"
         )
+    if not call.force:
+        await pipeline_state.read_checks(session, pipeline, pipeline.graph.get(process_id, ()))
     pipeline.check_ready(process_id, force=call.force)
     decision = rules.finish(state, started=False, changed_since_start=False, force=call.force)
     input_data = {} if call.input_data is None else call.input_data
@@ -839,6 +838,9 @@ async def _apply_finish(
         elif note is None:
             note = _unchanged_note(pipeline, process_id)
     after = await _after_completion(session, pipeline, process_id, call.actor) if decision.target is not None else None
+    if after is not None and (required := pipeline.definition(process_id).required_checks):
+        waits = f"its dependants wait for its checks {', '.join(required)} (record_check)"
+        note = f"{note}; {waits}" if note else waits
     replaced = await _replaced(session, done)
     cost, budget = await _log_usage(session, pipeline, execution, call.usage, call.quoted, call.actor, call.agent)
     reply = RecordReply(
@@ -1103,6 +1105,7 @@ async def get(session: AsyncSession, execution_id: uuid.UUID) -> ExecutionOut:
         raise NotFound(f"execution {execution_id} does not exist", hint="list_executions shows a project's executions")
     out = ExecutionOut.model_validate(execution)
     out.current = bool(await repo.current_among([execution]))
+    out.checks = await checks_of(session, execution_id) or None
     return out
 
 

@@ -125,8 +125,12 @@ async def nothing_ready(
     remaining = [pid for pid in pipeline.order if states.get(pid) != State.COMPLETED]
     backing_off = {pid: c.retry_at for pid, c in step_clocks.items() if c.retry_at is not None and pid in remaining}
     given_up = [pid for pid, c in step_clocks.items() if rules.gave_up(c.attempts, c.max_attempts)]
+    holds = pipeline.verdicts()  # the claim read the checks
     waiting = {
-        pid: sorted(rules.blockers(pipeline.graph, states, pid))[:MAX_BLOCKERS]
+        pid: [
+            *sorted(rules.blockers(pipeline.graph, states, pid)),
+            *rules.check_blockers(pipeline.graph, holds, pid),
+        ][:MAX_BLOCKERS]
         for pid in remaining
         if pid not in step_clocks or not step_clocks[pid].held
     }
@@ -146,6 +150,9 @@ async def nothing_ready(
     elif running or backing_off:
         message = f"{len(remaining)} step(s) remain; {len(running)} running, {len(backing_off)} backing off"
         hint = "Wait (until the earliest lease_expires_at or retry_at) and claim again"
+    elif holds:
+        message = f"{len(remaining)} step(s) remain, held by the checks of {', '.join(sorted(holds)[:MAX_BLOCKERS])}"
+        hint = "Wait for those checks to pass (record_check), or re-run a step whose check failed, and claim again"
     else:
         message = f"{len(remaining)} step(s) remain, none can run: {len(given_up)} gave up"
         hint = "Stop, or start a given-up step explicitly with force=true after fixing its cause"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,7 @@ from mcp_server.db.types import utcnow
 from mcp_server.errors import Conflict, NotFound, NotReady
 from mcp_server.models import Project
 from mcp_server.repositories import ExecutionRepository, ProjectRepository, StateRepository
+from mcp_server.repositories.checks import CheckRepository, CheckRow
 from mcp_server.repositories.processes import Node
 from mcp_server.repositories.states import StateChange, StateRow
 from mcp_server.schemas.pipeline import InvalidatedOut
@@ -38,6 +40,7 @@ class ProjectPipeline:
     scope: set[str] | None = None
     prices_token: str | None = None  # read with the project, for the cost this call may log
     shared_budget: bool = False  # read with the project: its pipeline has a budget all its projects share
+    checks: dict[uuid.UUID, dict[str, CheckRow]] = field(default_factory=dict)  # read_checks: by execution
 
     @property
     def project_id(self) -> uuid.UUID:
@@ -90,15 +93,95 @@ class ProjectPipeline:
                 details={"process_id": process_id, "current_version": current, "state": self.state(process_id)},
             )
 
+    def verdicts(self) -> dict[str, rules.Verdict]:
+        """Each loaded completed step that requires checks with the ones its current execution has not
+        passed (read_checks read them; a step whose checks were not read is judged by none)."""
+        found: dict[str, rules.Verdict] = {}
+        for pid, row in self.rows.items():
+            node = self.definitions.get(pid)
+            if node is None or not node.required_checks or row.state != State.COMPLETED.value:
+                continue
+            if row.current_execution_id not in self.checks:
+                continue
+            results = {
+                name: rules.CheckResult(check.passed, check_summary(check.details))
+                for name, check in self.checks[row.current_execution_id].items()
+            }
+            if held := rules.verdict(node.required_checks, results):
+                found[pid] = held
+        return found
+
     def check_ready(self, process_id: str, *, force: bool) -> None:
+        """Refused (not_ready) while a dependency is not completed or is held by its checks (read_checks
+        first), unless ``force``."""
         blocking = rules.blockers(self.graph, self.states(), process_id)
-        if blocking and not force:
-            listed = ", ".join(f"{dep} ({state.value})" for dep, state in blocking.items())
+        checks = rules.check_blockers(self.graph, self.verdicts(), process_id)
+        if (blocking or checks) and not force:
+            listed = ", ".join([*(f"{dep} ({state.value})" for dep, state in blocking.items()), *checks])
             raise NotReady(
                 f"process {process_id!r} is blocked by {listed}",
-                hint="Complete those first (get_pipeline_status lists what can run), or pass force=true",
-                details={"blocked_by": [{"process_id": d, "state": s.value} for d, s in blocking.items()]},
+                hint="Complete those first (get_pipeline_status lists what can run; record_check records a "
+                "check), or pass force=true",
+                details={
+                    "blocked_by": [{"process_id": d, "state": s.value} for d, s in blocking.items()],
+                    **({"checks": checks} if checks else {}),
+                },
             )
+
+
+SUMMARY_CHARS = 80  # of a failed check's details, where a blocked step names it
+
+
+def check_summary(details: Any) -> str | None:
+    """What a failed check said, short: its details' `summary` (or `message`) when a string, else the
+    details as compact JSON, clipped."""
+    if details is None:
+        return None
+    said = [details[k] for k in ("summary", "message") if isinstance(details, dict) and isinstance(details.get(k), str)]
+    text = said[0] if said else json.dumps(details, separators=(",", ":"), ensure_ascii=False)
+    return text if len(text) <= SUMMARY_CHARS else text[: SUMMARY_CHARS - 1] + "…"
+
+
+async def read_checks(
+    session: AsyncSession, pipeline: ProjectPipeline, steps: Iterable[str] | None = None, *, every: bool = False
+) -> None:
+    """The check results of the current executions of the loaded steps (of ``steps``, when given) that
+    require checks, or (``every``) of all of them (docs/design.md, "Checks"): one query, and none in a
+    pipeline without required checks or when no such step has a current execution."""
+    if not pipeline.catalogue.checked:
+        return
+    wanted = {
+        row.current_execution_id
+        for pid in (pipeline.rows if steps is None else steps)
+        if (row := pipeline.rows.get(pid)) is not None
+        and row.current_execution_id is not None
+        and row.current_execution_id not in pipeline.checks
+        and (node := pipeline.definitions.get(pid)) is not None
+        and (every or node.required_checks)
+    }
+    if not wanted:
+        return
+    for execution_id in wanted:
+        pipeline.checks[execution_id] = {}
+    for check in await CheckRepository(session).of_executions(wanted):
+        pipeline.checks[check.execution_id][check.name] = check
+
+
+async def runnable_dependants(session: AsyncSession, pipeline: ProjectPipeline, process_id: str) -> list[str]:
+    """The dependants of a step that can run now (their dependencies completed and passed their checks;
+    themselves neither completed nor running), in run order: their other dependencies' rows and checks
+    read in one query each, only when needed."""
+    below = pipeline.catalogue.dependents.get(process_id, [])
+    above = {dep for pid in below for dep in pipeline.definitions[pid].depends_on}
+    needed = above - set(pipeline.rows)
+    if needed:
+        extra = await StateRepository(session).rows(pipeline.project_id, needed)
+        pipeline.rows.update({row.process_id: row for row in extra})
+    await read_checks(session, pipeline, above)
+    states = {pid: pipeline.state(pid) for pid in {*below, *needed, *pipeline.rows}}
+    holds = pipeline.verdicts()
+    ready = [pid for pid in below if rules.can_run_next(pipeline.graph, states, pid, holds)]
+    return sorted(ready, key=pipeline.position.__getitem__)
 
 
 async def load(

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -70,14 +70,60 @@ def blockers(graph: Graph, states: Mapping[str, State], process_id: str) -> dict
     }
 
 
-def is_ready(graph: Graph, states: Mapping[str, State], process_id: str) -> bool:
-    return not blockers(graph, states, process_id)
+@dataclass(frozen=True)
+class CheckResult:
+    """The latest result of one named check of an execution, as the rules need it."""
+
+    passed: bool
+    summary: str | None = None  # what a failure said, shortened
 
 
-def can_run_next(graph: Graph, states: Mapping[str, State], process_id: str) -> bool:
+@dataclass(frozen=True)
+class Verdict:
+    """A completed step's required checks that its current execution has not passed (docs/design.md,
+    "Checks"): while any is missing or failed, the steps that depend on it cannot run."""
+
+    missing: tuple[str, ...] = ()
+    failed: tuple[tuple[str, str | None], ...] = ()  # (name, summary)
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.failed)
+
+    def describe(self, process_id: str) -> list[str]:
+        """How a blocked step names them: `check review of design: missing` or `…: failed: <summary>`."""
+        named = [f"check {name} of {process_id}: missing" for name in self.missing]
+        for name, summary in self.failed:
+            named.append(f"check {name} of {process_id}: failed" + (f": {summary}" if summary else ""))
+        return named
+
+
+def verdict(required: Sequence[str], results: Mapping[str, CheckResult]) -> Verdict:
+    """Which of the ``required`` checks ``results`` (the current execution's, by name) lack or failed."""
+    missing = tuple(name for name in required if name not in results)
+    failed = tuple((name, results[name].summary) for name in required if name in results and not results[name].passed)
+    return Verdict(missing, failed)
+
+
+# Completed steps whose required checks are not all passed, by process id; the rest hold nothing.
+Holds = Mapping[str, Verdict]
+
+
+def check_blockers(graph: Graph, holds: Holds | None, process_id: str) -> list[str]:
+    """The unmet checks of a process's dependencies, named (see ``Verdict.describe``)."""
+    if not holds:
+        return []
+    return [text for dep in graph.get(process_id, ()) if (held := holds.get(dep)) for text in held.describe(dep)]
+
+
+def is_ready(graph: Graph, states: Mapping[str, State], process_id: str, holds: Holds | None = None) -> bool:
+    """Every dependency completed, and none held by its checks."""
+    return not blockers(graph, states, process_id) and not check_blockers(graph, holds, process_id)
+
+
+def can_run_next(graph: Graph, states: Mapping[str, State], process_id: str, holds: Holds | None = None) -> bool:
     """Ready, and neither completed nor running (docs/design.md, "Pipeline semantics")."""
     current = states.get(process_id, State.EMPTY)
-    return is_ready(graph, states, process_id) and current not in (State.COMPLETED, State.RUNNING)
+    return is_ready(graph, states, process_id, holds) and current not in (State.COMPLETED, State.RUNNING)
 
 
 @dataclass(frozen=True)
@@ -199,11 +245,19 @@ class StepClock:
     held: bool = False  # a running execution whose lease has not passed
 
 
-def claimable(graph: Graph, states: Mapping[str, State], process_id: str, clock: StepClock, now: datetime) -> bool:
-    """A claim may take the step: ready, not completed, held by no live execution, not backing off and not
-    given up. A running step whose lease passed counts as not running."""
+def claimable(
+    graph: Graph,
+    states: Mapping[str, State],
+    process_id: str,
+    clock: StepClock,
+    now: datetime,
+    holds: Holds | None = None,
+) -> bool:
+    """A claim may take the step: ready (its dependencies' checks passed too), not completed, held by no
+    live execution, not backing off and not given up. A running step whose lease passed counts as not
+    running."""
     current = states.get(process_id, State.EMPTY)
-    if current == State.COMPLETED or clock.held or not is_ready(graph, states, process_id):
+    if current == State.COMPLETED or clock.held or not is_ready(graph, states, process_id, holds):
         return False
     if gave_up(clock.attempts, clock.max_attempts):
         return False
@@ -211,11 +265,16 @@ def claimable(graph: Graph, states: Mapping[str, State], process_id: str, clock:
 
 
 def first_claimable(
-    order: list[str], graph: Graph, states: Mapping[str, State], clocks: Mapping[str, StepClock], now: datetime
+    order: list[str],
+    graph: Graph,
+    states: Mapping[str, State],
+    clocks: Mapping[str, StepClock],
+    now: datetime,
+    holds: Holds | None = None,
 ) -> str | None:
     """The first step of the plan, in run order, that a claim may take."""
     for process_id in order:
-        if claimable(graph, states, process_id, clocks.get(process_id, StepClock()), now):
+        if claimable(graph, states, process_id, clocks.get(process_id, StepClock()), now, holds):
             return process_id
     return None
 

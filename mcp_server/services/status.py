@@ -21,6 +21,7 @@ from mcp_server.schemas.pipeline import (
     ProcessStatus,
 )
 from mcp_server.services import costs, leases, pipeline_state, rules
+from mcp_server.services.checks import check_out
 from mcp_server.services.rules import State, StepClock
 
 
@@ -37,14 +38,30 @@ async def pipeline_status(
     ``state`` when given; every row when ``page_size`` is None, for the CLI). Cost follows processes,
     not history. ``loaded``: the project's pipeline, when the caller has read it in this transaction."""
     pipeline = loaded or await pipeline_state.load(session, project_id, lock=False)
-    states = pipeline.states()
+    await pipeline_state.read_checks(session, pipeline)
+    graph, states, holds = pipeline.graph, pipeline.states(), pipeline.verdicts()
     now = utcnow()
     holders = await leases.holders(session, pipeline)
     clocks = leases.clocks_of(pipeline, holders, now)
-    counts, ready, plan = _tally(pipeline, states, clocks, now)
+    processes: list[ProcessStatus] = []
+    counts = dict.fromkeys((s.value for s in State), 0)
+    ready: list[str] = []
+    plan: list[str] = []
+    matching = 0
     first = (page - 1) * (page_size or 0)
-    chosen, matching = _page(pipeline.order, states, state, first, page_size)
-    processes = _rows(pipeline, states, chosen, holders, clocks, now)
+    for pid in pipeline.order:
+        counts[states[pid].value] += 1
+        if rules.claimable(graph, states, pid, clocks.get(pid, StepClock()), now, holds):
+            ready.append(pid)
+        # A step whose check failed is redone like a stale one (docs/design.md, "Checks").
+        if states[pid] != State.COMPLETED or (pid in holds and holds[pid].failed):
+            plan.append(pid)
+        if state is not None and states[pid].value != state:
+            continue
+        matching += 1
+        if page_size is None or first < matching <= first + page_size:
+            clock = clocks.get(pid, StepClock())
+            processes.append(_status_row(pipeline, states, pid, clock, holders.get(pid), holds, now))
     steps = sum(counts.values())
     return PipelineStatus(
         project_id=project_id,
@@ -65,79 +82,41 @@ async def pipeline_status(
     )
 
 
-def _tally(
-    pipeline: pipeline_state.ProjectPipeline, states: dict[str, State], clocks: dict[str, StepClock], now: datetime
-) -> tuple[dict[str, int], list[str], list[str]]:
-    """Over every step, in order: the count per state, the steps that can run now, and the plan (every
-    step not completed)."""
-    graph = pipeline.graph
-    counts = dict.fromkeys((s.value for s in State), 0)
-    ready: list[str] = []
-    plan: list[str] = []
-    for pid in pipeline.order:
-        counts[states[pid].value] += 1
-        if rules.claimable(graph, states, pid, clocks.get(pid, StepClock()), now):
-            ready.append(pid)
-        if states[pid] != State.COMPLETED:
-            plan.append(pid)
-    return counts, ready, plan
-
-
-def _page(
-    order: list[str], states: dict[str, State], state: str | None, first: int, page_size: int | None
-) -> tuple[list[str], int]:
-    """The page of steps in ``state`` (every step when None): up to ``page_size`` of them in order after
-    skipping the ``first``, or all of them when ``page_size`` is None; and how many steps are in ``state``."""
-    chosen: list[str] = []
-    matching = 0
-    for pid in order:
-        if state is not None and states[pid].value != state:
-            continue
-        matching += 1
-        if page_size is None or first < matching <= first + page_size:
-            chosen.append(pid)
-    return chosen, matching
-
-
-def _rows(
+def _status_row(
     pipeline: pipeline_state.ProjectPipeline,
     states: dict[str, State],
-    chosen: list[str],
-    holders: dict[str, ProcessExecution],
-    clocks: dict[str, StepClock],
+    pid: str,
+    clock: StepClock,
+    holder: ProcessExecution | None,
+    holds: rules.Holds,
     now: datetime,
-) -> list[ProcessStatus]:
-    """One status row per chosen step: its state, whether it can run, who holds it, what blocks it."""
+) -> ProcessStatus:
+    """One step's row of get_pipeline_status: its unpassed checks by name only (get_process_state has them)."""
     graph = pipeline.graph
-    processes: list[ProcessStatus] = []
-    for pid in chosen:
-        definition = pipeline.definitions[pid]
-        row = pipeline.rows.get(pid)
-        blocking = list(rules.blockers(graph, states, pid))
-        clock = clocks.get(pid, StepClock())
-        holder = holders.get(pid)
-        processes.append(
-            ProcessStatus(
-                process_id=pid,
-                name=definition.name,
-                state=states[pid].value,
-                version=pipeline.version(pid),
-                can_run=rules.claimable(graph, states, pid, clock, now),
-                execution_id=holder.id if holder else None,
-                started_by=(holder.agent or holder.created_by) if holder else None,
-                lease_expires_at=holder.lease_expires_at if holder else None,
-                lease_expired=(holder is not None and rules.lease_passed(holder.lease_expires_at, now)) or None,
-                attempt=holder.attempt if holder else None,
-                retry_at=clock.retry_at if clock.retry_at and clock.retry_at > now else None,
-                gave_up=rules.gave_up(clock.attempts, clock.max_attempts) or None,
-                blocked_by=blocking[:MAX_BLOCKERS] or None,
-                blocked_count=len(blocking) if len(blocking) > MAX_BLOCKERS else None,
-                invalidated_by_process_id=row.invalidated_by_process_id if row else None,
-                invalidation_reason=_clipped(row.invalidation_reason) if row else None,
-                last_updated_at=row.last_updated_at if row else None,
-            )
-        )
-    return processes
+    row = pipeline.rows.get(pid)
+    blocking = [*rules.blockers(graph, states, pid), *rules.check_blockers(graph, holds, pid)]
+    held = holds.get(pid)
+    return ProcessStatus(
+        process_id=pid,
+        name=pipeline.definitions[pid].name,
+        state=states[pid].value,
+        version=pipeline.version(pid),
+        can_run=rules.claimable(graph, states, pid, clock, now, holds),
+        execution_id=holder.id if holder else None,
+        started_by=(holder.agent or holder.created_by) if holder else None,
+        lease_expires_at=holder.lease_expires_at if holder else None,
+        lease_expired=(holder is not None and rules.lease_passed(holder.lease_expires_at, now)) or None,
+        attempt=holder.attempt if holder else None,
+        retry_at=clock.retry_at if clock.retry_at and clock.retry_at > now else None,
+        gave_up=rules.gave_up(clock.attempts, clock.max_attempts) or None,
+        blocked_by=blocking[:MAX_BLOCKERS] or None,
+        blocked_count=len(blocking) if len(blocking) > MAX_BLOCKERS else None,
+        invalidated_by_process_id=row.invalidated_by_process_id if row else None,
+        invalidation_reason=_clipped(row.invalidation_reason) if row else None,
+        last_updated_at=row.last_updated_at if row else None,
+        checks_failed=[name for name, _ in held.failed] or None if held else None,
+        checks_missing=list(held.missing) or None if held else None,
+    )
 
 
 REASON_IN_ROW = 100
@@ -166,7 +145,10 @@ async def process_state(session: AsyncSession, project_id: uuid.UUID, process_id
         current = await executions.get(row.current_execution_id)
         current_output = None if current is None else current.output_data
     running = await executions.latest_running(project_id, process_id) if states[process_id] == State.RUNNING else None
-    blocking = rules.blockers(graph, states, process_id)
+    await pipeline_state.read_checks(session, pipeline, [process_id, *definition.depends_on], every=True)
+    holds = pipeline.verdicts()
+    blocking = [*rules.blockers(graph, states, process_id), *rules.check_blockers(graph, holds, process_id)]
+    checks = pipeline.checks.get(row.current_execution_id) if row and row.current_execution_id else None
     now = utcnow()
     clock = leases.clocks_of(pipeline, {process_id: running} if running else {}, now).get(process_id, StepClock())
     input_schema, output_schema = await pipeline.catalogue.schemas_of(session, process_id)
@@ -180,8 +162,8 @@ async def process_state(session: AsyncSession, project_id: uuid.UUID, process_id
         invalidated_by_process_id=row.invalidated_by_process_id if row else None,
         invalidation_reason=row.invalidation_reason if row else None,
         last_updated_at=row.last_updated_at if row else None,
-        can_run=rules.claimable(graph, states, process_id, clock, now),
-        blocked_by=list(blocking),
+        can_run=rules.claimable(graph, states, process_id, clock, now, holds),
+        blocked_by=blocking,
         dependencies=[
             DependencyState(process_id=dep, state=states.get(dep, State.EMPTY).value, version=pipeline.version(dep))
             for dep in definition.depends_on
@@ -192,6 +174,10 @@ async def process_state(session: AsyncSession, project_id: uuid.UUID, process_id
         lease_expired=(running is not None and rules.lease_passed(running.lease_expires_at, now)) or None,
         input_schema=input_schema,
         output_schema=output_schema,
+        checks=[check_out(check) for check in checks.values()] or None if checks else None,
+        checks_missing=[name for name in definition.required_checks or () if name not in checks] or None
+        if checks is not None
+        else None,
         **(await pipeline_state.inputs_of(session, pipeline, process_id)).fields(),
     )
 
@@ -200,4 +186,6 @@ async def graph(session: AsyncSession, project_id: uuid.UUID) -> str:
     """The project's pipeline as a Mermaid flowchart (services.graph)."""
     from mcp_server.services.graph import mermaid
 
-    return mermaid(await pipeline_state.load(session, project_id, lock=False))
+    pipeline = await pipeline_state.load(session, project_id, lock=False)
+    await pipeline_state.read_checks(session, pipeline)
+    return mermaid(pipeline)

@@ -30,6 +30,8 @@ from mcp_server.schemas.pipeline import (
     DEFAULT_STATUS_PAGE,
     MAX_STATUS_PAGE,
     ApplyReply,
+    CheckName,
+    CheckReply,
     DefineProcessReply,
     DeletedProcess,
     ExecutionOut,
@@ -55,8 +57,9 @@ from mcp_server.schemas.pipeline import (
 from mcp_server.tools.base import ToolEntry, actor_of, app_of, tell_alerts
 
 if TYPE_CHECKING:
-    from mcp_server.services import definitions, executions, leases, status
+    from mcp_server.services import checks, definitions, executions, leases, status
 else:  # loaded on the first call: start-up does not import the database layer
+    checks = lazy_module("mcp_server.services.checks")
     definitions = lazy_module("mcp_server.services.definitions")
     leases = lazy_module("mcp_server.services.leases")
     executions = lazy_module("mcp_server.services.executions")
@@ -374,6 +377,28 @@ async def invalidate_process(
         )
 
 
+async def record_check(
+    execution_id: ExecutionId,
+    name: CheckName,
+    passed: bool,
+    ctx: Context[App],
+    details: JsonObject | None = None,
+    agent: AgentArg = None,
+) -> CheckReply:
+    """Record a named check of a finished execution (again: replaces it). A step's required_checks must
+    pass on its current execution before dependants run."""
+    async with app_of(ctx).db.unit_of_work() as session:
+        return await checks.record(
+            session,
+            execution_id=execution_id,
+            name=name,
+            passed=passed,
+            details=details,
+            agent=agent,
+            actor=actor_of(ctx),
+        )
+
+
 # The toolset, in the order tools/list publishes it.
 TOOLS: tuple[ToolEntry, ...] = (
     ToolEntry(define_process, "Define process", read_only=False, destructive=True, idempotent=True),
@@ -390,4 +415,5 @@ TOOLS: tuple[ToolEntry, ...] = (
     ToolEntry(get_process_state, "Get process state", read_only=True),
     ToolEntry(get_pipeline_status, "Get pipeline status", read_only=True),
     ToolEntry(invalidate_process, "Invalidate process", read_only=False, destructive=True, idempotent=True),
+    ToolEntry(record_check, "Record check", read_only=False, destructive=True, idempotent=True),
 )

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mcp_server.db.engine import database_key
 from mcp_server.enums import StateName
-from mcp_server.models import ProcessExecution, ProcessState, Project, ProjectStatus, Revision
+from mcp_server.models import ExecutionCheck, ProcessExecution, ProcessState, Project, ProjectStatus, Revision
 from mcp_server.repositories import (
     BudgetAlertRepository,
     ExecutionRepository,
@@ -126,6 +126,19 @@ _STATE_TOKENS = (
     .group_by(_STATES.c.project_id)
     .subquery()
 )
+_CHECKS = cast(Table, ExecutionCheck.__table__)
+# Per project: its check results (docs/design.md, "Checks"): how many, how many passed, the last recorded.
+_CHECK_TOKENS = (
+    select(
+        _CHECKS.c.project_id,
+        func.count().label("checks"),
+        func.sum(case((_CHECKS.c.passed, 1), else_=0)).label("passed"),
+        func.max(func.coalesce(_CHECKS.c.updated_at, _CHECKS.c.created_at)).label("checked"),
+    )
+    .where(_CHECKS.c.project_id == bindparam("project_id"))
+    .group_by(_CHECKS.c.project_id)
+    .subquery()
+)
 _BASIS = (
     select(
         *(_PROJECTS.c[name] for name in BASIS_COLUMNS),
@@ -137,17 +150,25 @@ _BASIS = (
         _STATE_TOKENS.c.versions,
         _STATE_TOKENS.c.last,
         _STATE_TOKENS.c.moving,
+        _CHECK_TOKENS.c.checks,
+        _CHECK_TOKENS.c.passed,
+        _CHECK_TOKENS.c.checked,
     )
-    .select_from(_PROJECTS.outerjoin(_STATE_TOKENS, _STATE_TOKENS.c.project_id == _PROJECTS.c.id))
+    .select_from(
+        _PROJECTS.outerjoin(_STATE_TOKENS, _STATE_TOKENS.c.project_id == _PROJECTS.c.id).outerjoin(
+            _CHECK_TOKENS, _CHECK_TOKENS.c.project_id == _PROJECTS.c.id
+        )
+    )
     .where(_PROJECTS.c.id == bindparam("project_id"))
 )
 
 
 async def project_basis(session: AsyncSession, project_id: uuid.UUID) -> Hashable | None:
     """What the project view is made of, as change tokens read in one cheap statement (no step row is
-    read whole): the project's own figures, its pipeline's catalogue token, and its state rows' count,
-    version sum and last change. Equal tokens, equal view. None when nothing can tell (no such project, or
-    a pipeline whose catalogue has no token yet): then the view is built every time.
+    read whole): the project's own figures, its pipeline's catalogue token, its state rows' count,
+    version sum and last change, and its checks' count, passes and last record. Equal tokens, equal view.
+    None when nothing can tell (no such project, or a pipeline whose catalogue has no token yet): then the
+    view is built every time.
 
     A running or failed step can also change with time alone (a lease runs out, a retry comes due): while
     the project has one, the tokens include the VIEW_CLOCK period, so such a view is built at most once
@@ -245,6 +266,8 @@ def _step(
         "execution_id": str(execution_id) if execution_id else None,
         "updated": row.last_updated_at.isoformat() if row.last_updated_at else None,
         "output": previews.get(execution_id) if execution_id else None,
+        "checks_failed": row.checks_failed,
+        "checks_missing": row.checks_missing,
     }
 
 

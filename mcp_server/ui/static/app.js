@@ -79,6 +79,11 @@ async function projectsView() {
   sized(view);
 }
 
+// A completed step's required checks that are failed (✗) or missing (…): they hold its dependants.
+function checkMarks(s) {
+  return [...(s.checks_failed || []).map((n) => "✗ " + n), ...(s.checks_missing || []).map((n) => "… " + n)].join(" ");
+}
+
 function graphSVG(steps) {
   const W = 168, H = 46, GX = 64, GY = 18, PAD = 16;
   const layers = new Map();
@@ -97,8 +102,9 @@ function graphSVG(steps) {
   }));
   const nodes = steps.map((s) => {
     const [x, y] = at.get(s.id);
-    const sub = s.state === "stale" && s.stale_cause ? `stale ← ${s.stale_cause}` : `${s.state} · v${s.version}`;
-    return `<g class="node ${esc(s.state)}" data-node="${esc(s.id)}"><title>${esc(s.id)}: ${esc(s.state)}${s.reason ? " (" + esc(s.reason) + ")" : ""}</title>
+    const marks = checkMarks(s);
+    const sub = marks || (s.state === "stale" && s.stale_cause ? `stale ← ${s.stale_cause}` : `${s.state} · v${s.version}`);
+    return `<g class="node ${esc(s.state)}${marks ? " held" : ""}" data-node="${esc(s.id)}"><title>${esc(s.id)}: ${esc(s.state)}${s.reason ? " (" + esc(s.reason) + ")" : ""}${marks ? " — checks: " + esc(marks) : ""}</title>
       <rect x="${x}" y="${y}" width="${W}" height="${H}" rx="6" class="${esc(s.state)}"/>
       <text x="${x + 10}" y="${y + 19}" font-weight="600">${esc(s.id.length > 22 ? s.id.slice(0, 21) + "…" : s.id)}</text>
       <text x="${x + 10}" y="${y + 36}">${esc(sub)}</text></g>`;
@@ -140,7 +146,7 @@ async function projectView(id, stepPage) {
   ${stepPages(project, id)}<div class="graph" id="graph">${graphSVG(project.steps)}</div>
   <h2>Steps</h2><table id="steps"><thead><tr><th>Step</th><th>State</th><th>Version</th><th>Last update</th><th>Current output</th></tr></thead><tbody>
   ${project.steps.map((s) => `<tr data-step="${esc(s.id)}" data-state="${esc(s.state)}"><td><b>${esc(s.id)}</b><div class="muted">${esc(s.name)}</div></td>
-    <td><span class="chip ${esc(s.state)}">${esc(s.state)}</span>${s.stale_cause ? `<div class="stale-cause">cause: <b>${esc(s.stale_cause)}</b> — ${esc(s.reason || "")}</div>` : ""}</td>
+    <td><span class="chip ${esc(s.state)}">${esc(s.state)}</span>${s.stale_cause ? `<div class="stale-cause">cause: <b>${esc(s.stale_cause)}</b> — ${esc(s.reason || "")}</div>` : ""}${checkMarks(s) ? `<div class="checks" data-checks="${esc(checkMarks(s))}">checks: ${esc(checkMarks(s))}</div>` : ""}</td>
     <td>v${s.version}</td><td>${when(s.updated)}</td><td class="preview">${esc(s.output ?? "")}</td></tr>`).join("")}</tbody></table>
   <h2>Cost by model</h2><div class="bars" id="by-model">${costBars(cost.by_model, "model")}<p class="muted">Hatched: rework (executions no longer current) — ${usd(totals.superseded_cost_usd)} of ${usd(totals.cost_usd)}.</p></div>
   <h2>Cost by agent</h2><div class="bars" id="by-agent">${costBars(cost.by_agent || [], "agent")}</div>
