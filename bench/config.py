@@ -29,6 +29,9 @@ class Sizes:
     wal_parallel: int  # writers running at a time
     claim_steps: int  # independent steps the claim → record workers (procs of them) share
     live_samples: int  # records through server B, each timed to the event on server A's listener
+    import_executions: int  # record_execution calls that fill the database the import's bundle is exported from
+    import_output_kb: int  # size of each of their outputs (the bundle is about executions × this)
+    import_rounds: int  # imports into the same live database (the bundle under new ids each time)
 
 
 FULL = Sizes(
@@ -54,6 +57,9 @@ FULL = Sizes(
     wal_parallel=4,
     claim_steps=400,
     live_samples=40,
+    import_executions=1_000,
+    import_output_kb=50,
+    import_rounds=3,
 )
 
 QUICK = Sizes(
@@ -79,4 +85,7 @@ QUICK = Sizes(
     wal_parallel=2,
     claim_steps=12,
     live_samples=3,
+    import_executions=20,
+    import_output_kb=20,
+    import_rounds=1,
 )

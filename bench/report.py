@@ -42,6 +42,8 @@ KEY_BARS = (
     "throughput_sqlite",
     "read_during_apply_sqlite",
     "read_during_apply_postgres",
+    "read_during_import_sqlite",
+    "read_during_import_postgres",
     "wal_bound",
 )
 
