@@ -127,6 +127,7 @@ async def test_a_stale_step_says_which_execution_or_which_part_of_a_definition_m
 async def test_reuse_true_completes_the_step_at_no_cost_and_the_saving_is_counted(client: Client) -> None:
     await call_ok(client, "apply_pipeline", processes=STEPS)
     project = (await call_ok(client, "create_project", name="saved"))["id"]
+    assert (await call_ok(client, "get_cost_summary", project_id=project))["saved_usd"] == "0"  # said, not absent
     await _run(client, project, "research", {"topic": "tides"})
     first = await _run(client, project, "draft", {"tone": "plain"})
     await call_ok(client, "invalidate_process", project_id=project, process_id="draft", reason="redo")

@@ -596,13 +596,13 @@ async def summary(session: AsyncSession, filters: CostFilters, group_by: list[Gr
 
 async def _saved(session: AsyncSession, filters: CostFilters) -> Decimal | None:
     """What reusing finished work saved under the filters (docs/design.md, "Reuse and stale causes"): a
-    reuse names no provider or model, so a filter on those leaves it out; nothing saved is left out too."""
+    reuse names no provider or model, so a filter on those leaves it out (0: nothing was reused)."""
     if filters.provider is not None or filters.model is not None:
         return None
     saved = await ExecutionRepository(session).saved(
         project_id=filters.project_id, process_id=filters.process_id, since=filters.since, until=filters.until
     )
-    return saved or None
+    return saved
 
 
 def _sum(groups: list[CostAggregate]) -> CostAggregate:

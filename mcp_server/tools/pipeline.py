@@ -111,7 +111,9 @@ async def define_process(
     max_attempts: MaxAttempts | None = None,
     retry_backoff_seconds: RetryBackoff | None = None,
     timeout_seconds: TimeoutSeconds | None = None,
-    reuse: Annotated[ReuseScope | None, Field(description="Where a start finds a same-input run.")] = None,
+    reuse: Annotated[
+        ReuseScope | None, Field(description="Where a start finds a same-input run (default project).")
+    ] = None,
     reuse_ttl_seconds: ReuseTtl | None = None,
     required_checks: RequiredChecks | None = None,
     clear: Annotated[list[Clearable] | None, Field(max_length=10, description="Fields to reset.")] = None,
