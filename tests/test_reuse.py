@@ -16,7 +16,7 @@ from mcp import Client
 from mcp.client.stdio import stdio_client
 
 from mcp_server.db.types import set_clock
-from tests.helpers import call_ok
+from tests.helpers import call_error, call_ok
 from tests.test_reliability_processes import server_params
 
 pytestmark = pytest.mark.anyio
@@ -261,3 +261,20 @@ async def test_two_projects_starting_the_same_key_from_two_processes_run_it_once
     assert Decimal(summary["totals"]["cost_usd"]) == Decimal("0.40") and Decimal(summary["saved_usd"]) == Decimal(
         "1.20"
     )
+
+
+async def test_a_dead_holder_of_a_key_blocks_other_projects_only_until_its_lease_passes(
+    client: Client, clock: Clock
+) -> None:
+    steps = [{"process_id": "fetch", "name": "Fetch", "reuse": "pipeline"}]
+    await call_ok(client, "apply_pipeline", pipeline_id="feeds", processes=steps)
+    first, second = [
+        (await call_ok(client, "create_project", name=name, pipeline_id="feeds"))["id"] for name in ("a", "b")
+    ]
+    same = {"process_id": "fetch", "input_data": {"feed": "tides"}}
+    dead = await call_ok(client, "start_execution", project_id=first, lease_seconds=60, **same)
+    refused = await call_error(client, "start_execution", "conflict", project_id=second, **same)
+    assert dead["execution"]["id"] in refused
+    clock.now += timedelta(seconds=61)  # nobody touched project a since: its execution still reads running
+    runs = await call_ok(client, "start_execution", project_id=second, **same)
+    assert runs["execution"]["status"] == "running"

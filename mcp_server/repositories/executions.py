@@ -178,11 +178,14 @@ class ExecutionRepository(Repository):
         return found
 
     async def computing(
-        self, process_id: str, input_key: str, *, project_id: uuid.UUID, pipeline_id: str
+        self, process_id: str, input_key: str, *, project_id: uuid.UUID, pipeline_id: str, now: datetime
     ) -> ProcessExecution | None:
-        """A running execution of the step with this input key in another project of the pipeline."""
+        """A running execution of the step with this input key in another project of the pipeline whose lease
+        still holds (a dead holder's, not yet expired by a call on its project, blocks nobody)."""
         query = self._same_key(process_id, input_key, project_id, pipeline_id).where(
-            ProcessExecution.status == ExecutionStatus.RUNNING.value, ProcessExecution.project_id != project_id
+            ProcessExecution.status == ExecutionStatus.RUNNING.value,
+            ProcessExecution.project_id != project_id,
+            ProcessExecution.lease_expires_at > now,
         )
         found: ProcessExecution | None = (
             (await self.session.execute(query.order_by(ProcessExecution.started_at).limit(1))).scalars().first()

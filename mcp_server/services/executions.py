@@ -536,7 +536,9 @@ async def _same_work(session: AsyncSession, step: _Start) -> tuple[ProcessExecut
     found = await executions.reusable(
         step.process_id, step.key, project_id=project_id, pipeline_id=pipeline_id, since=since
     )
-    computing = await executions.computing(step.process_id, step.key, project_id=project_id, pipeline_id=pipeline_id)
+    computing = await executions.computing(
+        step.process_id, step.key, project_id=project_id, pipeline_id=pipeline_id, now=utcnow()
+    )
     return found, computing
 
 
