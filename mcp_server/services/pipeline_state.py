@@ -129,15 +129,19 @@ class ProjectPipeline:
             )
 
 
-SUMMARY_CHARS = 80  # of a failed check's details, where a blocked step names it
+SUMMARY_CHARS = 120  # of a failed check's details, where a blocked step names it
 
 
 def check_summary(details: Any) -> str | None:
-    """What a failed check said, short: its details' `summary` (or `message`) when a string, else the
-    details as compact JSON, clipped."""
+    """What a failed check said, short: its details' `summary` (or `message`, or `reason`) when a string,
+    else the details as compact JSON, clipped."""
     if details is None:
         return None
-    said = [details[k] for k in ("summary", "message") if isinstance(details, dict) and isinstance(details.get(k), str)]
+    said = [
+        details[k]
+        for k in ("summary", "message", "reason")
+        if isinstance(details, dict) and isinstance(details.get(k), str)
+    ]
     text = said[0] if said else json.dumps(details, separators=(",", ":"), ensure_ascii=False)
     return text if len(text) <= SUMMARY_CHARS else text[: SUMMARY_CHARS - 1] + "…"
 

@@ -309,7 +309,7 @@ async def fail_execution(
 
 
 async def get_execution(execution_id: ExecutionId, ctx: Context[App]) -> ExecutionOut:
-    """One execution with its input, output, reasoning and status."""
+    """One execution with its input, output, reasoning, status and checks."""
     async with app_of(ctx).db.unit_of_work(write=False) as session:
         return await executions.get(session, execution_id)
 
