@@ -10,8 +10,10 @@ import asyncio
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from mcp import Client
@@ -25,11 +27,20 @@ from mcp_server.settings import Settings
 PG_ADMIN_URL = os.environ.get("PIPELINE_STATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 DIALECTS = ("sqlite", "postgresql")
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion on a thread of its own. A fixture may be asked for from inside a
+    running event loop (``request.getfixturevalue`` in an async test), where ``asyncio.run`` refuses: the
+    PostgreSQL probe then failed, and every PostgreSQL test of the process was skipped (or failed in CI)."""
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        return thread.submit(asyncio.run, coroutine).result()
 
 
 def _asyncpg_dsn(url: str) -> str:
@@ -54,7 +65,7 @@ def _pg_url(database: str) -> str:
 @pytest.fixture(scope="session")
 def pg_available() -> bool:
     try:
-        asyncio.run(_pg_admin(PG_ADMIN_URL, "SELECT 1"))
+        run_blocking(_pg_admin(PG_ADMIN_URL, "SELECT 1"))
     except (OSError, TimeoutError, Exception) as exc:  # noqa: BLE001 - any failure means "not reachable"
         if IN_CI:
             pytest.fail(f"PostgreSQL is required in CI but unreachable at {PG_ADMIN_URL}: {exc!r}")
@@ -70,18 +81,67 @@ def require_postgres(pg_available: bool) -> None:
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "template.db"
-    asyncio.run(upgrade_to_head(f"sqlite:///{path}"))
+    run_blocking(upgrade_to_head(f"sqlite:///{path}"))
     return path
+
+
+class PgDatabases:
+    """Copies of the migrated template, made one ahead of the test that takes it and dropped after it on a
+    thread of their own: creating and dropping a database each take PostgreSQL a good part of a second,
+    which the tests need not wait for. Each copy is still a new database, used by one test only."""
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg-databases")
+        self.pending: list[Future[None]] = []
+        self.ahead = self._create()
+
+    def _create(self) -> tuple[str, Future[None]]:
+        name = f"pst_{uuid.uuid4().hex[:16]}"
+        # WAL_LOG (PostgreSQL 15's default) copies a small template without FILE_COPY's two checkpoints.
+        statement = f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"'
+        return name, self.worker.submit(asyncio.run, _pg_admin(PG_ADMIN_URL, statement))
+
+    def take(self) -> str:
+        name, created = self.ahead
+        self.ahead = self._create()
+        created.result()
+        return name
+
+    def drop(self, name: str) -> None:
+        self.pending.append(self.worker.submit(asyncio.run, _pg_admin(PG_ADMIN_URL, _drop(name))))
+
+    def close(self) -> None:
+        name, created = self.ahead
+        self.pending.append(created)
+        self.drop(name)
+        self.worker.shutdown(wait=True)
+        for done in self.pending:
+            done.result()  # a drop that failed fails the session, as it failed its test before
+
+
+def _drop(name: str) -> str:
+    return f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
 
 
 @pytest.fixture(scope="session")
 def pg_template(pg_available: bool) -> Iterator[str]:
     require_postgres(pg_available)
+    # One per process: each pytest-xdist worker has its own.
     name = f"pst_template_{os.getpid()}"
-    asyncio.run(_pg_admin(PG_ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"'))
-    asyncio.run(upgrade_to_head(_pg_url(name)))
+    run_blocking(_pg_admin(PG_ADMIN_URL, _drop(name), f'CREATE DATABASE "{name}"'))
+    run_blocking(upgrade_to_head(_pg_url(name)))
     yield name
-    asyncio.run(_pg_admin(PG_ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    run_blocking(_pg_admin(PG_ADMIN_URL, _drop(name)))
+
+
+@pytest.fixture(scope="session")
+def pg_databases(pg_template: str) -> Iterator[PgDatabases]:
+    databases = PgDatabases(pg_template)
+    try:
+        yield databases
+    finally:
+        databases.close()
 
 
 def fresh_sqlite_url(template: Path, directory: Path) -> str:
@@ -95,9 +155,9 @@ def fresh_pg_database(request: pytest.FixtureRequest) -> Iterator[str]:
     """An empty (unmigrated) PostgreSQL database, dropped after the test."""
     require_postgres(request.getfixturevalue("pg_available"))
     name = f"pst_{uuid.uuid4().hex[:16]}"
-    asyncio.run(_pg_admin(PG_ADMIN_URL, f'CREATE DATABASE "{name}"'))
+    run_blocking(_pg_admin(PG_ADMIN_URL, f'CREATE DATABASE "{name}"'))
     yield _pg_url(name)
-    asyncio.run(_pg_admin(PG_ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    run_blocking(_pg_admin(PG_ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(params=DIALECTS)
@@ -106,11 +166,10 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield fresh_sqlite_url(request.getfixturevalue("sqlite_template"), tmp_path)
         return
-    template = request.getfixturevalue("pg_template")
-    name = f"pst_{uuid.uuid4().hex[:16]}"
-    asyncio.run(_pg_admin(PG_ADMIN_URL, f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY'))
+    databases: PgDatabases = request.getfixturevalue("pg_databases")
+    name = databases.take()
     yield _pg_url(name)
-    asyncio.run(_pg_admin(PG_ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    databases.drop(name)
 
 
 @pytest.fixture

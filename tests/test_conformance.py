@@ -9,6 +9,7 @@ where they fail."""
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import subprocess
 from pathlib import Path
@@ -28,16 +29,23 @@ NODE = HERE / "node_modules" / ".bin" / "node"
 
 @pytest.fixture(scope="module")
 def suite() -> Path:
-    if not SUITE.exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            if IN_CI:
-                pytest.fail("npm is needed for the MCP conformance suite (tests/conformance)")
-            pytest.skip("npm is not installed: the MCP conformance suite cannot be installed")
-        done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--silent"], cwd=HERE, capture_output=True, text=True, timeout=600
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
+    # One installer at a time: pytest-xdist may run both revisions at once in two processes.
+    with (HERE / "package.json").open() as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not SUITE.exists():
+            npm = shutil.which("npm")
+            if npm is None:
+                if IN_CI:
+                    pytest.fail("npm is needed for the MCP conformance suite (tests/conformance)")
+                pytest.skip("npm is not installed: the MCP conformance suite cannot be installed")
+            done = subprocess.run(
+                [npm, "ci", "--no-audit", "--no-fund", "--silent"],
+                cwd=HERE,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            assert done.returncode == 0, done.stderr[-3000:]
     return SUITE
 
 

@@ -34,7 +34,15 @@ class ToolEntry:
         return self.fn.__name__
 
     def build(self) -> Tool:
-        """The SDK tool, with schemas every provider SDK loads (see mcp_server.schemas.portable)."""
+        """The SDK tool, with schemas every provider SDK loads (see mcp_server.schemas.portable). Built once
+        per entry (the schemas take pydantic a while, and they depend on the entry alone); each server gets
+        its own copy."""
+        built = _BUILT.get(self)
+        if built is None:
+            built = _BUILT[self] = self._build()
+        return built.model_copy()
+
+    def _build(self) -> Tool:
         tool = Tool.from_function(
             self.fn,
             title=self.title,
@@ -54,6 +62,9 @@ class ToolEntry:
             update={"output_schema": compact_output_schema(tool.fn_metadata.output_schema)}
         )
         return tool.model_copy(update={"parameters": portable_input_schema(tool.parameters), "fn_metadata": metadata})
+
+
+_BUILT: dict[ToolEntry, Tool] = {}
 
 
 def app_of(ctx: Context[App]) -> App:
