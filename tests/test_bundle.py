@@ -26,14 +26,16 @@ def _client(url: str) -> Client:
 
 
 async def _fill(url: str) -> list[str]:
-    """Two pipelines, a stale branch, prompts, a reservation, priced and unpriced costs."""
+    """Two pipelines, a stale branch, prompts, a reservation, priced and unpriced costs; checks (a required
+    one that held ``after`` until it passed, one not required, one on an old execution)."""
     async with _client(url) as client:
         await call_ok(client, "apply_pipeline", pipeline_id="docs", processes=[
             {"process_id": "spec", "name": "Spec", "output_schema": {"type": "object"}},
             {"process_id": "draft", "name": "Draft", "depends_on": ["spec"]},
             {"process_id": "review", "name": "Review", "depends_on": ["draft"]},
         ])  # fmt: skip
-        await call_ok(client, "define_process", process_id="solo", name="Solo")
+        await call_ok(client, "define_process", process_id="solo", name="Solo", required_checks=["peer"])
+        await call_ok(client, "define_process", process_id="after", name="After", depends_on=["solo"])
         docs = (await call_ok(client, "create_project", name="docs", pipeline_id="docs", budget_usd="3",
                               budget_policy="block", metadata={"team": "ä"}))["id"]  # fmt: skip
         plain = (await call_ok(client, "create_project", name="plain"))["id"]
@@ -48,8 +50,14 @@ async def _fill(url: str) -> list[str]:
         await call_ok(client, "start_execution", project_id=docs, process_id="draft", reserve_usd="0.25")
         await call_ok(client, "report_cost", provider="acme", model="x-1", prompt_tokens=5, project_id=docs)
         reported = {"provider": "openai", "model": "gpt-4o-mini", "prompt_tokens": 10, "cost_usd": "0.1"}
-        await call_ok(client, "record_execution", project_id=plain, process_id="solo", output_data={"ok": True},
-                      usage=reported)  # fmt: skip
+        solo = (await call_ok(client, "record_execution", project_id=plain, process_id="solo",
+                              output_data={"ok": True}, usage=reported))["execution"]["id"]  # fmt: skip
+        await call_ok(client, "record_check", execution_id=solo, name="peer", passed=False, agent="reviewer")
+        await call_ok(client, "record_check", execution_id=solo, name="peer", passed=True,
+                      details={"by": "ä", "score": 3})  # fmt: skip
+        await call_ok(client, "record_check", execution_id=solo, name="style", passed=False, details={})
+        first = (await call_ok(client, "list_executions", project_id=docs, process_id="spec"))["items"][-1]["id"]
+        await call_ok(client, "record_check", execution_id=first, name="spell-check", passed=True)
         return [docs, plain]
 
 
@@ -63,9 +71,17 @@ async def _answers(url: str, projects: list[str]) -> dict[str, Any]:
                 "executions": await call_ok(
                     client, "list_executions", project_id=project, include_data=True, page_size=100
                 ),  # fmt: skip
+                "checks": [],
                 **{g: await call_ok(client, "get_cost_summary", project_id=project, group_by=[g]) for g in GROUPS},
             }
+            for execution in out[project]["executions"]["items"]:
+                found = await call_ok(client, "get_execution", execution_id=execution["id"])
+                out[project]["checks"].append(found.get("checks"))
         return out
+
+
+def _step(status: dict[str, Any], process_id: str) -> dict[str, Any]:
+    return next(row for row in status["processes"] if row["process_id"] == process_id)
 
 
 async def test_a_bundle_moves_sqlite_to_postgresql_and_back_with_every_answer_unchanged(
@@ -78,11 +94,18 @@ async def test_a_bundle_moves_sqlite_to_postgresql_and_back_with_every_answer_un
     exported = run_cli("export", "-o", str(bundle), url=source)
     assert exported.returncode == 0, exported.stderr
     header = json.loads(bundle.read_text().splitlines()[0])
-    assert header["format"] == "pipeline-state-bundle" and header["counts"]["project"] == 2
+    assert header["format"] == "pipeline-state-bundle" and header["format_version"] == 2
+    assert header["counts"]["project"] == 2 and header["counts"]["check"] == 3
 
     imported = run_cli("import", str(bundle), url=fresh_pg_database)
     assert imported.returncode == 0, imported.stderr
+    assert "3 check" in imported.stdout, imported.stdout
     assert await _answers(fresh_pg_database, projects) == before
+    # The check that released `after` came along: it is still released, not held again.
+    assert _step(before[projects[1]]["status"], "after")["can_run"] is True
+    assert [[(c["name"], c["passed"]) for c in checks or []] for checks in before[projects[1]]["checks"]] == [
+        [("peer", True), ("style", False)]
+    ]
     again = run_cli("import", str(bundle), url=fresh_pg_database)
     assert again.returncode == 0 and "nothing new" in again.stdout, again.stdout
     assert await _answers(fresh_pg_database, projects) == before

@@ -93,7 +93,7 @@ def _renumbered(records: Records) -> Records:
     fresh: dict[str, str] = {}
     out = copy.deepcopy(records)
     for record in out:
-        if record["kind"] in ("project", "execution", "state", "cost"):
+        if record["kind"] in ("project", "execution", "check", "state", "cost"):
             for name in ("id", "project_id", "execution_id", "current_execution_id"):
                 if record.get(name):
                     record[name] = fresh.setdefault(record[name], str(uuid.uuid4()))
@@ -258,6 +258,17 @@ WRONG: list[tuple[str, dict[str, Any], str]] = [
     ("prompt_version", {"content_hash": "0" * 64}, "content_hash"),
     ("definition", {"output_schema": {"$ref": "https://example.com/x.json"}}, "output_schema"),
     ("definition", {"order_index": "1"}, "order_index"),
+    ("check", {"name": "Not A Slug"}, "name"),
+    ("check", {"name": "a" * 101}, "name"),
+    ("check", {"passed": "yes"}, "passed"),
+    ("check", {"passed": 1}, "passed"),
+    ("check", {"details": "notadict"}, "details"),
+    ("check", {"details": [1, 2]}, "details"),
+    ("check", {"details": {"x": "y" * 2_000_000}}, "details"),
+    ("check", {"agent": ""}, "agent"),
+    ("check", {"execution_id": "12"}, "execution_id"),
+    ("check", {"created_at": "2024-01-01T00:00:00"}, "created_at"),
+    ("check", {"surprise": 1}, "surprise"),
 ]
 
 
@@ -364,3 +375,99 @@ async def test_export_never_writes_through_a_planted_link(db_url: str, cli: Cli,
     assert code == 0 and not target.is_symlink() and victim.read_text() == "precious\n", err
     code, _, err = await cli("export", "-o", str(tmp_path / "missing" / "out.jsonl"))
     assert code == 1 and "no directory" in err and "Traceback" not in err
+
+
+async def test_a_check_reaches_only_a_finished_execution_of_its_own_project_and_step(
+    db_url: str, cli: Cli, tmp_path: Path
+) -> None:
+    # "Imports forge holds": a check row decides whether a step's dependants run, so one pointing at another
+    # project's execution would release (or hold) that project's steps. It is refused, naming the row.
+    docs_here, plain_here = await _fill(db_url)
+    records = await _records(db_url)
+    source = _renumbered(records)
+    docs = _one(source, "project", name="docs")["id"]
+    before = await _snapshot(db_url)
+    peer = _one(source, "check", name="peer")
+    spec = _one(source, "execution", project_id=docs, process_id="spec", status="completed")
+    running = _one(source, "execution", project_id=docs, status="running")
+    stored = _one(records, "execution", id=_one(records, "check", name="spell-check")["execution_id"])
+    assert stored["project_id"] == docs_here and stored["process_id"] == "spec"
+
+    def forged(**change: Any) -> dict[str, Any]:
+        return {**peer, "id": str(uuid.uuid4()), "name": "forged", **change}
+
+    cases: list[tuple[dict[str, Any], str]] = [
+        # plain's check on an execution of docs (both in the bundle): the other project's execution.
+        (forged(execution_id=spec["id"], process_id="spec"), f"is of project {docs}, not of the check's project"),
+        # plain's check on an execution of a project already here.
+        (forged(execution_id=stored["id"], process_id="spec"), "which the bundle does not add"),
+        # on no execution at all.
+        (forged(execution_id=str(uuid.uuid4())), "which the bundle does not add"),
+        # its own project's execution, but another step named.
+        (forged(project_id=docs, execution_id=spec["id"]), "names step 'solo', but its execution"),
+        # an execution still running: record_check refuses to check one.
+        (forged(project_id=docs, process_id="draft", execution_id=running["id"]), "still running"),
+        # the same check of the same execution twice.
+        (forged(name="peer"), "second check 'peer'"),
+    ]
+    for row, words in cases:
+        code, _, err = await cli("import", _write(tmp_path / "forged.jsonl", [*source, row]))
+        _refused(code, err, "invalid_argument", f"check {row['id']}", words)
+    # A check added to projects already here, even on their own executions: refused as every such row is.
+    plain_check = _one(records, "check", name="peer")
+    for row in (
+        {**plain_check, "id": str(uuid.uuid4()), "name": "extra"},
+        {**plain_check, "id": str(uuid.uuid4()), "execution_id": stored["id"], "process_id": "spec"},
+    ):
+        code, _, err = await cli("import", _write(tmp_path / "here.jsonl", [*records, row]))
+        _refused(code, err, "conflict", "already here", plain_here)
+    # A stored check changed in place (a failed one made to pass): a clash, named.
+    flipped = copy.deepcopy(records)
+    _one(flipped, "check", name="style")["passed"] = True
+    code, _, err = await cli("import", _write(tmp_path / "flipped.jsonl", flipped))
+    _refused(code, err, "conflict", "differs in passed")
+    assert await _snapshot(db_url) == before
+
+    # The untouched bundle imports with its checks, and importing it again changes nothing.
+    code, out, err = await cli("import", _write(tmp_path / "good.jsonl", source))
+    assert code == 0 and "3 check" in out, err
+    code, out, err = await cli("import", _write(tmp_path / "good.jsonl", source))
+    assert code == 0 and "nothing new" in out, err
+    async with _client(db_url) as client:
+        status = await call_ok(client, "get_pipeline_status", project_id=peer["project_id"])
+        after = next(row for row in status["processes"] if row["process_id"] == "after")
+        assert after["can_run"] is True, after
+        # The stored project's execution has only its own check.
+        found = await call_ok(client, "get_execution", execution_id=stored["id"])
+        assert [c["name"] for c in found["checks"]] == ["spell-check"]
+
+
+async def test_a_format_1_bundle_without_checks_still_imports(db_url: str, cli: Cli, tmp_path: Path) -> None:
+    await _fill(db_url)
+    source = _renumbered(await _records(db_url))
+    plain = _one(source, "project", name="plain")["id"]
+    peer = _one(source, "check", name="peer")
+    old = [record for record in source if record["kind"] != "check"]
+    old[0]["format_version"] = 1
+    old[0]["counts"] = {kind: sum(1 for r in old[1:] if r["kind"] == kind) for kind in bundle.KINDS_OF_VERSION[1]}
+    before = await _snapshot(db_url)
+    # Format 1 carries no checks: a check record, or a count of them, in one is refused.
+    code, _, err = await cli("import", _write(tmp_path / "b.jsonl", [*old, peer], counted=False))
+    _refused(code, err, "unknown kind 'check'", "format version 1")
+    counted = copy.deepcopy(old)
+    counted[0]["counts"]["check"] = 0
+    code, _, err = await cli("import", _write(tmp_path / "b.jsonl", counted, counted=False))
+    _refused(code, err, "counts")
+    for version in (3, 0, "2", None, True):
+        odd = copy.deepcopy(source)
+        odd[0]["format_version"] = version
+        code, _, err = await cli("import", _write(tmp_path / "b.jsonl", odd))
+        _refused(code, err, "format version")
+    assert await _snapshot(db_url) == before
+    code, out, err = await cli("import", _write(tmp_path / "old.jsonl", old, counted=False))
+    assert code == 0 and "2 project" in out and "check" not in out, err
+    async with _client(db_url) as client:
+        # Its executions had checks the old format could not carry: the step they released is held here.
+        status = await call_ok(client, "get_pipeline_status", project_id=plain)
+        after = next(row for row in status["processes"] if row["process_id"] == "after")
+        assert after["can_run"] is False and after["blocked_by"] == ["check peer of solo: missing"], after

@@ -2,19 +2,20 @@
 
 A bundle is JSON Lines: a header (format, schema revision, counts), then one record per row, tables in
 dependency order: process definitions (of the exported projects' pipelines), projects, the prompt
-versions their executions used, executions, states, cost rows. Values are written in a form both
-engines read back exactly: ids and times as strings, money as decimal strings.
+versions their executions used, executions, their checks, states, cost rows. Values are written in a form
+both engines read back exactly: ids and times as strings, money as decimal strings. Format version 2 added
+the checks (``check`` records); a version 1 bundle, which has none, is still read.
 
-``import`` trusts nothing in a bundle. The header must be one this server can read (format, a known
-schema revision) and its counts must match the records that follow (a bundle cut short is refused).
-Every record is checked by the rules the tools apply (``bundle_rows``); the figures a project derives
-from its rows (spent, unpriced calls, reserved) are recomputed from them; the pipelines stay DAGs once
-merged with the definitions already here; every reference (a step of the project's pipeline, a prompt
-version, an execution of the same project and step) must hold. Ids are kept; a row already present
-with the same content is skipped (importing twice changes nothing); a row present with other content
-is a clash, and so is any new row for a project that already exists here: an import adds projects, it
-never changes one. Everything is checked before the first write, in one transaction: a refused import
-writes nothing.
+``import`` trusts nothing in a bundle. The header must be one this server can read (format and its
+version, a known schema revision) and its counts must match the records that follow (a bundle cut short
+is refused). Every record is checked by the rules the tools apply (``bundle_rows``); the figures a
+project derives from its rows (spent, unpriced calls, reserved) are recomputed from them; the pipelines
+stay DAGs once merged with the definitions already here; every reference (a step of the project's
+pipeline, a prompt version, an execution of the same project and step; for a check, a finished one)
+must hold. Ids are kept; a row already present with the same content is skipped (importing twice
+changes nothing); a row present with other content is a clash, and so is any new row for a project that
+already exists here: an import adds projects, it never changes one. Everything is checked before the
+first write, in one transaction: a refused import writes nothing.
 """
 
 from __future__ import annotations
@@ -33,8 +34,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mcp_server.db.migrate import SCHEMA_HEAD
 from mcp_server.db.types import MONEY_SCALE
+from mcp_server.enums import ExecutionStatus
 from mcp_server.errors import Conflict, InvalidArgument
-from mcp_server.models import LLMMetrics, ProcessDefinition, ProcessExecution, ProcessState, Project, PromptVersion
+from mcp_server.models import (
+    ExecutionCheck,
+    LLMMetrics,
+    ProcessDefinition,
+    ProcessExecution,
+    ProcessState,
+    Project,
+    PromptVersion,
+)
 from mcp_server.repositories import ProcessDefinitionRepository
 from mcp_server.repositories.projects import MAX_SPENT_UNITS
 from mcp_server.repositories.rows import RowRepository
@@ -42,15 +52,23 @@ from mcp_server.services import dag
 from mcp_server.services.bundle_rows import NOTHING_WRITTEN, checked
 
 FORMAT = "pipeline-state-bundle"
-FORMAT_VERSION = 1
+# 2: ``check`` records (execution checks). The schema revision cannot say whether a bundle may carry them
+# (revision 0010 added the table before bundles carried it), so the format version does.
+FORMAT_VERSION = 2
 # Table name -> the kind a record of it carries, in the order rows must be inserted (foreign keys).
 KINDS: dict[str, Table] = {
     "definition": ProcessDefinition.__table__,  # type: ignore[dict-item]
     "project": Project.__table__,  # type: ignore[dict-item]
     "prompt_version": PromptVersion.__table__,  # type: ignore[dict-item]
     "execution": ProcessExecution.__table__,  # type: ignore[dict-item]
+    "check": ExecutionCheck.__table__,  # type: ignore[dict-item]
     "state": ProcessState.__table__,  # type: ignore[dict-item]
     "cost": LLMMetrics.__table__,  # type: ignore[dict-item]
+}
+# The kinds each readable format version carries: a version 1 bundle (no checks) is still read.
+KINDS_OF_VERSION: dict[int, tuple[str, ...]] = {
+    1: tuple(kind for kind in KINDS if kind != "check"),
+    FORMAT_VERSION: tuple(KINDS),
 }
 MAX_CLASHES_NAMED = 20
 FIRST_REVISION = "0001"
@@ -92,6 +110,7 @@ async def export(
     pipelines = sorted({row.pipeline_id for row in projects} | ({pipeline_id} if pipeline_id else set()))
     definitions = await repo.where_in(KINDS["definition"], "pipeline_id", pipelines)
     executions = await repo.where_in(KINDS["execution"], "project_id", found)
+    checks = await repo.where_in(KINDS["check"], "project_id", found)
     states = await repo.where_in(KINDS["state"], "project_id", found)
     costs = await repo.where_in(KINDS["cost"], "project_id", found)
     prompt_ids = {row.prompt_version_id for row in [*executions, *costs] if row.prompt_version_id is not None}
@@ -101,6 +120,7 @@ async def export(
         "project": projects,
         "prompt_version": prompts,
         "execution": executions,
+        "check": checks,
         "state": states,
         "cost": costs,
     }
@@ -175,11 +195,14 @@ def _revision_known(revision: Any) -> bool:
 def _check_header(record: dict[str, Any]) -> dict[str, Any]:
     if record["kind"] != "header" or record.get("format") != FORMAT:
         raise InvalidArgument("the first line is not a pipeline-state bundle header", hint=NOTHING_WRITTEN)
-    if record.get("format_version") != FORMAT_VERSION:
+    version = record.get("format_version")
+    if type(version) is not int or version not in KINDS_OF_VERSION:
         raise InvalidArgument(
-            f"bundle format version {str(record.get('format_version'))[:20]} is not {FORMAT_VERSION}",
-            hint=NOTHING_WRITTEN,
+            f"bundle format version {str(version)[:20]} is not one this server reads "
+            f"({', '.join(map(str, KINDS_OF_VERSION))})",
+            hint="Nothing was written. Import it with the pipeline-state-mcp version that exported it, or a newer one",
         )
+    kinds = KINDS_OF_VERSION[version]
     revision = record.get("schema_revision")
     if not _revision_known(revision):
         raise InvalidArgument(
@@ -190,11 +213,13 @@ def _check_header(record: dict[str, Any]) -> dict[str, Any]:
     counts = record.get("counts")
     if (
         not isinstance(counts, dict)
-        or not set(counts) <= set(KINDS)
+        or not set(counts) <= set(kinds)
         or not all(type(count) is int and count >= 0 for count in counts.values())
     ):
         raise InvalidArgument(
-            f"the bundle header's counts are not a count of rows per kind ({', '.join(KINDS)})", hint=NOTHING_WRITTEN
+            f"the bundle header's counts are not a count of rows per kind ({', '.join(kinds)}, in format "
+            f"version {version})",
+            hint=NOTHING_WRITTEN,
         )
     return record
 
@@ -223,8 +248,11 @@ def read(lines: Iterable[str]) -> tuple[dict[str, Any], list[Row]]:
             header = _check_header(record)
             continue
         kind = record["kind"]
-        if kind not in KINDS:
-            raise InvalidArgument(f"line {number}: unknown kind {kind[:50]!r}", hint=NOTHING_WRITTEN)
+        if kind not in KINDS_OF_VERSION[header["format_version"]]:
+            raise InvalidArgument(
+                f"line {number}: unknown kind {kind[:50]!r} (in format version {header['format_version']})",
+                hint=NOTHING_WRITTEN,
+            )
         rows.append(Row(kind, number, checked(kind, record, number)))
     if header is None:
         raise InvalidArgument("the bundle is empty", hint="Nothing was written")
@@ -353,13 +381,13 @@ async def _catalogues(session: AsyncSession, new: list[Row], pipelines: set[str]
 
 
 async def _check_owners(session: AsyncSession, new: dict[str, list[Row]]) -> dict[Any, str]:
-    """Every new execution, state and cost row belongs to a project the bundle adds: rows are never added
+    """Every new execution, check, state and cost row belongs to a project the bundle adds: rows are never added
     to a project already here (they would change its history, budget and holds). Returns the new
     projects' pipelines."""
     adding = {row.values["id"]: row.values["pipeline_id"] for row in new["project"]}
     strays = [
         row
-        for kind in ("execution", "state", "cost")
+        for kind in ("execution", "check", "state", "cost")
         for row in new[kind]
         if row.values["project_id"] is not None and row.values["project_id"] not in adding
     ]
@@ -409,6 +437,39 @@ def _check_executions(new: dict[str, list[Row]], steps: dict[Any, set[str]], pro
     return executions
 
 
+def _check_checks(new: dict[str, list[Row]], executions: dict[Any, Row]) -> None:
+    """Each new check is of a finished execution the bundle adds, of the same project and step (a check
+    never reaches another project's execution: a forged one would release or hold that project's steps),
+    and names a check once per execution."""
+    named: set[tuple[Any, str]] = set()
+    for row in new["check"]:
+        execution = executions.get(row.values["execution_id"])
+        if execution is None:
+            raise _refused(row, f"is a check of execution {row.values['execution_id']}, which the bundle does not add")
+        if execution.values["project_id"] != row.values["project_id"]:
+            raise _refused(
+                row,
+                f"is a check of execution {row.values['execution_id']}, which is of project "
+                f"{execution.values['project_id']}, not of the check's project {row.values['project_id']}",
+            )
+        if execution.values["process_id"] != row.values["process_id"]:
+            raise _refused(
+                row,
+                f"names step {row.values['process_id']!r}, but its execution {row.values['execution_id']} ran "
+                f"{execution.values['process_id']!r}",
+            )
+        if execution.values["status"] in (ExecutionStatus.RUNNING.value, ExecutionStatus.PENDING.value):
+            raise _refused(
+                row,
+                f"is a check of execution {row.values['execution_id']}, which is still "
+                f"{execution.values['status']} (only a finished execution is checked)",
+            )
+        key = (row.values["execution_id"], row.values["name"])
+        if key in named:
+            raise _refused(row, f"is a second check {row.values['name']!r} of execution {row.values['execution_id']}")
+        named.add(key)
+
+
 def _check_states(new: dict[str, list[Row]], steps: dict[Any, set[str]], executions: dict[Any, Row]) -> None:
     """One state per step of the project's pipeline, and one for every step that has run; its current
     execution is one of that step's; a running step has a running execution (to finish or fail); its
@@ -454,6 +515,7 @@ async def load(session: AsyncSession, rows: Sequence[Row]) -> ImportReport:
     catalogues = await _catalogues(session, new["definition"], set(adding.values()))
     steps = {pid: catalogues[pipeline] for pid, pipeline in adding.items()}
     executions = _check_executions(new, steps, await _known_prompts(session, grouped, new))
+    _check_checks(new, executions)
     _check_states(new, steps, executions)
     repo = RowRepository(session)
     for kind, chosen in new.items():

@@ -32,6 +32,7 @@ from mcp_server.errors import DomainError, InvalidArgument
 from mcp_server.schemas.common import ACTOR_MAX, Agent, JsonObject, Name, NoNul, Slug, Text, Usd, bounded_json
 from mcp_server.schemas.cost import CostReply, InferenceMs, ModelText, ProviderText, Tokens, UsageIn
 from mcp_server.schemas.pipeline import (
+    CheckName,
     MaxAttempts,
     RecordReply,
     RequiredChecks,
@@ -237,6 +238,20 @@ class ExecutionRow(_Audited):
         return self
 
 
+class CheckRow(_Audited):
+    """One check of an execution (record_check's): which execution, project and step are checked
+    against the bundle's executions when it is imported."""
+
+    id: uuid.UUID
+    execution_id: uuid.UUID
+    project_id: uuid.UUID
+    process_id: Slug
+    name: CheckName
+    passed: StrictBool
+    details: JsonObject | None = None
+    agent: Agent | None = None
+
+
 class StateRow(_Row):
     id: uuid.UUID
     project_id: uuid.UUID
@@ -290,6 +305,7 @@ ROW_MODELS: dict[str, type[_Row]] = {
     "project": ProjectRow,
     "prompt_version": PromptVersionRow,
     "execution": ExecutionRow,
+    "check": CheckRow,
     "state": StateRow,
     "cost": CostRow,
 }
