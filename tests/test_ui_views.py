@@ -17,8 +17,8 @@ from mcp import Client
 
 from mcp_server.db.engine import Database
 from mcp_server.server import build_server
+from mcp_server.services import dashboard
 from mcp_server.settings import Settings
-from mcp_server.ui import data
 from mcp_server.ui.web import build_app
 from tests.helpers import call_ok
 
@@ -37,7 +37,7 @@ def _pipeline() -> list[dict[str, Any]]:
     for n in range(STEPS):
         if n < FAN_IN:
             depends_on: list[str] = []
-        elif n < data.STEP_PAGE:
+        elif n < dashboard.STEP_PAGE:
             depends_on = [_step_id(k) for k in range(FAN_IN)]
         else:
             depends_on = [_step_id(n - 1)]
@@ -74,7 +74,7 @@ async def _dashboard(url: str, built: list[str]) -> AsyncIterator[httpx2.AsyncCl
 async def test_an_unchanged_project_view_answers_304_without_being_built(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(data, "VIEW_CLOCK", 1e12)  # time alone changes nothing here (see the test below)
+    monkeypatch.setattr(dashboard, "VIEW_CLOCK", 1e12)  # time alone changes nothing here (see the test below)
     project = await _fill(db_url)
     path = f"/api/projects/{project}"
     built: list[str] = []
@@ -130,24 +130,25 @@ async def test_the_project_view_is_bounded_in_steps_and_bytes(db_url: str, monke
     async with _dashboard(db_url, []) as http:
         first = await http.get(path)
         view = first.json()
-        assert len(view["steps"]) == data.STEP_PAGE and view["steps_total"] == STEPS
-        assert view["steps_omitted"] == STEPS - data.STEP_PAGE and view["steps_first"] == 1
+        assert len(view["steps"]) == dashboard.STEP_PAGE and view["steps_total"] == STEPS
+        assert view["steps_omitted"] == STEPS - dashboard.STEP_PAGE and view["steps_first"] == 1
         assert view["counts"]["completed"] == 3 and sum(view["counts"].values()) == STEPS  # counts cover all steps
-        assert len(first.content) < data.MAX_VIEW_BYTES
+        assert len(first.content) < dashboard.MAX_VIEW_BYTES
         wide = view["steps"][FAN_IN]
-        assert len(wide["depends_on"]) == data.MAX_DEPENDS_SHOWN and wide["depends_count"] == FAN_IN
+        assert len(wide["depends_on"]) == dashboard.MAX_DEPENDS_SHOWN and wide["depends_count"] == FAN_IN
         previews = [s["output"] for s in view["steps"] if s["output"] is not None]
-        assert len(previews) == 3 and all(len(p) <= data.PREVIEW_CHARS and '"y' in p for p in previews)
+        assert len(previews) == 3 and all(len(p) <= dashboard.PREVIEW_CHARS and '"y' in p for p in previews)
 
         last = (await http.get(path, params={"page": 3})).json()
-        assert len(last["steps"]) == STEPS - 2 * data.STEP_PAGE and last["steps_first"] == 2 * data.STEP_PAGE + 1
+        assert len(last["steps"]) == STEPS - 2 * dashboard.STEP_PAGE
+        assert last["steps_first"] == 2 * dashboard.STEP_PAGE + 1
         assert last["steps"][-1]["id"] == _step_id(STEPS - 1)
         assert (await http.get(path, params={"page": 99})).json()["steps"] == []
 
-        monkeypatch.setattr(data, "MAX_VIEW_BYTES", 40_000)  # the byte bound cuts before the step bound
+        monkeypatch.setattr(dashboard, "MAX_VIEW_BYTES", 40_000)  # the byte bound cuts before the step bound
         cut = await http.get(path, params={"page": 2})
         view = cut.json()
-        assert 0 < len(view["steps"]) < data.STEP_PAGE
+        assert 0 < len(view["steps"]) < dashboard.STEP_PAGE
         assert view["steps_omitted"] == STEPS - len(view["steps"])
         assert len(json.dumps(view["steps"], separators=(",", ":"))) <= 40_000
 
@@ -157,7 +158,7 @@ async def test_a_view_with_a_running_step_is_built_again_once_a_clock_period(
 ) -> None:
     """A running (or failed) step can change with time alone (its lease runs out, its retry comes due):
     such a view is built again once a VIEW_CLOCK period however often it is polled, and not in between."""
-    monkeypatch.setattr(data, "VIEW_CLOCK", 1e12)
+    monkeypatch.setattr(dashboard, "VIEW_CLOCK", 1e12)
     project = await _fill(db_url)
     path = f"/api/projects/{project}"
     built: list[str] = []
@@ -168,7 +169,7 @@ async def test_a_view_with_a_running_step_is_built_again_once_a_clock_period(
         for _ in range(3):
             assert (await http.get(path, headers={"If-None-Match": tag})).status_code == 304
         assert len(built) == 1
-        monkeypatch.setattr(data, "VIEW_CLOCK", 0.2)
+        monkeypatch.setattr(dashboard, "VIEW_CLOCK", 0.2)
         seen = {tag}
         for _ in range(3):
             await anyio.sleep(0.25)  # a new period

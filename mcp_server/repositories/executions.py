@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypedDict, Unpack
 
-from sqlalchemy import BigInteger, Select, func, select, text, type_coerce, update
+from sqlalchemy import BigInteger, Select, Text, cast, func, select, text, type_coerce, update
 
 from mcp_server.db.types import units_to_money
 from mcp_server.models import ExecutionStatus, ProcessExecution, ProcessState, Project
@@ -80,6 +80,20 @@ class ExecutionRepository(Repository):
             return {}
         query = select(ProcessExecution.id, ProcessExecution.output_data).where(ProcessExecution.id.in_(ids))
         return {row[0]: row[1] for row in await self.session.execute(query)}
+
+    async def output_heads(self, execution_ids: Iterable[uuid.UUID], chars: int) -> dict[uuid.UUID, str | None]:
+        """The first ``chars`` characters of each execution's output as JSON text, cut in the database (a
+        large output is never read whole), by id; None for no output. PostgreSQL writes JSONB with a space
+        after ',' and ':'."""
+        ids = list(execution_ids)
+        if not ids:
+            return {}
+        head = func.substr(cast(ProcessExecution.output_data, Text), 1, chars)
+        query = select(ProcessExecution.id, head).where(ProcessExecution.id.in_(ids))
+        return {
+            execution_id: None if found is None or found == "null" else found
+            for execution_id, found in await self.session.execute(query)
+        }
 
     async def by_idempotency_key(self, key: str) -> ProcessExecution | None:
         query = select(ProcessExecution).where(ProcessExecution.idempotency_key == key)

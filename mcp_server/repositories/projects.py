@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
-from typing import Any, TypedDict, Unpack, cast
+from typing import Any, NamedTuple, TypedDict, Unpack, cast
 
-from sqlalchemy import BigInteger, Table, bindparam, exists, literal, or_, select, type_coerce, update
+from sqlalchemy import BigInteger, Table, bindparam, case, exists, func, literal, or_, select, type_coerce, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
 from mcp_server.db.types import units_to_money, utcnow
+from mcp_server.enums import StateName
 from mcp_server.errors import InvalidArgument
-from mcp_server.models import PipelineBudget, ProcessExecution, Project, ProjectStatus, Revision
+from mcp_server.models import (
+    ExecutionCheck,
+    PipelineBudget,
+    ProcessExecution,
+    ProcessState,
+    Project,
+    ProjectStatus,
+    Revision,
+)
 from mcp_server.repositories.base import Page, Repository
 from mcp_server.repositories.revisions import CATALOGUE_PREFIX, PRICES, token_of
 
@@ -44,6 +53,84 @@ _WITH_TOKENS = select(
     token_of(PRICES).label("prices_token"),
     exists().where(PipelineBudget.pipeline_id == Project.pipeline_id).label("shared_budget"),
 ).where(Project.id == bindparam("project_id"))
+
+
+MOVING = (StateName.RUNNING.value, StateName.FAILED.value)  # states that time alone can change
+# The project columns the dashboard's project view shows or derives from (its change tokens, with the
+# state rows' and the checks').
+VIEW_COLUMNS = (
+    "name",
+    "status",
+    "pipeline_id",
+    "is_deleted",
+    "updated_at",
+    "budget_usd",
+    "budget_policy",
+    "spent_usd",
+    "reserved_usd",
+    "unpriced_calls",
+)
+_STATES = cast(Table, ProcessState.__table__)
+# Per project: how many state rows, the sum of their versions (every change of a row raises its version by
+# one), when the last one changed, and how many are running or failed.
+_STATE_TOKENS = (
+    select(
+        _STATES.c.project_id,
+        func.count().label("rows"),
+        func.sum(_STATES.c.version).label("versions"),
+        func.max(_STATES.c.last_updated_at).label("last"),
+        func.sum(case((_STATES.c.state.in_(MOVING), 1), else_=0)).label("moving"),
+    )
+    .where(_STATES.c.project_id == bindparam("project_id"))
+    .group_by(_STATES.c.project_id)
+    .subquery()
+)
+_CHECKS = cast(Table, ExecutionCheck.__table__)
+# Per project: its check results (docs/design.md, "Checks"): how many, how many passed, the last recorded.
+_CHECK_TOKENS = (
+    select(
+        _CHECKS.c.project_id,
+        func.count().label("checks"),
+        func.sum(case((_CHECKS.c.passed, 1), else_=0)).label("passed"),
+        func.max(func.coalesce(_CHECKS.c.updated_at, _CHECKS.c.created_at)).label("checked"),
+    )
+    .where(_CHECKS.c.project_id == bindparam("project_id"))
+    .group_by(_CHECKS.c.project_id)
+    .subquery()
+)
+# Built once (see repositories.base._insert_into): the dashboard reads it on every poll of a project view.
+_VIEW_TOKENS = (
+    select(
+        *(_PROJECTS.c[name] for name in VIEW_COLUMNS),
+        select(Revision.token)
+        .where(Revision.name == literal(CATALOGUE_PREFIX) + _PROJECTS.c.pipeline_id)
+        .scalar_subquery()
+        .label("catalogue_token"),
+        _STATE_TOKENS.c.rows,
+        _STATE_TOKENS.c.versions,
+        _STATE_TOKENS.c.last,
+        _STATE_TOKENS.c.moving,
+        _CHECK_TOKENS.c.checks,
+        _CHECK_TOKENS.c.passed,
+        _CHECK_TOKENS.c.checked,
+    )
+    .select_from(
+        _PROJECTS.outerjoin(_STATE_TOKENS, _STATE_TOKENS.c.project_id == _PROJECTS.c.id).outerjoin(
+            _CHECK_TOKENS, _CHECK_TOKENS.c.project_id == _PROJECTS.c.id
+        )
+    )
+    .where(_PROJECTS.c.id == bindparam("project_id"))
+)
+
+
+class ViewTokens(NamedTuple):
+    """What a project view is made of, as change tokens: ``values`` are the project's VIEW_COLUMNS, its
+    pipeline's catalogue token, its state rows' count, version sum, last change and how many are MOVING,
+    and its checks' count, passes and last record (in that order); equal values, equal view."""
+
+    values: tuple[Any, ...]
+    catalogue_token: str | None
+    moving: bool
 
 
 class ProjectChange(TypedDict, total=False):
@@ -79,6 +166,14 @@ class ProjectRepository(Repository):
         if row is None or (row[0].is_deleted and not include_deleted):
             return None
         return row[0], row[1], row[2], bool(row[3])
+
+    async def view_tokens(self, project_id: uuid.UUID) -> ViewTokens | None:
+        """The project view's change tokens in one cheap statement (no state row is read whole); None when
+        there is no such project (deleted ones included)."""
+        row = (await self.session.execute(_VIEW_TOKENS, {"project_id": project_id})).first()
+        if row is None:
+            return None
+        return ViewTokens(values=tuple(row), catalogue_token=row.catalogue_token, moving=bool(row.moving))
 
     async def list(
         self,

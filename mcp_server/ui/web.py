@@ -19,13 +19,12 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
-from datetime import date
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.to_thread
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -45,9 +44,9 @@ from starlette.staticfiles import StaticFiles
 
 from mcp_server.db.engine import Database
 from mcp_server.errors import DomainError
+from mcp_server.services import dashboard
 from mcp_server.services.kept import Kept
 from mcp_server.transport.auth import RequireToken, StaticTokenVerifier, TokenBackend
-from mcp_server.ui import data
 from mcp_server.ui.feed import ChangeFeed
 
 STATIC = Path(__file__).parent / "static"
@@ -77,21 +76,13 @@ LOGIN_WINDOW = 60.0  # ... in this many seconds; more answer 429
 OPEN_PATHS = ("/login", "/static/app.css")
 KEPT_VIEWS = 16  # encoded views kept, with the change tokens they were built from
 
-Reader = Callable[[AsyncSession], Awaitable[dict[str, Any]]]
+Reader = Callable[[AsyncSession], Awaitable[BaseModel]]
 Basis = Callable[[AsyncSession], Awaitable[Hashable | None]]
 
 
-def _plain(value: Any) -> Any:
-    """The few non-JSON values a view may hold; anything else is a bug in the view, not a string."""
-    if isinstance(value, Decimal):
-        return format(value, "f")  # "0.0000001", never "1E-7"
-    if isinstance(value, uuid.UUID | date):
-        return value.isoformat() if isinstance(value, date) else str(value)
-    raise TypeError(f"a dashboard view holds a {type(value).__name__}, which is not JSON")
-
-
-def _encode(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, separators=(",", ":"), default=_plain).encode()
+def _encode(view: BaseModel) -> bytes:
+    """A view (mcp_server/schemas/dashboard.py) as compact JSON, non-ASCII escaped."""
+    return json.dumps(view.model_dump(mode="json"), separators=(",", ":")).encode()
 
 
 def _matches(request: Request, tag: str) -> bool:
@@ -201,7 +192,7 @@ def build_app(
 
     async def projects(request: Request) -> Response:
         page = _page(request)
-        return await views.read(request, lambda s: data.projects(s, page=page), key=f"/api/projects?page={page}")
+        return await views.read(request, lambda s: dashboard.projects(s, page=page), key=f"/api/projects?page={page}")
 
     feed = ChangeFeed(database.engine.url.render_as_string(hide_password=False))
 
@@ -231,9 +222,9 @@ def build_app(
         Route("/login", _login(verifier, session, LoginLimit()), methods=["GET", "POST"]),
         Route("/api/projects", projects),
         Route("/api/events", events),
-        Route("/api/projects/{project_id}", _about_project(views, data.project, data.project_basis)),
-        Route("/api/projects/{project_id}/executions", _about_project(views, data.timeline)),
-        Route("/api/projects/{project_id}/cost", _about_project(views, lambda s, p, page: data.cost(s, p))),
+        Route("/api/projects/{project_id}", _about_project(views, dashboard.project, dashboard.project_basis)),
+        Route("/api/projects/{project_id}/executions", _about_project(views, dashboard.timeline)),
+        Route("/api/projects/{project_id}/cost", _about_project(views, lambda s, p, page: dashboard.cost(s, p))),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
@@ -241,7 +232,7 @@ def build_app(
 
 def _about_project(
     views: Views,
-    reader: Callable[..., Awaitable[dict[str, Any]]],
+    reader: Callable[..., Awaitable[BaseModel]],
     basis: Callable[[AsyncSession, uuid.UUID], Awaitable[Hashable | None]] | None = None,
 ) -> Callable[[Request], Awaitable[Response]]:
     """A route about one project (``reader(session, project_id, page=n)``): 404 unless the path names a
