@@ -148,9 +148,12 @@ async def replay_matches_states(database: Database) -> int:
     expected: dict[tuple[Any, str], dict[str, Any]] = defaultdict(lambda: {"state": "empty", "version": 0})
     # Writers of a project are serialised and take their timestamp under that lock: time order is
     # commit order.
+    replaced: dict[Any, Any] = {}  # execution -> the one whose record replaced its completed output
     for execution in sorted(executions, key=lambda row: (row.completed_at, row.created_at)):
-        assert execution.status == "completed" and execution.output_hash is not None
+        assert execution.status in ("completed", "superseded") and execution.output_hash is not None
         own = expected[execution.project_id, execution.process_id]
+        if own["state"] == "completed":
+            replaced[own["current"]] = execution.id
         own.update(state="completed", version=own["version"] + 1, current=execution.id)
         for dependent in dependents(execution.process_id):
             hit = expected[execution.project_id, dependent]
@@ -162,6 +165,11 @@ async def replay_matches_states(database: Database) -> int:
         want = expected[key]
         assert (row.state, row.version) == (want["state"], want["version"]), key
         assert row.current_execution_id == want.get("current"), key
+    # A record over a completed step superseded the execution it replaced, in the same transaction.
+    for execution in executions:
+        assert (execution.status, execution.superseded_by) == (
+            ("superseded", replaced[execution.id]) if execution.id in replaced else ("completed", None)
+        )
     # Every execution came with its cost row (one transaction), and no cost row came alone.
     assert sorted(str(row.execution_id) for row in costs) == sorted(str(row.id) for row in executions)
     return len(executions)
