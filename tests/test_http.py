@@ -180,7 +180,9 @@ INITIALIZE = {
 async def test_idle_sessions_expire_and_open_sessions_are_capped(db_url: str, tmp_path: Path) -> None:
     """A flood of stateful sessions cannot hold memory: past the cap new ones are refused, and idle ones
     are closed after PIPELINE_STATE_HTTP_SESSION_IDLE_TIMEOUT (their id then answers 404)."""
-    extra = {"PIPELINE_STATE_HTTP_SESSION_IDLE_TIMEOUT": "1", "PIPELINE_STATE_HTTP_MAX_SESSIONS": "20"}
+    # Idle for 3 s: the 30 openings below take well under that even on a loaded machine (with 1 s, the first
+    # session could be closed as idle during the flood and make room for a 21st).
+    extra = {"PIPELINE_STATE_HTTP_SESSION_IDLE_TIMEOUT": "3", "PIPELINE_STATE_HTTP_MAX_SESSIONS": "20"}
     async with _serve(db_url, tmp_path, extra=extra) as url:
         headers = MCP_HEADERS | {"Authorization": f"Bearer {TOKEN}"}
         async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
@@ -193,7 +195,7 @@ async def test_idle_sessions_expire_and_open_sessions_are_capped(db_url: str, tm
                 else:
                     refused += 1
             assert len(opened) <= 20 and refused >= 10, (len(opened), refused)
-            await anyio.sleep(3)  # past the idle timeout
+            await anyio.sleep(4.5)  # past the idle timeout
             listed = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
             gone = await http.post(url, json=listed, headers={"mcp-session-id": opened[0]})
             assert gone.status_code == 404, gone.text
