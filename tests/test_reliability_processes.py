@@ -52,6 +52,30 @@ def server_params(db_url: str, tmp_path: Path) -> StdioServerParameters:
     return StdioServerParameters(command=str(SCRIPT), env=env, cwd=str(tmp_path))
 
 
+async def on_two_servers(
+    db_url: str, tmp_path: Path, work: Callable[[Client, int], Awaitable[None]], *, within: float = 240
+) -> None:
+    """Two server processes on one database, both connected before either works: ``work(worker, server)``
+    runs on each at once (server 0 and 1); their stderr goes to server-<n>.log in ``tmp_path``."""
+    ready = anyio.Event()
+    joined = 0
+
+    async def one_server(server: int) -> None:
+        nonlocal joined
+        with (tmp_path / f"server-{server}.log").open("w") as errlog:
+            async with Client(stdio_client(server_params(db_url, tmp_path), errlog=errlog)) as worker:
+                joined += 1
+                if joined == 2:
+                    ready.set()
+                await ready.wait()
+                await work(worker, server)
+
+    with anyio.fail_after(within):
+        async with anyio.create_task_group() as group:
+            for server in range(2):
+                group.start_soon(one_server, server)
+
+
 Work = Callable[[int, Client], Awaitable[None]]
 
 

@@ -13,11 +13,10 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client
-from mcp.client.stdio import stdio_client
 
 from mcp_server.db.types import set_clock
 from tests.helpers import call_error, call_ok
-from tests.test_reliability_processes import server_params
+from tests.test_reliability_processes import on_two_servers
 
 pytestmark = pytest.mark.anyio
 
@@ -214,20 +213,11 @@ async def test_two_projects_starting_the_same_key_from_two_processes_run_it_once
     await call_ok(client, "apply_pipeline", pipeline_id="feeds", processes=steps)
     projects = [(await call_ok(client, "create_project", name=f"p{i}", pipeline_id="feeds"))["id"] for i in range(4)]
     outcomes: dict[str, dict[str, Any]] = {}
-    ready = anyio.Event()
-    joined = 0
 
-    async def one_server(server: int) -> None:
-        nonlocal joined
-        with (tmp_path / f"server-{server}.log").open("w") as errlog:
-            async with Client(stdio_client(server_params(db_url, tmp_path), errlog=errlog)) as worker:
-                joined += 1
-                if joined == 2:
-                    ready.set()
-                await ready.wait()
-                async with anyio.create_task_group() as group:
-                    for project in projects[server * 2 : server * 2 + 2]:
-                        group.start_soon(start, worker, project)
+    async def two_starts(worker: Client, server: int) -> None:
+        async with anyio.create_task_group() as group:
+            for project in projects[server * 2 : server * 2 + 2]:
+                group.start_soon(start, worker, project)
 
     async def start(worker: Client, project: str) -> None:
         arguments = {"project_id": project, "process_id": "fetch", "input_data": {"feed": "tides"}, "reuse": True}
@@ -235,10 +225,7 @@ async def test_two_projects_starting_the_same_key_from_two_processes_run_it_once
         text = str(result.content[0].text)  # type: ignore[union-attr]
         outcomes[project] = {"error": text} if result.is_error else dict(result.structured_content or {})
 
-    with anyio.fail_after(240):
-        async with anyio.create_task_group() as group:
-            for server in range(2):
-                group.start_soon(one_server, server)
+    await on_two_servers(db_url, tmp_path, two_starts)
     ran = [project for project, reply in outcomes.items() if "execution" in reply]
     assert len(ran) == 1, outcomes  # one runs; the three others are told which execution computes it
     running = outcomes[ran[0]]["execution"]["id"]

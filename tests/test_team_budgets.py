@@ -15,14 +15,13 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client
-from mcp.client.stdio import stdio_client
 from mcp_types import LoggingMessageNotificationParams
 
 from mcp_server.db.types import set_clock
 from mcp_server.server import build_server
 from mcp_server.settings import Settings
 from tests.helpers import call_error, call_ok
-from tests.test_reliability_processes import server_params
+from tests.test_reliability_processes import on_two_servers
 
 pytestmark = pytest.mark.anyio
 
@@ -282,20 +281,11 @@ async def _race(db_url: str, tmp_path: Path, client: Client, caps: dict[str, str
         "id"
     ]
     outcomes: list[str] = []
-    ready = anyio.Event()
-    joined = 0
 
-    async def one_server(server: int) -> None:
-        nonlocal joined
-        with (tmp_path / f"server-{server}.log").open("w") as errlog:
-            async with Client(stdio_client(server_params(db_url, tmp_path), errlog=errlog)) as worker:
-                joined += 1
-                if joined == 2:
-                    ready.set()
-                await ready.wait()
-                async with anyio.create_task_group() as group:
-                    for index in range(4):
-                        group.start_soon(start, worker, server * 4 + index)
+    async def four_starts(worker: Client, server: int) -> None:
+        async with anyio.create_task_group() as group:
+            for index in range(4):
+                group.start_soon(start, worker, server * 4 + index)
 
     async def start(worker: Client, index: int) -> None:
         arguments = {"project_id": project, "process_id": f"s{index}", "reserve_usd": "0.01", "agent": "team"}
@@ -303,10 +293,7 @@ async def _race(db_url: str, tmp_path: Path, client: Client, caps: dict[str, str
         text = str(result.content[0].text)  # type: ignore[union-attr]
         outcomes.append(text if result.is_error else "ok")
 
-    with anyio.fail_after(240):
-        async with anyio.create_task_group() as group:
-            for server in range(2):
-                group.start_soon(one_server, server)
+    await on_two_servers(db_url, tmp_path, four_starts)
     status = await call_ok(client, "get_pipeline_status", project_id=project)
     assert usd(status["cost"]["reserved_usd"]) == Decimal("0.01") * outcomes.count("ok")
     return outcomes
@@ -391,30 +378,18 @@ async def test_eight_starts_from_two_processes_on_two_projects_fit_the_pipeline_
     )  # fmt: skip
     projects = [(await call_ok(client, "create_project", name=n, pipeline_id="team"))["id"] for n in ("a", "b")]
     outcomes: list[str] = []
-    ready = anyio.Event()
-    joined = 0
 
-    async def one_server(server: int) -> None:
-        nonlocal joined
-        with (tmp_path / f"server-{server}.log").open("w") as errlog:
-            async with Client(stdio_client(server_params(db_url, tmp_path), errlog=errlog)) as worker:
-                joined += 1
-                if joined == 2:
-                    ready.set()
-                await ready.wait()
-                async with anyio.create_task_group() as group:
-                    for index in range(4):
-                        group.start_soon(start, worker, projects[server], f"s{index}")
+    async def four_starts(worker: Client, server: int) -> None:
+        async with anyio.create_task_group() as group:
+            for index in range(4):
+                group.start_soon(start, worker, projects[server], f"s{index}")
 
     async def start(worker: Client, project: str, step: str) -> None:
         arguments = {"project_id": project, "process_id": step, "reserve_usd": "0.01"}
         result = await worker.call_tool("start_execution", arguments)
         outcomes.append(str(result.content[0].text) if result.is_error else "ok")  # type: ignore[union-attr]
 
-    with anyio.fail_after(240):
-        async with anyio.create_task_group() as group:
-            for server in range(2):
-                group.start_soon(one_server, server)
+    await on_two_servers(db_url, tmp_path, four_starts)
     assert outcomes.count("ok") == 5, outcomes
     assert all("pipeline team's shared budget" in o for o in outcomes if o != "ok")
     listed = {p["pipeline_id"]: p for p in (await call_ok(client, "list_pipelines"))["items"]}
