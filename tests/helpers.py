@@ -1,7 +1,10 @@
-"""Helpers shared by the tests: call a tool and unwrap it, count rows."""
+"""Helpers shared by the tests: call a tool and unwrap it, count rows, move the server's clock."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from mcp import Client
@@ -10,6 +13,7 @@ from sqlalchemy import func, select
 import mcp_server.models  # noqa: F401 - puts every table on Base.metadata, or table_counts sees none
 from mcp_server.db.base import Base
 from mcp_server.db.engine import Database
+from mcp_server.db.types import set_clock
 
 # The tool names are part of the contract (docs/design.md, "MCP surface"), by toolset, in tools/list order.
 CONTRACT_TOOLSETS: dict[str, tuple[str, ...]] = {
@@ -69,3 +73,24 @@ async def table_counts(db: Database) -> dict[str, int]:
         for table in Base.metadata.sorted_tables:
             counts[table.name] = int(await session.scalar(select(func.count()).select_from(table)) or 0)
     return counts
+
+
+class Clock:
+    """The server's clock in a test (db.types.set_clock): time moves when the test moves ``now``."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@contextmanager
+def moved_clock(start: datetime) -> Iterator[Clock]:
+    """The server reads ``Clock`` from ``start`` until the block ends, then the real time again."""
+    moved = Clock(start)
+    set_clock(moved)
+    try:
+        yield moved
+    finally:
+        set_clock(None)

@@ -14,29 +14,16 @@ import anyio
 import pytest
 from mcp import Client
 
-from mcp_server.db.types import set_clock
-from tests.helpers import call_error, call_ok
+from tests.helpers import Clock, call_error, call_ok, moved_clock
 from tests.test_reliability_processes import on_two_servers
 
 pytestmark = pytest.mark.anyio
 
 
-class Clock:
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Iterator[Clock]:
-    moved = Clock(datetime.now(UTC))
-    set_clock(moved)
-    try:
+    with moved_clock(datetime.now(UTC)) as moved:
         yield moved
-    finally:
-        set_clock(None)
 
 
 STEPS = [
