@@ -12,10 +12,15 @@ asyncio dialect through ``create_async_engine(module=…)``, the documented way 
 another DBAPI module (``dbapi_module()`` below). Only public names of ``sqlite3`` and SQLAlchemy are
 used. The design document (docs/design.md, "SQLite") says why.
 
+A transaction costs no hop of its own: its ``BEGIN`` runs in the hop of its first statement, and the
+pool's rollback-on-return of a connection whose transaction already ended (committed, or never begun)
+is answered without one. A write unit of work of n statements is n + 1 hops (the COMMIT).
+
 Cancellation: a hop is a ``concurrent.futures.Future`` awaited through ``asyncio.wrap_future``. A call
 cancelled before its hop starts never runs (the worker skips cancelled futures); one cancelled while
 its statement runs lets the statement finish, and what comes next (the rollback, the close) is
-queued behind it on the same thread, so nothing waits on a thread that will not answer.
+queued behind it on the same thread, so nothing waits on a thread that will not answer. A transaction
+cancelled before its first statement never began.
 
 Writers queue on a ``WriteGate`` (a kernel ``flock`` beside the file) before ``BEGIN IMMEDIATE``:
 SQLite's busy handler polls with growing sleeps, the kernel wakes the next writer as soon as the lock
@@ -56,10 +61,17 @@ PREFETCH = 1000
 _Description = tuple[tuple[Any, ...], ...] | None
 _T = TypeVar("_T")
 _WRITE_BEGINS = frozenset({"BEGIN IMMEDIATE", "BEGIN EXCLUSIVE"})
+_BEGINS = _WRITE_BEGINS | {"BEGIN", "BEGIN DEFERRED", "BEGIN TRANSACTION"}
 
 
-def _is_write_begin(sql: str) -> bool:
-    return sql.lstrip()[:15].upper() in _WRITE_BEGINS
+def _begin_kind(sql: str, parameters: Any) -> str | None:
+    """ "write" or "read" for a plain BEGIN statement (no parameters), else None."""
+    if parameters:
+        return None
+    head = " ".join(sql.split()).upper().rstrip(";")
+    if head not in _BEGINS:
+        return None
+    return "write" if head in _WRITE_BEGINS else "read"
 
 
 class ConnectionClosed(sqlite3.OperationalError):
@@ -76,6 +88,9 @@ class _Worker:
     def __init__(self) -> None:
         self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._stopped = False
+        # Written by one thread each (the submitter's, the worker's): equal when no call is queued or running.
+        self.submitted = 0
+        self.finished = 0
         self._thread = threading.Thread(target=self._serve, name="sqlite-connection", daemon=True)
         self._thread.start()
 
@@ -83,17 +98,27 @@ class _Worker:
         while (item := self._calls.get()) is not None:
             future, function, args = item
             if not future.set_running_or_notify_cancel():
+                self.finished += 1
                 continue
             try:
-                future.set_result(function(*args))
+                result = function(*args)
             except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+                self.finished += 1
                 future.set_exception(exc)
+            else:
+                self.finished += 1
+                future.set_result(result)
+
+    def idle(self) -> bool:
+        """Nothing queued or running (asked from the thread that submits)."""
+        return self.finished == self.submitted
 
     def submit(self, function: Callable[..., _T], *args: Any) -> concurrent.futures.Future[_T]:
         future: concurrent.futures.Future[_T] = concurrent.futures.Future()
         if self._stopped:
             future.set_exception(ConnectionClosed("the connection is closed"))
         else:
+            self.submitted += 1
             self._calls.put((future, function, args))
         return future
 
@@ -202,9 +227,16 @@ class Cursor:
     async def __aexit__(self, *_exc: object) -> None:
         await self.close()
 
-    def _run(self, sql: str, parameters: Any, many: bool) -> None:
-        """On the connection's thread: the statement, its first rows, and the cursor closed if done."""
-        cursor = self._connection.sqlite.cursor()
+    def _run(self, sql: str, parameters: Any, many: bool, begin: str | None) -> None:
+        """On the connection's thread: the transaction's BEGIN if it is the first statement, the statement,
+        its first rows, and the cursor closed if done."""
+        sqlite = self._connection.sqlite
+        if begin is not None:
+            try:
+                sqlite.execute(begin).close()
+            finally:
+                self._connection.release_gate_if_done()
+        cursor = sqlite.cursor()
         try:
             if many:
                 cursor.executemany(sql, parameters)
@@ -226,16 +258,17 @@ class Cursor:
 
     async def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] | None = None) -> Cursor:
         await self._close_open()
-        if _is_write_begin(sql):
-            await self._connection.begin_write(sql)
+        connection = self._connection
+        if (kind := _begin_kind(sql, parameters)) is not None:
+            await connection.begin(sql, write=kind == "write")
             self.description, self.rowcount, self.lastrowid = None, -1, None
             return self
-        await self._connection.worker.call(self._run, sql, () if parameters is None else parameters, False)
+        await connection.run(self._run, sql, () if parameters is None else parameters, False)
         return self
 
     async def executemany(self, sql: str, parameters: Any) -> Cursor:
         await self._close_open()
-        await self._connection.worker.call(self._run, sql, parameters, True)
+        await self._connection.run(self._run, sql, parameters, True)
         return self
 
     def _take(self, size: int | None) -> list[Any]:
@@ -294,6 +327,10 @@ class Connection:
         self.gate = gate
         self.busy_timeout_ms = busy_ms
         self._closed = False
+        # The BEGIN of a transaction whose first statement has not been sent yet (owned by the event loop).
+        self._begin: str | None = None
+        # Whether a transaction was open after the last call (written on the worker thread only).
+        self._in_transaction = False
 
     @classmethod
     async def open(cls, database: str, **options: Any) -> Connection:
@@ -313,34 +350,46 @@ class Connection:
 
     async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> None:
         """One statement outside SQLAlchemy (a PRAGMA that only works between transactions)."""
-        await self.worker.call(partial_call(self._statement, sql, parameters))
+        await self.run(self._statement, sql, parameters)
 
-    def _statement(self, sql: str, parameters: Sequence[Any]) -> None:
-        self.sqlite.execute(sql, parameters).close()
+    def _statement(self, sql: str, parameters: Sequence[Any], begin: str | None) -> None:
+        try:
+            if begin is not None:
+                self.sqlite.execute(begin).close()
+            self.sqlite.execute(sql, parameters).close()
+        finally:
+            self.release_gate_if_done()
 
     def release_gate_if_done(self) -> None:
         """On the worker thread, after a statement: a transaction that ended gives the gate back."""
-        if self.gate is not None and not self.sqlite.in_transaction:
+        self._in_transaction = self.sqlite.in_transaction
+        if self.gate is not None and not self._in_transaction:
             self.gate.release()
 
-    async def begin_write(self, sql: str) -> None:
-        """BEGIN IMMEDIATE (or EXCLUSIVE) after taking the file's gate. SQLite's busy handler still waits
-        (on the worker thread) for writers that do not use the gate (another program, a migration)."""
-        if self.gate is not None:
+    async def begin(self, sql: str, *, write: bool) -> None:
+        """A BEGIN, sent with the transaction's first statement. A write (IMMEDIATE, EXCLUSIVE) takes the
+        file's gate first; SQLite's busy handler still waits (on the worker thread) for writers that do
+        not use the gate (another program, a migration)."""
+        if write and self.gate is not None:
             await self.gate.acquire(time.monotonic() + self.busy_timeout_ms / 1000)
-        future = self.worker.submit(self._begin, sql)
+        self._begin = sql
+
+    async def run(self, function: Callable[..., _T], *args: Any) -> _T:
+        """A statement's hop, carrying the pending BEGIN (``function`` takes it as its last argument)."""
+        begin, self._begin = self._begin, None
+        future = self.worker.submit(function, *args, begin)
         try:
-            await asyncio.wrap_future(future)
+            return await asyncio.wrap_future(future)
         except BaseException:
-            if future.cancelled() and self.gate is not None:  # the BEGIN never ran
-                self.gate.release()
+            if future.cancelled():  # the BEGIN and the statement never ran: the transaction is still unbegun
+                self._begin = begin
             raise
 
-    def _begin(self, sql: str) -> None:
-        try:
-            self.sqlite.execute(sql).close()
-        finally:
-            self.release_gate_if_done()
+    def _end_unbegun(self) -> None:
+        """A transaction that never reached the database ends without a hop: only its gate is given back."""
+        self._begin = None
+        if self.gate is not None and self.worker.idle() and not self._in_transaction:
+            self.gate.release()
 
     def _end(self, how: Callable[[], None]) -> None:
         try:
@@ -348,11 +397,21 @@ class Connection:
         finally:
             self.release_gate_if_done()
 
+    async def _finish(self, how: Callable[[], None]) -> None:
+        """COMMIT or ROLLBACK: one hop, or none when no transaction is open (nothing was sent since its
+        BEGIN, or the pool's reset of a connection whose transaction already ended)."""
+        unbegun = self._begin is not None
+        if (unbegun or not self._in_transaction) and self.worker.idle():
+            self._end_unbegun()
+            return
+        self._begin = None
+        await self.worker.call(self._end, how)
+
     async def commit(self) -> None:
-        await self.worker.call(self._end, self.sqlite.commit)
+        await self._finish(self.sqlite.commit)
 
     async def rollback(self) -> None:
-        await self.worker.call(self._end, self.sqlite.rollback)
+        await self._finish(self.sqlite.rollback)
 
     async def create_function(self, *args: Any, **kwargs: Any) -> None:
         await self.worker.call(partial_call(self.sqlite.create_function, *args, **kwargs))
