@@ -185,12 +185,16 @@ class LiveHub:
                 await self._watch()
             except Exception as exc:  # noqa: BLE001 - the database may be down; watch again in a second
                 log.warning("live resources: watching the database failed (%s); retrying", type(exc).__name__)
+                self.poke()  # a change whose check failed is checked again, not lost
                 await anyio.sleep(1)
 
     async def _watch(self) -> None:
         from mcp_server.db.changes import open_changes
 
         async with open_changes(self.url, self.poke) as source:
+            # What changed between the subscriptions' baselines and this source's first reading is
+            # invisible to the source: the first round checks.
+            self.poke()
             while True:
                 with anyio.move_on_after(source.interval):
                     await self.wake.wait()
