@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from mcp_server.live import LiveHub
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 def _connect(settings: Settings) -> Database:
@@ -76,6 +77,11 @@ class DatabaseHandle:
         database = await self.get()
         async with database.unit_of_work(write=write) as session:
             yield session
+
+    async def run(self, work: Callable[[AsyncSession], Awaitable[_T]], *, write: bool = True) -> _T:
+        """``work`` in one unit of work (Database.run: on SQLite, on the connection's own thread)."""
+        database = await self.get()
+        return await database.run(work, write=write)
 
     async def dispose(self) -> None:
         if self._owned and self._database is not None:

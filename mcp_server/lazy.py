@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import sys
 from types import ModuleType
+from typing import Any
+
+
+class _Deferred(ModuleType):
+    """Stands for a module not imported yet: every attribute is read from the module itself, imported on
+    the first read through the import system, whose per-module locks make that safe from any thread
+    (units of work run on the database's threads)."""
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(importlib.import_module(self.__name__), attribute)
 
 
 def lazy_module(name: str) -> ModuleType:
-    """The module ``name``, executed on first attribute access (already imported: returned as is).
+    """The module ``name``, imported on first attribute access (already imported: returned as is).
 
     Tool modules reach the services (and through them SQLAlchemy) this way, so that building the
     server and answering ``initialize`` and ``tools/list`` never waits for the database layer.
     """
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.loader is None:
+    if importlib.util.find_spec(name) is None:
         raise ImportError(f"no module named {name!r}")
-    loader = importlib.util.LazyLoader(spec.loader)
-    spec.loader = loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    loader.exec_module(module)
-    return module
+    return _Deferred(name)

@@ -167,8 +167,7 @@ class LiveHub:
             pipelines=[i for kind, i in chosen if kind == "pipeline"],
             executions=[uuid.UUID(i) for kind, i in chosen if kind == "execution"],
         )
-        async with self.database.unit_of_work(write=False) as session:
-            found = await live.tokens(session, watched)
+        found = await self.database.run(lambda session: live.tokens(session, watched), write=False)
         return {key: found.get(key) for key in chosen}
 
     async def _baseline(self, keys: Iterable[Key]) -> None:

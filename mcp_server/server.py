@@ -284,8 +284,7 @@ class PipelineStateServer(MCPServer[App]):
     async def _catalogued(self, app: App) -> frozenset[str]:
         from mcp_server.services import live
 
-        async with app.db.unit_of_work(write=False) as session:
-            return frozenset(await live.catalogued_pipelines(session))
+        return frozenset(await app.db.run(live.catalogued_pipelines, write=False))
 
     async def _announce(
         self, name: str, result: Any, context: Context[App, Any] | None, pipelines: frozenset[str] | None
@@ -358,8 +357,8 @@ class PipelineStateServer(MCPServer[App]):
         finally:
             self._waiting -= 1
         try:
-            # A cancelled call (notifications/cancelled, the client gone) stops where it is: before its
-            # transaction nothing runs; inside it the transaction rolls back (docs/design.md, "SQLite").
+            # A cancelled call (notifications/cancelled, the client gone): before its transaction nothing
+            # runs; inside it the transaction ends whole, committed or rolled back (docs/design.md, "SQLite").
             pipelines = None
             if name in PIPELINE_WRITERS and context is not None:
                 pipelines = await self._before_pipeline_write(prefix, context)

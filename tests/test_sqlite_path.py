@@ -232,3 +232,92 @@ async def test_a_statement_runs_off_the_event_loop(tmp_path: Path) -> None:
     finally:
         await db.dispose()
     assert during >= 3, f"the loop ticked {during} times while the statement ran"
+
+
+async def test_a_unit_of_work_runs_whole_on_its_connections_thread(tmp_path: Path) -> None:
+    """Database.run: the unit's statements all run on one thread that is not the event loop's, the unit
+    costs the loop one hop (the connection's worker takes one call for it), and the loop ticks on while a
+    slow statement inside it runs."""
+    import threading
+
+    from sqlalchemy import event, text
+
+    from mcp_server.db import sqlite_driver
+
+    db = Database.connect(f"sqlite:///{tmp_path / 'unit.db'}")
+    threads: list[int] = []
+    event.listen(db.engine.sync_engine, "before_cursor_execute", lambda *_: threads.append(threading.get_ident()))
+    ticks = 0
+    finished = anyio.Event()
+
+    async def tick() -> None:
+        nonlocal ticks
+        while not finished.is_set():
+            ticks += 1
+            await anyio.sleep(0.005)
+
+    slow = text(
+        "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 3000000) SELECT count(*) FROM c"
+    )
+    calls: list[int] = []
+
+    async def work(session: Any) -> int:
+        driver = (await (await session.connection()).get_raw_connection()).driver_connection
+        assert isinstance(driver, sqlite_driver.Connection)
+        worker = driver.worker
+        calls.append(worker.submitted)
+        await session.execute(text("SELECT 1"))
+        count = (await session.execute(slow)).scalar_one()
+        await session.execute(text("SELECT 2"))
+        calls.append(worker.submitted)
+        return int(count)
+
+    try:
+        await db.run(lambda session: session.execute(text("SELECT 0")))  # the connection is open
+        async with anyio.create_task_group() as group:
+            group.start_soon(tick)
+            threads.clear()
+            before = ticks
+            assert await db.run(work) == 3_000_000
+            during = ticks - before
+            finished.set()
+    finally:
+        await db.dispose()
+    loop_thread = threading.get_ident()
+    assert len(threads) >= 3 and len(set(threads)) == 1 and threads[0] != loop_thread, threads
+    assert calls[0] == calls[1], "a statement inside the unit went through the worker's queue"
+    assert during >= 3, f"the loop ticked {during} times while the unit ran"
+
+
+DEFERRED = """
+import sys, threading
+from mcp_server.lazy import lazy_module
+
+wanted = {"executions": "record", "definitions": "apply", "costs": "report_cost"}
+modules = {name: lazy_module(f"mcp_server.services.{name}") for name in wanted}
+assert "sqlalchemy" not in sys.modules, "the database layer was imported before first use"
+start, errors = threading.Barrier(12), []
+
+def read(name):
+    start.wait()
+    try:
+        assert callable(getattr(modules[name], wanted[name]))
+    except BaseException as exc:
+        errors.append(repr(exc))
+
+threads = [threading.Thread(target=read, args=(list(wanted)[n % 3],)) for n in range(12)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(errors)
+sys.exit(1 if errors else 0)
+"""
+
+
+def test_deferred_service_modules_load_safely_from_many_threads_at_once() -> None:
+    """Units of work run on the connections' threads, so a tool's first call may load its service module
+    from several threads at once: each sees the whole module."""
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", DEFERRED], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr

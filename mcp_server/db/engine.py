@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
@@ -120,6 +120,30 @@ def create_engine(
     )
 
 
+# Units of work keep what they loaded readable after the commit, and flush only when told to.
+SESSION_OPTIONS: dict[str, Any] = {"expire_on_commit": False, "autoflush": False}
+_T = TypeVar("_T")
+
+
+@asynccontextmanager
+async def _transaction(session: AsyncSession) -> AsyncIterator[None]:
+    """The session's one transaction: committed if the block succeeds (a DomainError that keeps what was
+    written commits it too), rolled back on any other error."""
+    transaction = await session.begin()
+    try:
+        yield
+    except DomainError as exc:
+        if transaction.is_active:
+            await (transaction.commit() if exc.keeps_writes else transaction.rollback())
+        raise
+    except BaseException:
+        if transaction.is_active:
+            await transaction.rollback()
+        raise
+    if transaction.is_active:  # the block may have committed it itself
+        await transaction.commit()
+
+
 def database_key(session: AsyncSession) -> str:
     """Which database a session works on (its URL, password masked): the key of what servers keep in memory."""
     bind = session.get_bind()
@@ -129,19 +153,21 @@ def database_key(session: AsyncSession) -> str:
 
 @dataclass(frozen=True)
 class Database:
-    """The engine and the two ways to open a unit of work on it."""
+    """The engine and the ways to open a unit of work on it."""
 
     engine: AsyncEngine
     _reader: async_sessionmaker[AsyncSession]
     _writer: async_sessionmaker[AsyncSession]
+    _writer_engine: AsyncEngine
 
     @classmethod
     def from_engine(cls, engine: AsyncEngine) -> Database:
         writer_engine = engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
         return cls(
             engine=engine,
-            _reader=async_sessionmaker(engine, expire_on_commit=False, autoflush=False),
-            _writer=async_sessionmaker(writer_engine, expire_on_commit=False, autoflush=False),
+            _reader=async_sessionmaker(engine, **SESSION_OPTIONS),
+            _writer=async_sessionmaker(writer_engine, **SESSION_OPTIONS),
+            _writer_engine=writer_engine,
         )
 
     @classmethod
@@ -177,20 +203,27 @@ class Database:
     async def unit_of_work(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
         """A session in one transaction: committed if the block succeeds, rolled back on any error."""
         maker = self._writer if write else self._reader
-        async with maker() as session:
-            transaction = await session.begin()
-            try:
-                yield session
-            except DomainError as exc:
-                if transaction.is_active:
-                    await (transaction.commit() if exc.keeps_writes else transaction.rollback())
-                raise
-            except BaseException:
-                if transaction.is_active:
-                    await transaction.rollback()
-                raise
-            if transaction.is_active:  # the block may have committed it itself
-                await transaction.commit()
+        async with maker() as session, _transaction(session):
+            yield session
+
+    async def run(self, work: Callable[[AsyncSession], Awaitable[_T]], *, write: bool = True) -> _T:
+        """``work`` in one unit of work, as ``unit_of_work`` runs a block. On SQLite the whole unit runs on
+        its connection's own thread, in one hop from the event loop: its statements run there one after
+        another instead of one hop each (docs/design.md, "SQLite"). ``work`` must leave no object that
+        loads from the database behind it (what it returns is read after the unit ended)."""
+        if self.dialect != "sqlite":
+            async with self.unit_of_work(write=write) as session:
+                return await work(session)
+        async with (self._writer_engine if write else self.engine).connect() as connection:
+            driver = (await connection.get_raw_connection()).driver_connection
+            if not isinstance(driver, sqlite_driver.Connection):  # pragma: no cover - every SQLite engine here
+                raise TypeError(f"not a connection of mcp_server.db.sqlite_driver: {type(driver).__name__}")
+
+            async def unit() -> _T:
+                async with AsyncSession(bind=connection, **SESSION_OPTIONS) as session, _transaction(session):
+                    return await work(session)
+
+            return await driver.worker.unit(unit)
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -1,10 +1,13 @@
-"""SQLite for the async engine: each connection owns one worker thread; one hop per statement.
+"""SQLite for the async engine: each connection owns one worker thread; one hop per statement, or one
+per unit of work.
 
 Every call into ``sqlite3`` runs on the connection's own thread, never on the event loop: a long
 statement (a 2,000-step catalogue write, a slow schema check's neighbour) delays only the call that
 issued it. A statement is one hop: execute, read the rows (up to ``PREFETCH``; more on demand, so a
 streamed read stays bounded) and close the cursor, then one wake-up of the loop. That is what the
-stock adapter spends four hops on.
+stock adapter spends four hops on. A whole unit of work can run on the connection's thread instead
+(``_Worker.unit``, used by ``Database.run``): on that thread's own event loop, its statements run
+where they are issued, without a hop each.
 
 The connection satisfies SQLAlchemy's published protocol for asyncio DBAPI connections
 (``sqlalchemy.connectors.asyncio.AsyncIODBAPIConnection``) and is handed to SQLAlchemy's SQLite
@@ -35,12 +38,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import os
 import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -78,7 +82,20 @@ class ConnectionClosed(sqlite3.OperationalError):
     """A call on a connection that was closed or stopped."""
 
 
+class Cancelled(sqlite3.OperationalError):
+    """A unit of work whose caller gave up before its transaction began (the caller's own cancellation
+    is what the caller sees)."""
+
+
 _Call = tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...]]
+
+
+class _Unit:
+    """A unit of work submitted to a worker: its task there, and whether its caller gave up on it."""
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[Any] | None = None
+        self.cancelled = False
 
 
 class _Worker:
@@ -91,10 +108,19 @@ class _Worker:
         # Written by one thread each (the submitter's, the worker's): equal when no call is queued or running.
         self.submitted = 0
         self.finished = 0
+        self._loop: asyncio.AbstractEventLoop | None = None  # this thread's own, for whole units of work
+        self._unit: _Unit | None = None  # the unit of work running on this thread
         self._thread = threading.Thread(target=self._serve, name="sqlite-connection", daemon=True)
         self._thread.start()
 
     def _serve(self) -> None:
+        try:
+            self._take_calls()
+        finally:
+            if self._loop is not None:
+                self._loop.close()
+
+    def _take_calls(self) -> None:
         while (item := self._calls.get()) is not None:
             future, function, args = item
             if not future.set_running_or_notify_cancel():
@@ -122,8 +148,59 @@ class _Worker:
             self._calls.put((future, function, args))
         return future
 
+    def here(self) -> bool:
+        """Whether the caller runs on this worker's thread (inside a unit of work it runs)."""
+        return threading.get_ident() == self._thread.ident
+
     async def call(self, function: Callable[..., _T], *args: Any) -> _T:
+        if self.here():
+            return function(*args)
         return await asyncio.wrap_future(self.submit(function, *args))
+
+    def _run_unit(self, unit: Callable[[], Coroutine[Any, Any, _T]], context: contextvars.Context, state: _Unit) -> _T:
+        """On the worker thread: a unit of work's coroutine, run to its end on this thread's own loop (its
+        statements run here, one after another, without a hop each)."""
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        task: asyncio.Task[_T] = self._loop.create_task(unit(), context=context)
+        state.task, self._unit = task, state
+        try:
+            return self._loop.run_until_complete(task)
+        finally:
+            self._unit = None
+
+    @property
+    def unit_cancelled(self) -> bool:
+        """Whether the caller of the unit running on this thread gave up on it."""
+        unit = self._unit
+        return unit is not None and unit.cancelled
+
+    @staticmethod
+    def _cancel_unit(state: _Unit) -> None:
+        """On the worker thread's loop: the unit is cancelled where it waits (the writers' gate, a schema
+        check); waiting in SQLite's busy handler, it stops as its transaction begins."""
+        if state.task is not None:
+            state.task.cancel()
+
+    async def unit(self, unit: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+        """A whole unit of work on this thread, in one hop, in the caller's context. Cancelled before it
+        starts, it never runs; cancelled while it waits for its transaction to begin, it stops there
+        (nothing written); cancelled later, it ends as it would have (its commit or its rollback). Either
+        way the cancellation goes on only once the unit ended: the connection is never handed back
+        mid-transaction."""
+        state = _Unit()
+        future = self.submit(self._run_unit, unit, contextvars.copy_context(), state)
+        try:
+            return await asyncio.wrap_future(future)
+        except BaseException:
+            if not future.done():
+                state.cancelled = True
+                if self._loop is not None:
+                    with contextlib.suppress(RuntimeError):  # the unit ended and its loop closed meanwhile
+                        self._loop.call_soon_threadsafe(self._cancel_unit, state)
+                with anyio.CancelScope(shield=True), contextlib.suppress(BaseException):
+                    await asyncio.wrap_future(future)
+            raise
 
     def stop(self) -> None:
         """Run what is queued, then end the thread; later calls fail."""
@@ -232,10 +309,7 @@ class Cursor:
         its first rows, and the cursor closed if done."""
         sqlite = self._connection.sqlite
         if begin is not None:
-            try:
-                sqlite.execute(begin).close()
-            finally:
-                self._connection.release_gate_if_done()
+            self._connection.begin_now(begin)
         cursor = sqlite.cursor()
         try:
             if many:
@@ -353,10 +427,23 @@ class Connection:
         await self.run(self._statement, sql, parameters)
 
     def _statement(self, sql: str, parameters: Sequence[Any], begin: str | None) -> None:
+        if begin is not None:
+            self.begin_now(begin)
         try:
-            if begin is not None:
-                self.sqlite.execute(begin).close()
             self.sqlite.execute(sql, parameters).close()
+        finally:
+            self.release_gate_if_done()
+
+    def begin_now(self, begin: str) -> None:
+        """On the worker thread: the transaction's BEGIN, just before its first statement. A unit of work
+        whose caller gave up while it waited for the write lock stops here, before anything is written."""
+        try:
+            if self.worker.unit_cancelled:
+                raise Cancelled("the call was cancelled before its transaction began; nothing was written")
+            self.sqlite.execute(begin).close()
+            if self.worker.unit_cancelled:
+                self.sqlite.rollback()
+                raise Cancelled("the call was cancelled while it waited for the write lock; nothing was written")
         finally:
             self.release_gate_if_done()
 
@@ -375,8 +462,11 @@ class Connection:
         self._begin = sql
 
     async def run(self, function: Callable[..., _T], *args: Any) -> _T:
-        """A statement's hop, carrying the pending BEGIN (``function`` takes it as its last argument)."""
+        """A statement's hop, carrying the pending BEGIN (``function`` takes it as its last argument); no
+        hop inside a unit of work running on this connection's thread."""
         begin, self._begin = self._begin, None
+        if self.worker.here():
+            return function(*args, begin)
         future = self.worker.submit(function, *args, begin)
         try:
             return await asyncio.wrap_future(future)
@@ -427,6 +517,10 @@ class Connection:
         if self._closed:
             return
         self._closed = True
+        if self.worker.here():  # SQLAlchemy closing it inside a unit of work: nothing can wait for this thread
+            self.worker.stop()
+            self._close()
+            return
         future = self.worker.submit(self._close)
         self.worker.stop()
         with contextlib.suppress(ConnectionClosed):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -377,6 +378,7 @@ async def _find_off_loop(schema_json: str, data: Any) -> Found | str:
 # its data before it takes the write lock. A schema changed meanwhile is noticed under the lock.
 _KEPT_SCHEMAS = 4096
 _last_schema: OrderedDict[tuple[str, str, str, str], str | None] = OrderedDict()
+_last_schema_lock = threading.Lock()  # units of work on several threads share it
 
 
 def _raise(result: Found | str, *, what: str, process_id: str) -> None:
@@ -421,10 +423,11 @@ class Checks:
 
     async def validate(self, schema: dict[str, Any] | None, data: Any, *, what: str, process_id: str) -> None:
         schema_json = None if schema is None else canonical_json(schema)
-        _last_schema[(*self.key, what)] = schema_json
-        _last_schema.move_to_end((*self.key, what))
-        while len(_last_schema) > _KEPT_SCHEMAS:
-            _last_schema.popitem(last=False)
+        with _last_schema_lock:
+            _last_schema[(*self.key, what)] = schema_json
+            _last_schema.move_to_end((*self.key, what))
+            while len(_last_schema) > _KEPT_SCHEMAS:
+                _last_schema.popitem(last=False)
         if schema_json is None:
             return
         ahead = self.done.get(what)

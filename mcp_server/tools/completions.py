@@ -37,11 +37,11 @@ async def complete(
         return None
     typed = argument.value[:TYPED_MAX]
     given = (context.arguments if context is not None else None) or {}
-    async with app.db.unit_of_work(write=False) as session:
-        if argument.name == "project_id":
-            found = await live.project_ids(session, typed)
-        elif argument.name == "execution_id":
-            found = await live.execution_ids(session, typed, given.get("project_id"))
-        else:
-            found = await live.pipeline_ids(session, typed)
+    if argument.name == "project_id":
+        found = await app.db.run(lambda session: live.project_ids(session, typed), write=False)
+    elif argument.name == "execution_id":
+        project_id = given.get("project_id")
+        found = await app.db.run(lambda session: live.execution_ids(session, typed, project_id), write=False)
+    else:
+        found = await app.db.run(lambda session: live.pipeline_ids(session, typed), write=False)
     return Completion(values=found.values, total=found.total, has_more=found.has_more)

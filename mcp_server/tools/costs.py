@@ -68,8 +68,8 @@ async def report_cost(
         cost_usd=cost_usd,
         inference_time_ms=inference_time_ms,
     )
-    async with app_of(ctx).db.unit_of_work() as session:
-        reply = await costs.report_cost(
+    reply = await app_of(ctx).db.run(
+        lambda session: costs.report_cost(
             session,
             usage,
             project_id=project_id,
@@ -79,6 +79,7 @@ async def report_cost(
             actor=actor_of(ctx),
             agent=agent,
         )
+    )
     if not reply.replayed:
         await tell_alerts(ctx, reply.budget)  # after the commit: only what was kept is told
     return reply
@@ -101,8 +102,7 @@ async def get_cost_summary(
     filters = CostFilters(
         project_id=project_id, process_id=process_id, provider=provider, model=model, since=since, until=until
     )
-    async with app_of(ctx).db.unit_of_work(write=False) as session:
-        return await costs.summary(session, filters, list(group_by or []))
+    return await app_of(ctx).db.run(lambda session: costs.summary(session, filters, list(group_by or [])), write=False)
 
 
 # The toolset, in the order tools/list publishes it.

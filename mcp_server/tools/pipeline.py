@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from functools import partial
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from mcp.server.mcpserver import Context
@@ -137,8 +138,8 @@ async def define_process(
         "required_checks": required_checks,
     }
     changes = {key: value for key, value in given.items() if value is not None}
-    async with app_of(ctx).db.unit_of_work() as session:
-        return await definitions.define(
+    return await app_of(ctx).db.run(
+        lambda session: definitions.define(
             session,
             pipeline_id=pipeline_id,
             process_id=process_id,
@@ -146,6 +147,7 @@ async def define_process(
             clear=list(clear or []),
             actor=actor_of(ctx),
         )
+    )
 
 
 async def list_processes(
@@ -156,16 +158,19 @@ async def list_processes(
     page_size: PageSize = 100,
 ) -> ProcessList:
     """A pipeline's steps in run order, one page at a time."""
-    async with app_of(ctx).db.unit_of_work(write=False) as session:
-        return await definitions.list_all(
+    return await app_of(ctx).db.run(
+        lambda session: definitions.list_all(
             session, pipeline_id, include_schemas=include_schemas, page=page, page_size=page_size
-        )
+        ),
+        write=False,
+    )
 
 
 async def list_pipelines(ctx: Context[App], page: Page = 1, page_size: PageSize = 20) -> PipelineList:
     """Every pipeline with its number of steps and projects, by id, one page at a time."""
-    async with app_of(ctx).db.unit_of_work(write=False) as session:
-        return await definitions.pipelines(session, page=page, page_size=page_size)
+    return await app_of(ctx).db.run(
+        lambda session: definitions.pipelines(session, page=page, page_size=page_size), write=False
+    )
 
 
 async def apply_pipeline(
@@ -181,16 +186,16 @@ async def apply_pipeline(
 ) -> ApplyReply:
     """Make a pipeline exactly these steps in one call: adds, replaces, and deletes the steps left out
     (`conflict` if they have executions). Returns the plan and how many states go stale."""
-    async with app_of(ctx).db.unit_of_work() as session:
-        return await definitions.apply(
+    return await app_of(ctx).db.run(
+        lambda session: definitions.apply(
             session, pipeline_id=pipeline_id, specs=processes, dry_run=dry_run, actor=actor_of(ctx), budget=budget
         )
+    )
 
 
 async def delete_process(process_id: ProcessId, ctx: Context[App], pipeline_id: PipelineId = DEFAULT) -> DeletedProcess:
     """Delete a step's definition. `conflict` while it has executions or dependents."""
-    async with app_of(ctx).db.unit_of_work() as session:
-        return await definitions.delete(session, process_id, pipeline_id)
+    return await app_of(ctx).db.run(lambda session: definitions.delete(session, process_id, pipeline_id))
 
 
 async def start_execution(
@@ -212,8 +217,8 @@ async def start_execution(
     the execution, `inputs` and a lease (renew_lease before lease_expires_at). Errors include
     `nothing_ready` (wait or stop) and `budget_exceeded`."""
     app = app_of(ctx)
-    async with app.db.unit_of_work() as session:
-        return await executions.start(
+    return await app.db.run(
+        lambda session: executions.start(
             session,
             project_id=project_id,
             process_id=process_id,
@@ -230,6 +235,7 @@ async def start_execution(
             model=model,
             reuse=reuse,
         )
+    )
 
 
 async def renew_lease(
@@ -240,13 +246,14 @@ async def renew_lease(
 ) -> LeaseReply:
     """Extend a running execution's lease (heartbeat); `lease_expired` if too late."""
     app = app_of(ctx)
-    async with app.db.unit_of_work() as session:
-        return await leases.renew(
+    return await app.db.run(
+        lambda session: leases.renew(
             session,
             execution_id=execution_id,
             lease_token=lease_token,
             lease_seconds=lease_seconds or app.settings.lease_seconds,
         )
+    )
 
 
 async def record_execution(
@@ -273,9 +280,9 @@ async def record_execution(
     """Record a step's output: it becomes `completed`, steps downstream `stale` unless the output is
     unchanged; a started execution overtaken meanwhile is `superseded`. `lease_expired`: reclaimed
     (output kept, not current)."""
-    async with app_of(ctx).db.unit_of_work() as session:
-        reply = await executions.record(
-            session,
+    reply = await app_of(ctx).db.run(
+        partial(
+            executions.record,
             project_id=project_id,
             process_id=process_id,
             output_data=output_data,
@@ -291,6 +298,7 @@ async def record_execution(
             actor=actor_of(ctx),
             agent=agent,
         )
+    )
     if not reply.replayed:
         await tell_alerts(ctx, reply.budget)  # after the commit: only what was kept is told
     return reply
@@ -302,16 +310,16 @@ async def fail_execution(
     ctx: Context[App],
 ) -> FailReply:
     """Fail a running execution: its step becomes `failed` (claims retry up to max_attempts)."""
-    async with app_of(ctx).db.unit_of_work() as session:
-        return await executions.fail(
+    return await app_of(ctx).db.run(
+        lambda session: executions.fail(
             session, execution_id=execution_id, error_message=error_message, actor=actor_of(ctx)
         )
+    )
 
 
 async def get_execution(execution_id: ExecutionId, ctx: Context[App]) -> ExecutionOut:
     """One execution with its input, output, reasoning, status and checks."""
-    async with app_of(ctx).db.unit_of_work(write=False) as session:
-        return await executions.get(session, execution_id)
+    return await app_of(ctx).db.run(lambda session: executions.get(session, execution_id), write=False)
 
 
 async def list_executions(
@@ -324,8 +332,8 @@ async def list_executions(
     page_size: PageSize = 20,
 ) -> ExecutionPage:
     """Executions, newest first, one page at a time; get_execution gives one whole."""
-    async with app_of(ctx).db.unit_of_work(write=False) as session:
-        return await executions.list_page(
+    return await app_of(ctx).db.run(
+        lambda session: executions.list_page(
             session,
             project_id=project_id,
             process_id=process_id,
@@ -333,14 +341,15 @@ async def list_executions(
             page=page,
             page_size=page_size,
             include_data=include_data,
-        )
+        ),
+        write=False,
+    )
 
 
 async def get_process_state(project_id: ProjectId, process_id: ProcessId, ctx: Context[App]) -> ProcessStateDetail:
     """One step: state, version, `can_run`, `blocked_by`, `inputs`, schemas, current output, stale
     cause."""
-    async with app_of(ctx).db.unit_of_work(write=False) as session:
-        return await status.process_state(session, project_id, process_id)
+    return await app_of(ctx).db.run(lambda session: status.process_state(session, project_id, process_id), write=False)
 
 
 async def get_pipeline_status(
@@ -354,10 +363,12 @@ async def get_pipeline_status(
 ) -> PipelineStatus:
     """A project's counts by state, `ready_processes` (runnable now), `plan` (the steps not completed, in
     the order to run them), cost so far, and a page of step rows."""
-    async with app_of(ctx).db.unit_of_work(write=False) as session:
-        return await status.pipeline_status(
+    return await app_of(ctx).db.run(
+        lambda session: status.pipeline_status(
             session, project_id, state=state.value if state else None, page=page, page_size=page_size
-        )
+        ),
+        write=False,
+    )
 
 
 async def invalidate_process(
@@ -369,14 +380,15 @@ async def invalidate_process(
 ) -> InvalidateReply:
     """Mark a step `stale` by hand (to redo it); what ran downstream goes stale too. Returns the steps
     invalidated."""
-    async with app_of(ctx).db.unit_of_work() as session:
-        return await executions.invalidate(
+    return await app_of(ctx).db.run(
+        lambda session: executions.invalidate(
             session,
             project_id=project_id,
             process_id=process_id,
             reason=reason,
             expected_version=expected_version,
         )
+    )
 
 
 async def record_check(
@@ -389,8 +401,8 @@ async def record_check(
 ) -> CheckReply:
     """Record a named check of a finished execution (again: replaces it). A step's required_checks must
     pass on its current execution before dependants run."""
-    async with app_of(ctx).db.unit_of_work() as session:
-        return await checks.record(
+    return await app_of(ctx).db.run(
+        lambda session: checks.record(
             session,
             execution_id=execution_id,
             name=name,
@@ -399,6 +411,7 @@ async def record_check(
             agent=agent,
             actor=actor_of(ctx),
         )
+    )
 
 
 # The toolset, in the order tools/list publishes it.

@@ -48,8 +48,8 @@ async def create_project(
 ) -> ProjectOut:
     """Create a project: one unit of work that runs through a pipeline and accrues LLM cost.
     Returns it with its `id`; status starts `draft`."""
-    async with app_of(ctx).db.unit_of_work() as session:
-        return await projects.create(
+    return await app_of(ctx).db.run(
+        lambda session: projects.create(
             session,
             name=name,
             description=description,
@@ -62,12 +62,12 @@ async def create_project(
             pipeline_id=pipeline_id,
             actor=actor_of(ctx),
         )
+    )
 
 
 async def get_project(project_id: ProjectId, ctx: Context[App]) -> ProjectOut:
     """One project by id. `not_found` when deleted (restore_project brings it back)."""
-    async with app_of(ctx).db.unit_of_work(write=False) as session:
-        return await projects.get(session, project_id)
+    return await app_of(ctx).db.run(lambda session: projects.get(session, project_id), write=False)
 
 
 async def list_projects(
@@ -78,10 +78,12 @@ async def list_projects(
     include_deleted: Annotated[bool, Field(description="Also soft-deleted ones.")] = False,
 ) -> ProjectPage:
     """Projects, newest first, one page at a time."""
-    async with app_of(ctx).db.unit_of_work(write=False) as session:
-        return await projects.list_page(
+    return await app_of(ctx).db.run(
+        lambda session: projects.list_page(
             session, status=status, page=page, page_size=page_size, include_deleted=include_deleted
-        )
+        ),
+        write=False,
+    )
 
 
 async def update_project(
@@ -113,20 +115,21 @@ async def update_project(
         "pipeline_id": pipeline_id,
     }
     changes = {key: value for key, value in given.items() if value is not None}
-    async with app_of(ctx).db.unit_of_work() as session:
-        return await projects.update(session, project_id, changes=changes, clear=list(clear or []), actor=actor_of(ctx))
+    return await app_of(ctx).db.run(
+        lambda session: projects.update(
+            session, project_id, changes=changes, clear=list(clear or []), actor=actor_of(ctx)
+        )
+    )
 
 
 async def delete_project(project_id: ProjectId, ctx: Context[App]) -> DeletedProject:
     """Soft-delete a project: hidden from get/list, history kept; restore_project undoes it."""
-    async with app_of(ctx).db.unit_of_work() as session:
-        return await projects.delete(session, project_id, actor=actor_of(ctx))
+    return await app_of(ctx).db.run(lambda session: projects.delete(session, project_id, actor=actor_of(ctx)))
 
 
 async def restore_project(project_id: ProjectId, ctx: Context[App]) -> ProjectOut:
     """Undo delete_project (a project that is not deleted comes back unchanged)."""
-    async with app_of(ctx).db.unit_of_work() as session:
-        return await projects.restore(session, project_id, actor=actor_of(ctx))
+    return await app_of(ctx).db.run(lambda session: projects.restore(session, project_id, actor=actor_of(ctx)))
 
 
 # The toolset, in the order tools/list publishes it.

@@ -32,8 +32,8 @@ async def save_prompt_version(
 ) -> SavedPromptVersion:
     """Save a prompt's next version (1, 2, 3…); the same content as the latest returns that (`created:
     false`). Served as MCP prompt `prompt_id`. Pass the returned id as prompt_version_id."""
-    async with app_of(ctx).db.unit_of_work() as session:
-        return await prompts.save(
+    return await app_of(ctx).db.run(
+        lambda session: prompts.save(
             session,
             prompt_id=prompt_id,
             system_prompt=system_prompt,
@@ -41,6 +41,7 @@ async def save_prompt_version(
             temperature=temperature,
             created_by=created_by or actor_of(ctx),
         )
+    )
 
 
 async def get_prompt_version(
@@ -52,16 +53,18 @@ async def get_prompt_version(
     ] = None,
 ) -> PromptVersionOut:
     """One version of a prompt (the latest by default), with its placeholders."""
-    async with app_of(ctx).db.unit_of_work(write=False) as session:
-        return await prompts.get(session, prompt_id=prompt_id, version=version)
+    return await app_of(ctx).db.run(
+        lambda session: prompts.get(session, prompt_id=prompt_id, version=version), write=False
+    )
 
 
 async def list_prompt_versions(
     prompt_id: PromptRef, ctx: Context[App], page: Page = 1, page_size: PageSize = 20
 ) -> PromptVersionPage:
     """A prompt's versions, newest first, one page at a time."""
-    async with app_of(ctx).db.unit_of_work(write=False) as session:
-        return await prompts.list_page(session, prompt_id=prompt_id, page=page, page_size=page_size)
+    return await app_of(ctx).db.run(
+        lambda session: prompts.list_page(session, prompt_id=prompt_id, page=page, page_size=page_size), write=False
+    )
 
 
 # The toolset, in the order tools/list publishes it.

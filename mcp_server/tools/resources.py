@@ -127,11 +127,10 @@ def register(server: PipelineStateServer) -> None:
 
 async def _read(ctx: Context[App], query: Callable[[AsyncSession], Awaitable[Any]]) -> Any:
     """Run one read in its own unit of work; a missing project, pipeline or execution is ResourceNotFound."""
-    async with app_of(ctx).db.unit_of_work(write=False) as session:
-        try:
-            return await query(session)
-        except NotFound as exc:
-            raise ResourceNotFoundError(exc.render()) from None
+    try:
+        return await app_of(ctx).db.run(query, write=False)
+    except NotFound as exc:
+        raise ResourceNotFoundError(exc.render()) from None
 
 
 def _json(model: Any) -> str:
