@@ -186,11 +186,13 @@ async def apply_pipeline(
 ) -> ApplyReply:
     """Make a pipeline exactly these steps in one call: adds, replaces, and deletes the steps left out
     (`conflict` if they have executions). Returns the plan and how many states go stale."""
-    return await app_of(ctx).db.run(
-        lambda session: definitions.apply(
+    # Not a unit on the connection's thread (Database.run): thousands of steps are checked in slices that
+    # yield to the event loop, so other calls interleave; whole on a thread it would hold the interpreter
+    # against every other call (docs/design.md, "SQLite").
+    async with app_of(ctx).db.unit_of_work() as session:
+        return await definitions.apply(
             session, pipeline_id=pipeline_id, specs=processes, dry_run=dry_run, actor=actor_of(ctx), budget=budget
         )
-    )
 
 
 async def delete_process(process_id: ProcessId, ctx: Context[App], pipeline_id: PipelineId = DEFAULT) -> DeletedProcess:
