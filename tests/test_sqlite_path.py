@@ -11,6 +11,8 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -202,33 +204,39 @@ def _hold(database: Path, what: str) -> _Held:
     return _Held(release)
 
 
-async def test_a_statement_runs_off_the_event_loop(tmp_path: Path) -> None:
-    """A slow statement (a recursive CTE that counts to three million) inside a write transaction, which
-    holds the write lock, leaves the loop free: ticks on the loop go on while it runs."""
-    db = Database.connect(f"sqlite:///{tmp_path / 'slow.db'}")
+# A statement that runs for a while (a recursive CTE that counts to three million).
+SLOW_COUNT = "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 3000000) SELECT count(*) FROM c"
+
+
+@asynccontextmanager
+async def ticking() -> AsyncIterator[Callable[[], int]]:
+    """While the block runs, a task ticks on the event loop every 5 ms; yields the count so far."""
     ticks = 0
-    finished = anyio.Event()
 
     async def tick() -> None:
         nonlocal ticks
-        while not finished.is_set():
+        while True:
             ticks += 1
             await anyio.sleep(0.005)
 
+    async with anyio.create_task_group() as group:
+        group.start_soon(tick)
+        yield lambda: ticks
+        group.cancel_scope.cancel()
+
+
+async def test_a_statement_runs_off_the_event_loop(tmp_path: Path) -> None:
+    """A slow statement inside a write transaction, which holds the write lock, leaves the loop free:
+    ticks on the loop go on while it runs."""
     from sqlalchemy import text
 
-    slow = text(
-        "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 3000000) SELECT count(*) FROM c"
-    )
+    db = Database.connect(f"sqlite:///{tmp_path / 'slow.db'}")
     try:
-        async with anyio.create_task_group() as group:
-            group.start_soon(tick)
-            async with db.unit_of_work() as session:
-                await session.execute(text("SELECT 1"))  # connected, and the write lock taken
-                before = ticks
-                assert (await session.execute(slow)).scalar_one() == 3_000_000
-                during = ticks - before
-            finished.set()
+        async with ticking() as ticks, db.unit_of_work() as session:
+            await session.execute(text("SELECT 1"))  # connected, and the write lock taken
+            before = ticks()
+            assert (await session.execute(text(SLOW_COUNT))).scalar_one() == 3_000_000
+            during = ticks() - before
     finally:
         await db.dispose()
     assert during >= 3, f"the loop ticked {during} times while the statement ran"
@@ -247,44 +255,28 @@ async def test_a_unit_of_work_runs_whole_on_its_connections_thread(tmp_path: Pat
     db = Database.connect(f"sqlite:///{tmp_path / 'unit.db'}")
     threads: list[int] = []
     event.listen(db.engine.sync_engine, "before_cursor_execute", lambda *_: threads.append(threading.get_ident()))
-    ticks = 0
-    finished = anyio.Event()
-
-    async def tick() -> None:
-        nonlocal ticks
-        while not finished.is_set():
-            ticks += 1
-            await anyio.sleep(0.005)
-
-    slow = text(
-        "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 3000000) SELECT count(*) FROM c"
-    )
     calls: list[int] = []
 
     async def work(session: Any) -> int:
         driver = (await (await session.connection()).get_raw_connection()).driver_connection
         assert isinstance(driver, sqlite_driver.Connection)
-        worker = driver.worker
-        calls.append(worker.submitted)
+        calls.append(driver.worker.submitted)
         await session.execute(text("SELECT 1"))
-        count = (await session.execute(slow)).scalar_one()
+        count = (await session.execute(text(SLOW_COUNT))).scalar_one()
         await session.execute(text("SELECT 2"))
-        calls.append(worker.submitted)
+        calls.append(driver.worker.submitted)
         return int(count)
 
     try:
         await db.run(lambda session: session.execute(text("SELECT 0")))  # the connection is open
-        async with anyio.create_task_group() as group:
-            group.start_soon(tick)
-            threads.clear()
-            before = ticks
+        threads.clear()
+        async with ticking() as ticks:
+            before = ticks()
             assert await db.run(work) == 3_000_000
-            during = ticks - before
-            finished.set()
+            during = ticks() - before
     finally:
         await db.dispose()
-    loop_thread = threading.get_ident()
-    assert len(threads) >= 3 and len(set(threads)) == 1 and threads[0] != loop_thread, threads
+    assert len(threads) >= 3 and len(set(threads)) == 1 and threads[0] != threading.get_ident(), threads
     assert calls[0] == calls[1], "a statement inside the unit went through the worker's queue"
     assert during >= 3, f"the loop ticked {during} times while the unit ran"
 
