@@ -47,13 +47,13 @@ from bench.harness import (
     ms,
     ours,
     percentile,
+    read_during_figure,
     rss_kib,
     sqlite_url,
     work_dir,
 )
 from bench.pipeline import STEPS, define_linear, new_project, record_args
 
-BAR_MS = 250.0
 READ_PAUSE_S = 0.01
 SAMPLE_PAUSE_S = 0.02
 IDLE_READS = 20
@@ -278,7 +278,7 @@ def _figure(
 ) -> Figure:
     title = f"list_pipelines p99 (p50 beside) during a {bundle['bundle_mb']:.3g} MB bundle import (CLI), {backend}"
     if result is None:
-        return Figure(key, title, None, None, "ms", f"p99 ≤ {BAR_MS:.0f} ms", None, {"skipped": skipped, **bundle})
+        return read_during_figure(key, title, None, {"skipped": skipped, **bundle})
     bounds = f"import peak RSS {result['import_peak_rss_mib']:.0f} MiB, server {result['server_peak_rss_mib']:.0f} MiB"
     if "wal_max_mb" in result:
         bounds += f", WAL max {result['wal_max_mb']:.0f} MB"
@@ -288,16 +288,7 @@ def _figure(
         else (f"a {result['import_s'][0]:.1f} s import")
     )
     title += f" ({result['reads']} reads over {imports}; {bounds})"
-    return Figure(
-        key=key,
-        title=title,
-        ours=result["read_p99_ms"],
-        reference=result["read_p50_ms"],
-        unit="ms",
-        bar=f"p99 ≤ {BAR_MS:.0f} ms",
-        passed=result["read_p99_ms"] <= BAR_MS,
-        detail={**result, "bundle": bundle},
-    )
+    return read_during_figure(key, title, result, {"bundle": bundle})
 
 
 def run(sizes: Sizes) -> list[Figure]:

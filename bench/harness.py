@@ -152,3 +152,16 @@ class Figure:
             return None
         assert self.reference is not None
         return self.ours / self.reference
+
+
+READ_BAR_MS = 250.0  # a read's p99 while another client's long write runs
+
+
+def read_during_figure(key: str, title: str, result: dict[str, Any] | None, detail: dict[str, Any]) -> Figure:
+    """A read's p99 (its p50 beside) while a long write runs, against READ_BAR_MS. No ``result``: the figure
+    was skipped, and ``detail`` says why."""
+    bar = f"p99 ≤ {READ_BAR_MS:.0f} ms"
+    if result is None:
+        return Figure(key, title, None, None, "ms", bar, None, detail)
+    p99 = result["read_p99_ms"]
+    return Figure(key, title, p99, result["read_p50_ms"], "ms", bar, p99 <= READ_BAR_MS, {**result, **detail})
