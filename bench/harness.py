@@ -110,6 +110,21 @@ def child_pids() -> set[int]:
     return found
 
 
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) each live thread of a process has used, by thread id (the main thread's id
+    is the process id), from /proc/<pid>/task."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[int, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        found[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return found
+
+
 def rss_kib(pid: int) -> int:
     """VmRSS of a process in KiB, from /proc/<pid>/status."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
