@@ -33,8 +33,6 @@ from bench.pipeline import chain_heads, define_linear, define_wide, new_project,
 
 FLOOR_BAR = 4.0  # record_execution p50 against the floor's no-op p50
 TAIL_BAR = 3.0  # record_execution p99 against its own p50
-
-
 BLOCK = 40  # calls in a row to one server before the other server's turn (side by side)
 
 
@@ -69,10 +67,11 @@ async def side_by_side(sizes: Sizes, name: str) -> dict[str, Side]:
     turns of BLOCK calls, so that a machine whose speed drifts within seconds moves both alike."""
     path = db.fresh_sqlite(name)
     start = sizes.warmup_calls
+    before = child_pids()  # a server of an earlier figure may still be exiting
     async with connect(floor()) as floor_client:
-        floor_pid = _one(child_pids())
+        floor_pid = _one(child_pids() - before)
         async with connect(ours(sqlite_url(path))) as client:
-            ours_pid = _one(child_pids() - {floor_pid})
+            ours_pid = _one(child_pids() - before - {floor_pid})
             await define_linear(client)
             project_id = await new_project(client, name)
             await floor_client.list_tools()
