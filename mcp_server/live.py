@@ -5,9 +5,11 @@ Clients watch a resource with ``resources/subscribe`` (2025-11-25; per session) 
 (2026-07-28; per stream). While anyone watches, one task per server waits on the database's change source
 (mcp_server/db/changes.py: PostgreSQL LISTEN, SQLite ``PRAGMA data_version`` every 0.5 s) and on this
 server's own writes, then reads one change token per watched project, pipeline and execution
-(services/live.tokens) and sends ``notifications/resources/updated`` for each URI whose token moved. Events
-are coalesced per URI (one check sends at most one event per URI; nothing queues up), and a session holds
-at most MAX_PER_SESSION subscriptions. When nobody watches, the task waits and holds no connection.
+(services/live.tokens) and sends ``notifications/resources/updated`` for each URI whose token moved. It also
+reads them at least every SAFETY_CHECK seconds whatever the signals say, so a change whose signal was missed
+is told late, never lost. Events are coalesced per URI (one check sends at most one event per URI; nothing
+queues up), and a session holds at most MAX_PER_SESSION subscriptions. When nobody watches, the task waits
+and holds no connection.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ MAX_PER_SESSION = 100
 MIN_GAP = 0.05
 # How long one subscriber may take to accept an event before its subscriptions are dropped.
 SEND_TIMEOUT = 2.0
+# The most time between two token reads while anyone watches, signal or none (the safety net under the
+# change signals: a commit between a check's read and its signal, a lost notification).
+SAFETY_CHECK = 5.0
 
 Key = tuple[str, str]
 _PATTERNS = (
@@ -194,6 +199,7 @@ class LiveHub:
             # What changed between the subscriptions' baselines and this source's first reading is
             # invisible to the source: the first round checks.
             self.poke()
+            checked = -SAFETY_CHECK
             while True:
                 with anyio.move_on_after(source.interval):
                     await self.wake.wait()
@@ -204,7 +210,9 @@ class LiveHub:
                     self.interest = anyio.Event()
                     self.tokens.clear()
                     return
-                if await source.changed() or woken:
+                due = anyio.current_time() - checked >= SAFETY_CHECK
+                if await source.changed() or woken or due:
+                    checked = anyio.current_time()
                     await self.check(watched)
                 await anyio.sleep(MIN_GAP)
 
@@ -230,5 +238,13 @@ class LiveHub:
             try:
                 with anyio.fail_after(SEND_TIMEOUT):
                     await subscriber.session.send_resource_updated(uri)
-            except Exception:  # noqa: BLE001 - the connection closed or stopped reading: its subscriptions end
+            except Exception as exc:  # noqa: BLE001 - the connection closed or stopped reading: its subscriptions end
+                log.warning(
+                    "live resources: the update of %s could not be sent (%s: the client closed or took more "
+                    "than %s s); that connection's %d subscription(s) end",
+                    uri,
+                    type(exc).__name__,
+                    SEND_TIMEOUT,
+                    len(subscriber.uris),
+                )
                 self.sessions.pop(connection, None)

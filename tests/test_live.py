@@ -18,7 +18,10 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, ResourceUpdated
 from mcp_types import Completion, PromptReference, ResourceTemplateReference, ServerNotification
 
+from mcp_server import live
+from mcp_server.db.changes import PostgresChanges, SqliteChanges
 from mcp_server.db.engine import Database
+from mcp_server.live import LiveHub
 from mcp_server.models import Project
 from mcp_server.server import build_server
 from mcp_server.settings import Settings
@@ -160,6 +163,48 @@ async def test_a_subscriber_hears_a_write_made_through_its_own_server(settings: 
         await call_ok(client, "record_execution", project_id=project, process_id="draft", output_data={"n": 2})
         await anyio.sleep(1.2)
         assert len(updated) == count
+
+
+@LEGACY_SUBSCRIBE
+async def test_a_change_whose_signals_were_all_missed_is_told_by_the_safety_check(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every signal the watcher has is silenced: the server's own wake-up after a write and the change
+    # source's answer (SQLite's data_version, PostgreSQL's notifications).
+    monkeypatch.setattr(LiveHub, "poke", lambda _self: None)
+    monkeypatch.setattr(SqliteChanges, "changed", _never_changed)
+    monkeypatch.setattr(PostgresChanges, "changed", _never_changed)
+    monkeypatch.setattr(live, "SAFETY_CHECK", 3600.0)
+    checks: list[float] = []
+    check = LiveHub.check
+
+    async def counted(self: LiveHub, watched: Any) -> None:
+        await check(self, watched)
+        checks.append(time.monotonic())  # once the check has read and told what it found
+
+    monkeypatch.setattr(LiveHub, "check", counted)
+    updated: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, ServerNotification) and message.method == "notifications/resources/updated":
+            updated.append(str(message.params.uri))
+
+    async with Client(build_server(settings), message_handler=on_message, mode="legacy") as client:
+        await call_ok(client, "define_process", process_id="draft", name="Draft")
+        project = (await call_ok(client, "create_project", name="watched"))["id"]
+        uri = f"pipeline://projects/{project}"
+        await client.subscribe_resource(uri)
+        await _until(lambda: len(checks) == 1)  # the watcher's first round: its check finds nothing new
+        await call_ok(client, "record_execution", project_id=project, process_id="draft", output_data={"n": 1})
+        await anyio.sleep(1.5)
+        assert updated == [] and len(checks) == 1  # no signal reached the watcher: only the safety check can tell
+        monkeypatch.setattr(live, "SAFETY_CHECK", 0.2)
+        await _until(lambda: uri in updated)
+        assert updated == [uri]  # told once, though checked every round since
+
+
+async def _never_changed(_self: Any) -> bool:
+    return False
 
 
 async def test_a_listen_stream_hears_list_changes_and_resource_updates(client: Client) -> None:
