@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
-from contextlib import AsyncExitStack, ExitStack
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, ExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -141,9 +141,10 @@ async def _until(condition: Callable[[], bool], within: float = 15.0) -> None:
             await anyio.sleep(0.02)
 
 
-@LEGACY_SUBSCRIBE
-async def test_a_subscriber_hears_a_write_made_through_its_own_server(settings: Settings) -> None:
-    updated: list[str] = []
+@asynccontextmanager
+async def _watching_a_project(settings: Settings, updated: list[str]) -> AsyncIterator[tuple[Client, str, str]]:
+    """A 2025-11-25 client of a server on this database, subscribed to a new project of a one-step pipeline:
+    the client, the project's id and its URI; every resources/updated it hears is appended to ``updated``."""
 
     async def on_message(message: Any) -> None:
         if isinstance(message, ServerNotification) and message.method == "notifications/resources/updated":
@@ -154,6 +155,13 @@ async def test_a_subscriber_hears_a_write_made_through_its_own_server(settings: 
         project = (await call_ok(client, "create_project", name="watched"))["id"]
         uri = f"pipeline://projects/{project}"
         await client.subscribe_resource(uri)
+        yield client, project, uri
+
+
+@LEGACY_SUBSCRIBE
+async def test_a_subscriber_hears_a_write_made_through_its_own_server(settings: Settings) -> None:
+    updated: list[str] = []
+    async with _watching_a_project(settings, updated) as (client, project, uri):
         await client.subscribe_resource(uri + "/graph")
         await call_ok(client, "record_execution", project_id=project, process_id="draft", output_data={"n": 1})
         await _until(lambda: {uri, uri + "/graph"} <= set(updated))
@@ -184,16 +192,7 @@ async def test_a_change_whose_signals_were_all_missed_is_told_by_the_safety_chec
 
     monkeypatch.setattr(LiveHub, "check", counted)
     updated: list[str] = []
-
-    async def on_message(message: Any) -> None:
-        if isinstance(message, ServerNotification) and message.method == "notifications/resources/updated":
-            updated.append(str(message.params.uri))
-
-    async with Client(build_server(settings), message_handler=on_message, mode="legacy") as client:
-        await call_ok(client, "define_process", process_id="draft", name="Draft")
-        project = (await call_ok(client, "create_project", name="watched"))["id"]
-        uri = f"pipeline://projects/{project}"
-        await client.subscribe_resource(uri)
+    async with _watching_a_project(settings, updated) as (client, project, uri):
         await _until(lambda: len(checks) == 1)  # the watcher's first round: its check finds nothing new
         await call_ok(client, "record_execution", project_id=project, process_id="draft", output_data={"n": 1})
         await anyio.sleep(1.5)
